@@ -1,0 +1,89 @@
+// Index: the LMDB database under <cache_dir>/index that maps paths to blobs.
+//
+// Contract
+// - Tables: "paths" path -> PathEntry, "blobs" sha256 -> BlobEntry, "meta"
+//   (schema version). open() fails with a clear message when the schema
+//   version on disk differs from kSchemaVersion.
+// - Blob refcounts are kept by the Index: put_path() increments the new blob's
+//   refs (creating its BlobEntry) and decrements the blob the path pointed at
+//   before; remove_path() decrements. A blob with refs == 0 is garbage that
+//   the owner may delete (unreferenced_blobs()).
+// - Writes are grouped: concurrent writers enqueue operations and one of them
+//   commits everything pending in a single write transaction (group commit).
+//   A write call returns once its operation is durable (or failed).
+// - Access times are only noted in memory (note_access) and written by
+//   flush_access(), so a read never costs a write transaction.
+// - Several processes may open the same index (the mount and netbootfsctl);
+//   LMDB's lock file serialises them. Stale readers are cleared at open.
+// - Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cache/util/result.h"
+
+namespace netbootfs::cache {
+
+struct PathEntry {
+  std::string sha256;          // hex; the blob holding the bytes
+  uint64_t size = 0;
+  std::string etag;            // upstream's validator, quotes included; may be empty
+  int64_t last_modified = 0;   // unix seconds from Last-Modified, 0 when unknown
+  int64_t validated_at = 0;    // unix seconds of the last 200/304 from upstream
+};
+
+struct BlobEntry {
+  uint64_t size = 0;
+  uint32_t refs = 0;
+  int64_t last_access = 0;  // unix seconds
+};
+
+struct IndexStats {
+  uint64_t paths = 0;
+  uint64_t blobs = 0;
+  uint64_t blob_bytes = 0;
+};
+
+class Index {
+ public:
+  static constexpr uint32_t kSchemaVersion = 1;
+  struct Options {
+    size_t map_size = size_t{1} << 30;  // bytes of address space for the map
+    bool read_only = false;
+  };
+
+  static Result<std::unique_ptr<Index>> open(const std::string& dir, Options options);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  std::optional<PathEntry> get_path(std::string_view path) const;
+  std::optional<BlobEntry> get_blob(std::string_view sha256) const;
+  // Entries whose path equals `prefix` or lies below it ("" = all), in key order.
+  std::vector<std::pair<std::string, PathEntry>> list_paths(std::string_view prefix = {}) const;
+  std::vector<std::pair<std::string, BlobEntry>> list_blobs() const;
+  std::vector<std::string> unreferenced_blobs() const;
+  IndexStats stats() const;
+
+  Result<void> put_path(std::string path, PathEntry entry);
+  Result<void> remove_path(std::string path);
+  Result<void> set_validated(std::string path, int64_t at);
+  // Drops a blob entry; refused (EBUSY) while refs > 0.
+  Result<void> remove_blob(std::string sha256);
+
+  void note_access(std::string_view sha256, int64_t at);
+  Result<void> flush_access();
+
+ private:
+  struct Impl;
+  explicit Index(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace netbootfs::cache

@@ -1,0 +1,30 @@
+// Start-up recovery: makes a cache consistent after a crash at any instant.
+//
+// Order matters: tmp/ is emptied; index entries whose blob is missing or has
+// the wrong size are dropped; blobs that no entry refers to (on disk without
+// an entry, or with refs == 0) are deleted. Afterwards every path entry points
+// at a complete blob of its recorded size.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cache/blob_store.h"
+#include "cache/index.h"
+
+namespace netbootfs::cache {
+
+struct RecoveryReport {
+  uint64_t temp_files_removed = 0;
+  uint64_t entries_dropped = 0;   // index entries without a valid blob
+  uint64_t blobs_removed = 0;     // orphan blobs deleted
+};
+
+Result<RecoveryReport> recover(Index& index, BlobStore& blobs);
+
+// Read-only check used by `netbootfsctl verify`: re-hashes every blob and
+// checks index <-> blobs; each problem is one human-readable line.
+std::vector<std::string> verify(const Index& index, const BlobStore& blobs);
+
+}  // namespace netbootfs::cache
