@@ -1,0 +1,1269 @@
+#include "cache/fetcher.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <random>
+#include <shared_mutex>
+#include <thread>
+
+#include <tsl/robin_map.h>
+
+#include "cache/http/url.h"
+#include "cache/listing.h"
+#include "cache/util/log.h"
+
+namespace netbootfs::cache {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logger("cache");
+  return l;
+}
+
+bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Pure decisions.
+
+OpenPlan plan_open(bool cached, int64_t validated_at_ms, int64_t now,
+                   std::chrono::milliseconds revalidate) {
+  if (!cached) return OpenPlan::kDownload;
+  if (revalidate.count() > 0 && now - validated_at_ms < revalidate.count() &&
+      now >= validated_at_ms) {
+    return OpenPlan::kServeCached;
+  }
+  return OpenPlan::kRevalidate;
+}
+
+RevalidationVerdict judge_revalidation(http::Outcome outcome, long status) {
+  if (outcome != http::Outcome::kOk) return RevalidationVerdict::kServeStale;
+  switch (status) {
+    case 304: return RevalidationVerdict::kNotModified;
+    case 200: return RevalidationVerdict::kChanged;
+    case 404:
+    case 410: return RevalidationVerdict::kDeleted;
+    case 401:
+    case 403: return RevalidationVerdict::kDenied;
+    default: return RevalidationVerdict::kServeStale;  // 5xx, 429, surprises
+  }
+}
+
+int errno_for(http::Outcome outcome, long status) {
+  if (outcome != http::Outcome::kOk) return EIO;
+  switch (status) {
+    case 404:
+    case 410: return ENOENT;
+    case 401:
+    case 403: return EACCES;
+    default: return EIO;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Download: one upstream transfer of one path, shared by every reader.
+
+struct ReadWaiter {
+  uint64_t offset;
+  size_t len;
+  ReadCallback cb;
+  int64_t parked_ms;
+};
+
+using VersionCallback = std::function<void(Result<std::shared_ptr<FileVersion>>)>;
+
+struct Fetcher::PathState {
+  std::shared_ptr<FileVersion> current;
+  int64_t validated_ms = 0;  // last 200/304 for `current`
+  bool loaded = false;       // index consulted
+  bool is_dir = false;
+  int64_t negative_until_ms = 0;
+  int negative_errno = 0;
+  // A request that will establish the current version (GET, conditional GET
+  // or HEAD) and the callers waiting for it.
+  std::shared_ptr<Download> pending;
+  bool head_in_flight = false;
+  std::vector<VersionCallback> version_waiters;
+  // Directories: the upstream listing.
+  std::shared_ptr<const Listing> listing;
+  bool listing_in_flight = false;
+  std::vector<std::function<void()>> listing_waiters;
+};
+
+struct Fetcher::Listing {
+  bool available = false;
+  int64_t fetched_ms = 0;
+  std::vector<ListingEntry> entries;  // sorted by name
+  const ListingEntry* find(std::string_view name) const {
+    auto it = std::lower_bound(entries.begin(), entries.end(), name,
+                               [](const ListingEntry& e, std::string_view n) { return e.name < n; });
+    return it != entries.end() && it->name == name ? &*it : nullptr;
+  }
+};
+
+class Download : public http::Sink, public std::enable_shared_from_this<Download> {
+ public:
+  enum class State { kConnecting, kStreaming, kComplete, kFailed };
+
+  Download(Fetcher::Impl* impl, std::string path, std::string url)
+      : impl_(impl), path_(std::move(path)), url_(std::move(url)) {}
+
+  bool on_head(const http::Head& head) override;
+  bool on_data(const char* data, size_t len) override;
+  void on_done(http::Outcome outcome, const http::Head& head, std::string body,
+               std::string detail) override;
+
+  void read(uint64_t offset, size_t len, ReadCallback cb);
+  // Fails parked readers whose deadline passed; true while any remain.
+  bool sweep(int64_t now, int64_t stall_ms);
+  void fail_all(int err);
+
+  Fetcher::Impl* impl_;
+  const std::string path_;
+  const std::string url_;
+  // Set before start, read-only afterwards.
+  bool conditional_ = false;
+  std::string cond_etag_;
+  int64_t cond_last_modified_ = 0;
+
+  std::mutex mu_;  // lock order: Fetcher::Impl::mu_ before this
+  State state_ = State::kConnecting;
+  std::optional<uint64_t> expected_size_;
+  std::string etag_;
+  int64_t last_modified_ = 0;
+  long status_ = 0;
+  TempBlob tmp_;
+  uint64_t frontier_ = 0;
+  std::string sha256_;
+  int64_t last_progress_ms_ = 0;
+  int resumes_ = 0;
+  bool resuming_ = false;       // the current request is a Range request
+  bool resume_refused_ = false; // upstream answered a resume with other bytes
+  int write_errno_ = 0;         // the cache write that failed, if any
+  std::vector<ReadWaiter> readers_;
+  std::shared_ptr<FileVersion> version_;
+};
+
+struct Fetcher::Impl {
+  Impl(Fetcher* owner, http::Client& c, Index& i, BlobStore& b)
+      : self(owner), opt(owner->options_), stats(owner->stats_), client(c), index(i), blobs(b) {}
+
+  Fetcher* self;
+  const FetcherOptions& opt;
+  FetcherStats& stats;
+  http::Client& client;
+  Index& index;
+  BlobStore& blobs;
+
+  std::mutex mu_;  // guards states_, PathState, FileVersion bindings
+  tsl::robin_map<std::string, std::unique_ptr<PathState>> states_;
+  uint64_t next_version_id_ = 1;
+  bool stopping_ = false;
+  std::vector<std::weak_ptr<Download>> active_;  // downloads that may hold parked readers
+
+  // Publishing (shared) and deleting blobs (exclusive) exclude each other so
+  // that a blob being deleted is never the target of a concurrent publish.
+  std::shared_mutex gc_mu_;
+
+  // Completion workers: fsync, rename, index commits.
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  std::deque<std::function<void()>> work_;
+  std::vector<std::thread> workers_;
+  bool work_stop_ = false;
+
+  // Timer: delayed retries, read-stall sweeps, access-time flushes.
+  std::mutex timer_mu_;
+  std::condition_variable timer_cv_;
+  std::multimap<int64_t, std::function<void()>> timers_;
+  std::thread timer_thread_;
+  bool timer_stop_ = false;
+
+  void start_threads();
+  void stop_threads();
+  void post(std::function<void()> fn);
+  void schedule(int64_t due_ms, std::function<void()> fn);
+  void timer_loop();
+  void sweep();
+
+  PathState& state(const std::string& path);  // mu_ held
+  void ensure_loaded(const std::string& path, PathState& ps);
+  std::shared_ptr<FileVersion> make_version(const std::string& path, uint64_t size, int64_t mtime,
+                                            std::string etag);
+  Attr attr_of(const std::shared_ptr<FileVersion>& v) const {
+    return Attr{false, v->size(), v->mtime(), v};
+  }
+
+  void lookup(const std::string& path, Fetcher::AttrCallback cb);
+  void with_listing(const std::string& dir, std::function<void()> then);
+  void fetch_listing(const std::string& dir);
+  void start_head(const std::string& path, PathState& ps);
+  void start_download(const std::string& path, PathState& ps, bool conditional);
+  void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
+  void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb);
+  void open_resolved(const std::shared_ptr<FileVersion>& want,
+                     Result<std::shared_ptr<FileVersion>> got, Fetcher::OpenCallback cb);
+
+  // Download events.
+  void on_download_head(const std::shared_ptr<Download>& dl);
+  void on_download_early_failure(const std::shared_ptr<Download>& dl, http::Outcome outcome,
+                                 long status, const std::string& detail);
+  void on_not_modified(const std::shared_ptr<Download>& dl);
+  void on_download_body_done(const std::shared_ptr<Download>& dl, http::Outcome outcome,
+                             const std::string& detail);
+  void publish(const std::shared_ptr<Download>& dl);
+  void fail_download(const std::shared_ptr<Download>& dl, const std::string& why);
+  void try_resume(const std::shared_ptr<Download>& dl);
+  void remove_cached(const std::string& path);
+  void collect_garbage(const std::string& sha);
+
+  void list_dir(const std::string& path, Fetcher::ListCallback cb);
+};
+
+// --- Download ---------------------------------------------------------------
+
+bool Download::on_head(const http::Head& head) {
+  std::unique_lock lk(mu_);
+  status_ = head.status;
+  if (resuming_) {
+    // A resume continues only the same bytes: a 206 that starts where we
+    // stopped. Anything else means the validator changed (or Range is not
+    // supported): the bytes would be another version's.
+    if (head.status == 206 && head.range_start && *head.range_start == frontier_) return true;
+    log()->warn("{}: resume refused by upstream (status {}): the file changed", path_, head.status);
+    resume_refused_ = true;
+    return false;
+  }
+  if (head.status != 200) return true;  // judged in on_done
+  expected_size_ = head.content_length;
+  etag_ = head.etag;
+  last_modified_ = head.last_modified.value_or(0);
+  auto tmp = impl_->blobs.create_temp();
+  if (!tmp) {
+    write_errno_ = tmp.error().code;
+    log()->error("{}: cannot create a temp file: {}", path_, tmp.error().message);
+    return false;
+  }
+  tmp_ = std::move(tmp).value();
+  state_ = State::kStreaming;
+  last_progress_ms_ = now_ms();
+  lk.unlock();
+  if (expected_size_) impl_->on_download_head(shared_from_this());
+  return true;
+}
+
+bool Download::on_data(const char* data, size_t len) {
+  // Only the HTTP thread writes; readers pread below frontier_.
+  if (expected_size_ && tmp_.size() + len > *expected_size_) {
+    log()->warn("{}: upstream sent more bytes than Content-Length", path_);
+    return false;
+  }
+  auto r = tmp_.append(data, len);
+  if (!r) {
+    std::lock_guard lk(mu_);
+    write_errno_ = r.error().code;
+    log()->error("{}: writing the cache failed: {}", path_, r.error().message);
+    return false;
+  }
+  std::vector<ReadWaiter> ready;
+  int fd = tmp_.fd();
+  {
+    std::lock_guard lk(mu_);
+    frontier_ = tmp_.size();
+    last_progress_ms_ = now_ms();
+    const uint64_t size = expected_size_.value_or(UINT64_MAX);
+    auto keep = readers_.begin();
+    for (auto& w : readers_) {
+      uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
+      if (end <= frontier_ && end < size) {
+        ready.push_back(std::move(w));
+      } else {
+        *keep++ = std::move(w);
+      }
+    }
+    readers_.erase(keep, readers_.end());
+  }
+  impl_->stats.download_bytes += len;
+  const uint64_t size = expected_size_.value_or(UINT64_MAX);
+  for (auto& w : ready) {
+    uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
+    w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
+  }
+  return true;
+}
+
+void Download::on_done(http::Outcome outcome, const http::Head& head, std::string /*body*/,
+                       std::string detail) {
+  auto self = shared_from_this();
+  State st;
+  {
+    std::lock_guard lk(mu_);
+    st = state_;
+  }
+  if (st == State::kConnecting) {
+    if (conditional_ && outcome == http::Outcome::kOk && head.status == 304) {
+      impl_->on_not_modified(self);
+    } else {
+      impl_->on_download_early_failure(self, outcome, head.status, detail);
+    }
+    return;
+  }
+  impl_->on_download_body_done(self, outcome, detail);
+}
+
+void Download::read(uint64_t offset, size_t len, ReadCallback cb) {
+  std::unique_lock lk(mu_);
+  const uint64_t size = version_ ? version_->size() : expected_size_.value_or(0);
+  if (offset >= size || len == 0) {
+    lk.unlock();
+    cb(Slice{tmp_.fd(), offset, 0});
+    return;
+  }
+  const uint64_t end = std::min<uint64_t>(offset + len, size);
+  const bool ready = state_ == State::kComplete || (end < size && end <= frontier_);
+  if (!ready) {
+    readers_.push_back(ReadWaiter{offset, len, std::move(cb), now_ms()});
+    return;
+  }
+  int fd = tmp_.fd();
+  lk.unlock();
+  cb(Slice{fd, offset, static_cast<size_t>(end - offset)});
+}
+
+bool Download::sweep(int64_t now, int64_t stall_ms) {
+  std::vector<ReadWaiter> expired;
+  bool remaining;
+  {
+    std::lock_guard lk(mu_);
+    auto keep = readers_.begin();
+    for (auto& w : readers_) {
+      if (std::max(w.parked_ms, last_progress_ms_) + stall_ms <= now) {
+        expired.push_back(std::move(w));
+      } else {
+        *keep++ = std::move(w);
+      }
+    }
+    readers_.erase(keep, readers_.end());
+    remaining = !readers_.empty();
+  }
+  for (auto& w : expired) {
+    impl_->stats.read_stall_failures++;
+    w.cb(Error{EIO, "read stalled: no progress for read_stall_timeout"});
+  }
+  if (!expired.empty()) {
+    log()->error("{}: {} read(s) failed after {} ms without progress", path_, expired.size(),
+                 stall_ms);
+  }
+  return remaining;
+}
+
+void Download::fail_all(int err) {
+  std::vector<ReadWaiter> all;
+  {
+    std::lock_guard lk(mu_);
+    all.swap(readers_);
+  }
+  for (auto& w : all) w.cb(Error{err, "shutting down"});
+}
+
+// --- OpenFile ---------------------------------------------------------------
+
+void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
+  if (fd_.valid()) {
+    const uint64_t size = version_->size();
+    const uint64_t end = offset >= size ? offset : std::min<uint64_t>(offset + len, size);
+    cb(Slice{fd_.get(), offset, static_cast<size_t>(end - offset)});
+    return;
+  }
+  download_->read(offset, len, std::move(cb));
+}
+
+OpenFile::~OpenFile() = default;
+
+// --- Impl: threads ----------------------------------------------------------
+
+void Fetcher::Impl::start_threads() {
+  for (int i = 0; i < std::max(1, opt.completion_threads); ++i) {
+    workers_.emplace_back([this] {
+      std::unique_lock lk(work_mu_);
+      for (;;) {
+        work_cv_.wait(lk, [this] { return work_stop_ || !work_.empty(); });
+        if (work_.empty()) return;  // stopping and drained
+        auto fn = std::move(work_.front());
+        work_.pop_front();
+        lk.unlock();
+        fn();
+        lk.lock();
+      }
+    });
+  }
+  timer_thread_ = std::thread([this] { timer_loop(); });
+}
+
+void Fetcher::Impl::stop_threads() {
+  {
+    std::lock_guard lk(timer_mu_);
+    timer_stop_ = true;
+  }
+  timer_cv_.notify_all();
+  if (timer_thread_.joinable()) timer_thread_.join();
+  {
+    std::lock_guard lk(work_mu_);
+    work_stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+void Fetcher::Impl::post(std::function<void()> fn) {
+  {
+    std::lock_guard lk(work_mu_);
+    if (!work_stop_) {
+      work_.push_back(std::move(fn));
+      work_cv_.notify_one();
+      return;
+    }
+  }
+  fn();  // shutting down: run inline rather than drop a completion
+}
+
+void Fetcher::Impl::schedule(int64_t due_ms, std::function<void()> fn) {
+  {
+    std::lock_guard lk(timer_mu_);
+    timers_.emplace(due_ms, std::move(fn));
+  }
+  timer_cv_.notify_all();
+}
+
+void Fetcher::Impl::timer_loop() {
+  const int64_t sweep_every =
+      std::clamp<int64_t>(opt.read_stall_timeout.count() / 10, 20, 1000);
+  int64_t next_sweep = now_ms() + sweep_every;
+  int64_t next_flush = now_ms() + opt.access_flush_interval.count();
+  std::unique_lock lk(timer_mu_);
+  while (!timer_stop_) {
+    int64_t due = std::min(next_sweep, next_flush);
+    if (!timers_.empty()) due = std::min(due, timers_.begin()->first);
+    int64_t wait = due - now_ms();
+    if (wait > 0) {
+      timer_cv_.wait_for(lk, std::chrono::milliseconds(wait));
+      continue;
+    }
+    std::vector<std::function<void()>> run;
+    const int64_t now = now_ms();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      run.push_back(std::move(timers_.begin()->second));
+      timers_.erase(timers_.begin());
+    }
+    lk.unlock();
+    for (auto& fn : run) fn();
+    if (now >= next_sweep) {
+      sweep();
+      next_sweep = now + sweep_every;
+    }
+    if (now >= next_flush) {
+      if (auto r = index.flush_access(); !r) log()->warn("access times: {}", r.error().message);
+      next_flush = now + opt.access_flush_interval.count();
+    }
+    lk.lock();
+  }
+}
+
+void Fetcher::Impl::sweep() {
+  std::vector<std::shared_ptr<Download>> live;
+  {
+    std::lock_guard lk(mu_);
+    auto keep = active_.begin();
+    for (auto& w : active_) {
+      if (auto d = w.lock()) {
+        live.push_back(std::move(d));
+        *keep++ = std::move(w);
+      }
+    }
+    active_.erase(keep, active_.end());
+    // Forget paths that hold nothing but an expired negative entry.
+    const int64_t now = now_ms();
+    for (auto it = states_.begin(); it != states_.end();) {
+      const PathState& ps = *it->second;
+      if (!ps.current && !ps.pending && !ps.head_in_flight && ps.version_waiters.empty() &&
+          !ps.listing && !ps.listing_in_flight && !ps.is_dir && ps.negative_until_ms < now) {
+        it = states_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  const int64_t now = now_ms();
+  for (auto& d : live) d->sweep(now, opt.read_stall_timeout.count());
+}
+
+// --- Impl: state ------------------------------------------------------------
+
+Fetcher::PathState& Fetcher::Impl::state(const std::string& path) {
+  auto it = states_.find(path);
+  if (it == states_.end()) it = states_.emplace(path, std::make_unique<PathState>()).first;
+  return *it.value();
+}
+
+void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
+  if (ps.loaded) return;
+  ps.loaded = true;
+  if (auto e = index.get_path(path)) {
+    auto v = make_version(path, e->size, e->last_modified, e->etag);
+    v->sha256_ = e->sha256;
+    ps.current = std::move(v);
+    ps.validated_ms = e->validated_at * 1000;
+  }
+}
+
+std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const std::string& path, uint64_t size,
+                                                         int64_t mtime, std::string etag) {
+  return std::shared_ptr<FileVersion>(
+      new FileVersion(next_version_id_++, path, size, mtime, std::move(etag)));
+}
+
+// --- Impl: lookup -----------------------------------------------------------
+
+void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
+  if (path.empty()) {
+    cb(Attr{true, 0, 0, nullptr});
+    return;
+  }
+  const std::string parent(http::parent_path(path));
+  const std::string name(http::base_name(path));
+  std::unique_lock lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    cb(Error{EIO, "shutting down"});
+    return;
+  }
+  PathState& ps = state(path);
+  ensure_loaded(path, ps);
+  const int64_t now = now_ms();
+  if (ps.is_dir) {
+    lk.unlock();
+    cb(Attr{true, 0, 0, nullptr});
+    return;
+  }
+  if (ps.current && (ps.current->download_ || now - ps.validated_ms < opt.revalidate.count())) {
+    auto a = attr_of(ps.current);
+    lk.unlock();
+    cb(std::move(a));
+    return;
+  }
+  if (ps.negative_until_ms > now) {
+    int err = ps.negative_errno;
+    lk.unlock();
+    cb(Error{err, "cached negative entry"});
+    return;
+  }
+  PathState& pps = state(parent);
+  const bool listing_fresh =
+      pps.listing && now - pps.listing->fetched_ms < opt.listing_ttl.count();
+  if (!listing_fresh) {
+    if (ps.current) {
+      // Answer from the cache at once; open revalidates anyway. Refresh the
+      // listing in the background so that later lookups see upstream's view.
+      auto a = attr_of(ps.current);
+      if (!pps.listing_in_flight) fetch_listing(parent);
+      lk.unlock();
+      cb(std::move(a));
+      return;
+    }
+    lk.unlock();
+    with_listing(parent, [this, path, cb = std::move(cb)]() mutable { lookup(path, cb); });
+    return;
+  }
+  const Listing& listing = *pps.listing;
+  if (listing.available) {
+    const ListingEntry* e = listing.find(name);
+    if (!e) {
+      ps.negative_until_ms = std::min(now + opt.negative_ttl.count(),
+                                      listing.fetched_ms + opt.listing_ttl.count());
+      ps.negative_errno = ENOENT;
+      ps.current.reset();  // gone upstream
+      lk.unlock();
+      cb(Error{ENOENT, "not in the directory listing"});
+      return;
+    }
+    if (e->is_dir) {
+      ps.is_dir = true;
+      lk.unlock();
+      cb(Attr{true, 0, e->mtime.value_or(0), nullptr});
+      return;
+    }
+    if (e->size) {
+      if (!ps.current || ps.current->size() != *e->size) {
+        ps.current = make_version(path, *e->size, e->mtime.value_or(0), "");
+        ps.validated_ms = 0;
+      }
+      auto a = attr_of(ps.current);
+      lk.unlock();
+      cb(std::move(a));
+      return;
+    }
+  }
+  if (ps.current) {
+    auto a = attr_of(ps.current);
+    lk.unlock();
+    cb(std::move(a));
+    return;
+  }
+  // No listing with an exact size: one HEAD per path, shared.
+  ps.version_waiters.push_back([this, path, cb = std::move(cb)](auto r) mutable {
+    if (!r) {
+      cb(r.error());
+      return;
+    }
+    if (!r.value()) {  // a directory
+      cb(Attr{true, 0, 0, nullptr});
+      return;
+    }
+    cb(attr_of(r.value()));
+  });
+  if (!ps.head_in_flight && !ps.pending) {
+    start_head(path, ps);
+  } else {
+    stats.coalesced++;
+  }
+}
+
+void Fetcher::Impl::with_listing(const std::string& dir, std::function<void()> then) {
+  std::unique_lock lk(mu_);
+  PathState& ps = state(dir);
+  const int64_t now = now_ms();
+  if (ps.listing && now - ps.listing->fetched_ms < opt.listing_ttl.count()) {
+    lk.unlock();
+    then();
+    return;
+  }
+  ps.listing_waiters.push_back(std::move(then));
+  if (!ps.listing_in_flight) {
+    fetch_listing(dir);
+  } else {
+    stats.coalesced++;
+  }
+}
+
+namespace {
+
+class MemorySink : public http::Sink {
+ public:
+  using Done = std::function<void(http::Outcome, const http::Head&, std::string, std::string)>;
+  explicit MemorySink(Done done) : done_(std::move(done)) {}
+  bool on_head(const http::Head&) override { return true; }
+  bool on_data(const char*, size_t) override { return true; }
+  void on_done(http::Outcome o, const http::Head& h, std::string body,
+               std::string detail) override {
+    done_(o, h, std::move(body), std::move(detail));
+  }
+
+ private:
+  Done done_;
+};
+
+}  // namespace
+
+void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
+  PathState& ps = state(dir);
+  ps.listing_in_flight = true;
+  stats.listings++;
+  http::Request req;
+  req.url = dir.empty() ? opt.base_url : http::join_url(opt.base_url, dir, true);
+  req.body_in_memory = true;
+  client.start(std::move(req), std::make_shared<MemorySink>([this, dir](http::Outcome o,
+                                                                        const http::Head& h,
+                                                                        std::string body,
+                                                                        std::string detail) {
+    auto listing = std::make_shared<Listing>();
+    listing->fetched_ms = now_ms();
+    if (o == http::Outcome::kOk && h.status == 200) {
+      auto parsed = parse_listing(body, h.content_type);
+      if (parsed) {
+        listing->available = true;
+        listing->entries = std::move(parsed).value();
+        std::sort(listing->entries.begin(), listing->entries.end(),
+                  [](const ListingEntry& a, const ListingEntry& b) { return a.name < b.name; });
+      } else {
+        log()->debug("listing of '{}' not understood: {}", dir, parsed.error().message);
+      }
+    } else {
+      log()->debug("no listing for '{}': {} {} {}", dir, http::to_string(o), h.status, detail);
+    }
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard lk(mu_);
+      PathState& ps2 = state(dir);
+      ps2.listing = std::move(listing);
+      ps2.listing_in_flight = false;
+      waiters.swap(ps2.listing_waiters);
+    }
+    for (auto& w : waiters) w();
+  }));
+}
+
+void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_ held
+  ps.head_in_flight = true;
+  stats.heads++;
+  http::Request req;
+  req.method = http::Request::Method::kHead;
+  req.url = http::join_url(opt.base_url, path);
+  client.start(std::move(req), std::make_shared<MemorySink>([this, path](http::Outcome o,
+                                                                         const http::Head& h,
+                                                                         std::string,
+                                                                         std::string detail) {
+    std::unique_lock lk(mu_);
+    PathState& ps2 = state(path);
+    ps2.head_in_flight = false;
+    if (o == http::Outcome::kOk && h.status == 200) {
+      const std::string& eff = h.effective_url;
+      if (!eff.empty() && eff.back() == '/') {  // redirected to "path/": a directory
+        ps2.is_dir = true;
+        auto waiters = std::move(ps2.version_waiters);
+        ps2.version_waiters.clear();
+        lk.unlock();
+        for (auto& w : waiters) w(std::shared_ptr<FileVersion>());
+        return;
+      }
+      if (h.content_length) {
+        if (!ps2.current || ps2.current->size() != *h.content_length ||
+            (!h.etag.empty() && !ps2.current->etag().empty() && ps2.current->etag() != h.etag)) {
+          ps2.current = make_version(path, *h.content_length, h.last_modified.value_or(0), h.etag);
+          ps2.validated_ms = 0;
+        }
+        auto v = ps2.current;
+        lk.unlock();
+        resolve(path, v);
+        return;
+      }
+      // No size from HEAD: the only way to an exact size is the whole body.
+      if (!ps2.pending) start_download(path, ps2, false);
+      return;
+    }
+    const int err = errno_for(o, h.status);
+    if (err == ENOENT || err == EACCES) {
+      ps2.negative_until_ms = now_ms() + opt.negative_ttl.count();
+      ps2.negative_errno = err;
+    } else {
+      log()->warn("HEAD {}: {} {} {}", path, http::to_string(o), h.status, detail);
+    }
+    lk.unlock();
+    resolve(path, Error{err, "upstream HEAD failed"});
+  }));
+}
+
+void Fetcher::Impl::resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r) {
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(path);
+    if (ps.head_in_flight || ps.pending) {
+      // Another request is still establishing the version; those that wait
+      // for it will be answered by it. Only answer the HEAD's own waiters
+      // when nothing else is pending.
+      if (ps.pending) return;
+    }
+    waiters.swap(ps.version_waiters);
+  }
+  for (auto& w : waiters) w(r);
+}
+
+// --- Impl: open -------------------------------------------------------------
+
+void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb) {
+  const std::string& path = v->path();
+  std::unique_lock lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    cb(Error{EIO, "shutting down"});
+    return;
+  }
+  PathState& ps = state(path);
+  ensure_loaded(path, ps);
+  if (ps.current != v) {
+    lk.unlock();
+    cb(Error{ESTALE, "a newer version exists"});
+    return;
+  }
+  if (ps.pending) {  // a GET or revalidation is under way: wait for its verdict
+    stats.coalesced++;
+    ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+      open_resolved(v, std::move(r), std::move(cb));
+    });
+    return;
+  }
+  const int64_t now = now_ms();
+  if (!v->sha256_.empty()) {
+    if (plan_open(true, ps.validated_ms, now, opt.revalidate) == OpenPlan::kServeCached) {
+      stats.hits++;
+      lk.unlock();
+      open_resolved(v, v, std::move(cb));
+      return;
+    }
+    ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+      open_resolved(v, std::move(r), std::move(cb));
+    });
+    start_download(path, ps, true);
+    return;
+  }
+  if (v->download_) {
+    std::unique_lock dlk(v->download_->mu_);
+    const bool failed = v->download_->state_ == Download::State::kFailed;
+    dlk.unlock();
+    if (!failed) {
+      stats.hits++;
+      lk.unlock();
+      open_resolved(v, v, std::move(cb));
+      return;
+    }
+    v->download_.reset();  // a failed transfer: the next open starts anew
+  }
+  stats.misses++;
+  ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+    open_resolved(v, std::move(r), std::move(cb));
+  });
+  // A HEAD in flight for this path answers nobody once the GET is pending:
+  // the GET's response establishes the version for every waiter.
+  start_download(path, ps, false);
+}
+
+void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
+                                  Result<std::shared_ptr<FileVersion>> got,
+                                  Fetcher::OpenCallback cb) {
+  if (!got) {
+    cb(got.error());
+    return;
+  }
+  if (got.value() != want) {
+    cb(Error{ESTALE, "the file changed upstream"});
+    return;
+  }
+  std::unique_ptr<OpenFile> of(new OpenFile());
+  of->fetcher_ = self;
+  of->version_ = want;
+  std::string sha;
+  std::shared_ptr<Download> dl;
+  {
+    std::lock_guard lk(mu_);
+    sha = want->sha256_;
+    dl = want->download_;
+  }
+  if (dl) {
+    std::lock_guard dlk(dl->mu_);
+    if (dl->state_ == Download::State::kComplete) dl.reset();  // serve the blob instead
+  }
+  if (dl) {
+    of->download_ = std::move(dl);
+  } else if (sha.empty()) {
+    cb(Error{EIO, "no content for this version"});
+    return;
+  } else {
+    auto fd = blobs.open_blob(sha);
+    if (!fd) {
+      log()->error("{}: cached blob {} unreadable: {}", want->path(), sha, fd.error().message);
+      remove_cached(want->path());
+      cb(Error{EIO, "cached blob unreadable"});
+      return;
+    }
+    of->fd_ = std::move(fd).value();
+    index.note_access(sha, now_ms() / 1000);
+  }
+  cb(std::move(of));
+}
+
+void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
+                                   bool conditional) {  // mu_ held
+  auto dl = std::make_shared<Download>(this, path, http::join_url(opt.base_url, path));
+  http::Request req;
+  req.url = dl->url_;
+  if (conditional && ps.current) {
+    dl->conditional_ = true;
+    dl->cond_etag_ = ps.current->etag();
+    dl->cond_last_modified_ = ps.current->mtime();
+    if (!dl->cond_etag_.empty()) {
+      req.if_none_match = dl->cond_etag_;
+    } else if (dl->cond_last_modified_ > 0) {
+      req.if_modified_since = dl->cond_last_modified_;
+    }
+  }
+  ps.pending = dl;
+  active_.push_back(dl);
+  stats.downloads++;
+  client.start(std::move(req), dl);
+}
+
+void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
+  uint64_t size;
+  std::string etag;
+  int64_t lm;
+  {
+    std::lock_guard dlk(dl->mu_);
+    size = *dl->expected_size_;
+    etag = dl->etag_;
+    lm = dl->last_modified_;
+  }
+  std::shared_ptr<FileVersion> v;
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    if (ps.pending != dl) return;  // superseded (cannot happen today; be safe)
+    auto& cur = ps.current;
+    if (cur && cur->sha256_.empty() && !cur->download_ && cur->size() == size &&
+        (cur->etag().empty() || etag.empty() || cur->etag() == etag)) {
+      v = cur;  // the version lookup announced: same size and validator
+    } else {
+      v = make_version(dl->path_, size, lm ? lm : (cur ? cur->mtime() : 0), etag);
+      if (dl->conditional_) stats.revalidations_changed++;
+    }
+    v->download_ = dl;
+    ps.current = v;
+    ps.validated_ms = now_ms();
+    ps.pending.reset();
+    ps.negative_until_ms = 0;
+    waiters.swap(ps.version_waiters);
+  }
+  {
+    std::lock_guard dlk(dl->mu_);
+    dl->version_ = v;
+  }
+  for (auto& w : waiters) w(v);
+}
+
+void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
+  stats.revalidations_not_modified++;
+  std::shared_ptr<FileVersion> v;
+  std::vector<VersionCallback> waiters;
+  const int64_t now = now_ms();
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    ps.pending.reset();
+    ps.validated_ms = now;
+    v = ps.current;
+    waiters.swap(ps.version_waiters);
+  }
+  post([this, path = dl->path_, now] {
+    if (auto r = index.set_validated(path, now / 1000); !r) {
+      log()->warn("{}: recording validation failed: {}", path, r.error().message);
+    }
+  });
+  for (auto& w : waiters) w(v);
+}
+
+void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& dl,
+                                              http::Outcome outcome, long status,
+                                              const std::string& detail) {
+  Result<std::shared_ptr<FileVersion>> result = Error{EIO, "upstream failed"};
+  std::vector<VersionCallback> waiters;
+  bool forget_cached = false;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    if (ps.pending == dl) ps.pending.reset();
+    int write_errno;
+    {
+      std::lock_guard dlk(dl->mu_);
+      write_errno = dl->write_errno_;
+      dl->state_ = Download::State::kFailed;
+    }
+    if (dl->conditional_ && write_errno == 0) {
+      switch (judge_revalidation(outcome, status)) {
+        case RevalidationVerdict::kServeStale:
+          stats.stale_served++;
+          log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path_,
+                      http::to_string(outcome), status, detail);
+          result = ps.current;
+          break;
+        case RevalidationVerdict::kDeleted:
+          log()->info("{}: deleted upstream", dl->path_);
+          ps.current.reset();
+          ps.negative_until_ms = now_ms() + opt.negative_ttl.count();
+          ps.negative_errno = ENOENT;
+          forget_cached = true;
+          result = Error{ENOENT, "deleted upstream"};
+          break;
+        case RevalidationVerdict::kDenied:
+          result = Error{EACCES, "upstream denies access"};
+          break;
+        default:
+          result = Error{EIO, "unexpected revalidation answer"};
+      }
+    } else {
+      const int err = write_errno ? EIO : errno_for(outcome, status);
+      if (err == ENOENT || err == EACCES) {
+        ps.negative_until_ms = now_ms() + opt.negative_ttl.count();
+        ps.negative_errno = err;
+        ps.current.reset();
+      } else {
+        log()->warn("GET {}: {} {} {}", dl->path_, http::to_string(outcome), status, detail);
+      }
+      result = Error{err, "upstream GET failed"};
+    }
+    waiters.swap(ps.version_waiters);
+  }
+  if (forget_cached) post([this, path = dl->path_] { remove_cached(path); });
+  for (auto& w : waiters) w(result);
+}
+
+void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
+                                          http::Outcome outcome, const std::string& detail) {
+  bool complete = false;
+  bool unknown_size = false;
+  int write_errno;
+  bool refused;
+  {
+    std::lock_guard dlk(dl->mu_);
+    write_errno = dl->write_errno_;
+    refused = dl->resume_refused_;
+    dl->resuming_ = false;
+    if (outcome == http::Outcome::kOk && (dl->status_ == 200 || dl->status_ == 206)) {
+      if (!dl->expected_size_) {
+        unknown_size = true;
+        complete = true;
+      } else {
+        complete = dl->frontier_ == *dl->expected_size_;
+      }
+    }
+  }
+  if (write_errno) {
+    fail_download(dl, "the cache could not be written");
+    return;
+  }
+  if (refused) {
+    fail_download(dl, "changed upstream during the transfer");
+    return;
+  }
+  if (complete) {
+    if (unknown_size) {
+      // The size is known only now: announce the version, then publish.
+      std::lock_guard dlk(dl->mu_);
+      dl->expected_size_ = dl->frontier_;
+    }
+    if (unknown_size) on_download_head(dl);
+    post([this, dl] { publish(dl); });
+    return;
+  }
+  log()->warn("{}: transfer broken at {} bytes ({}: {})", dl->path_, dl->frontier_,
+              http::to_string(outcome), detail);
+  try_resume(dl);
+}
+
+void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
+  int attempt;
+  {
+    std::lock_guard dlk(dl->mu_);
+    const bool can = !dl->etag_.empty() && !is_weak_etag(dl->etag_) && dl->expected_size_;
+    if (!can || now_ms() - dl->last_progress_ms_ >= opt.read_stall_timeout.count()) {
+      dl->state_ = Download::State::kFailed;
+      attempt = -1;
+    } else {
+      attempt = dl->resumes_++;
+    }
+  }
+  if (attempt < 0) {
+    fail_download(dl, "cannot resume");
+    return;
+  }
+  // Capped exponential back-off with jitter: 0.2 s, 0.4 s, ... at most 5 s.
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  const int64_t base = std::min<int64_t>(5000, 200LL << std::min(attempt, 5));
+  const int64_t delay = base / 2 + std::uniform_int_distribution<int64_t>(0, base / 2)(rng);
+  schedule(now_ms() + delay, [this, dl] {
+    http::Request req;
+    req.url = dl->url_;
+    {
+      std::lock_guard dlk(dl->mu_);
+      if (dl->state_ != Download::State::kStreaming) return;
+      req.range_from = dl->frontier_;
+      req.if_range = dl->etag_;
+      dl->resuming_ = true;
+    }
+    stats.resumes++;
+    log()->info("{}: resuming at byte {}", dl->path_, *req.range_from);
+    client.start(std::move(req), dl);
+  });
+}
+
+void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std::string& why) {
+  log()->error("{}: download failed: {}", dl->path_, why);
+  {
+    // The temp file stays until the Download is gone: readers still pread
+    // the bytes below the frontier through its fd.
+    std::lock_guard dlk(dl->mu_);
+    dl->state_ = Download::State::kFailed;
+  }
+  // Parked readers are not failed here: they wait for read_stall_timeout so
+  // that a TFTP client sees a timeout, never a short file (sweep fails them).
+  std::lock_guard lk(mu_);
+  PathState& ps = state(dl->path_);
+  if (ps.current && ps.current->download_ == dl) ps.current->download_.reset();
+}
+
+void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
+  std::string sha;
+  PathEntry entry;
+  {
+    std::shared_lock gc(gc_mu_);
+    auto r = blobs.publish(dl->tmp_);
+    if (!r) {
+      fail_download(dl, "publishing failed: " + r.error().message);
+      return;
+    }
+    sha = r.value();
+    std::lock_guard dlk(dl->mu_);
+    entry.sha256 = sha;
+    entry.size = dl->frontier_;
+    entry.etag = dl->etag_;
+    entry.last_modified = dl->last_modified_;
+    entry.validated_at = now_ms() / 1000;
+  }
+  const std::optional<PathEntry> before = index.get_path(dl->path_);
+  {
+    std::shared_lock gc(gc_mu_);
+    if (auto r = index.put_path(dl->path_, entry); !r) {
+      fail_download(dl, "index update failed: " + r.error().message);
+      return;
+    }
+  }
+  std::vector<ReadWaiter> ready;
+  int fd;
+  {
+    std::lock_guard lk(mu_);
+    std::lock_guard dlk(dl->mu_);
+    dl->sha256_ = sha;
+    dl->state_ = Download::State::kComplete;
+    ready.swap(dl->readers_);
+    fd = dl->tmp_.fd();
+    if (dl->version_) dl->version_->sha256_ = sha;
+    PathState& ps = state(dl->path_);
+    if (ps.current == dl->version_) ps.validated_ms = now_ms();
+  }
+  log()->info("{}: downloaded {} bytes, sha256 {}", dl->path_, entry.size, sha.substr(0, 12));
+  const uint64_t size = entry.size;
+  for (auto& w : ready) {
+    const uint64_t end = w.offset >= size ? w.offset : std::min<uint64_t>(w.offset + w.len, size);
+    w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
+  }
+  if (before && before->sha256 != sha) collect_garbage(before->sha256);
+}
+
+void Fetcher::Impl::collect_garbage(const std::string& sha) {
+  std::unique_lock gc(gc_mu_);
+  auto b = index.get_blob(sha);
+  if (b && b->refs > 0) return;
+  if (b) {
+    if (auto r = index.remove_blob(sha); !r) return;
+  }
+  // Open handles keep reading an unlinked blob through their fds.
+  if (auto r = blobs.remove(sha); !r) log()->warn("removing blob {}: {}", sha, r.error().message);
+}
+
+void Fetcher::Impl::remove_cached(const std::string& path) {
+  auto before = index.get_path(path);
+  if (!before) return;
+  if (auto r = index.remove_path(path); !r) {
+    log()->warn("{}: removing the index entry failed: {}", path, r.error().message);
+    return;
+  }
+  collect_garbage(before->sha256);
+}
+
+// --- Impl: directories ------------------------------------------------------
+
+void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) {
+  with_listing(path, [this, path, cb = std::move(cb)] {
+    std::shared_ptr<const Listing> listing;
+    {
+      std::lock_guard lk(mu_);
+      listing = state(path).listing;
+    }
+    std::map<std::string, bool> names;  // name -> is_dir
+    if (listing && listing->available) {
+      for (const auto& e : listing->entries) names.emplace(e.name, e.is_dir);
+    }
+    // What the cache holds below this directory (all of it when upstream
+    // gives no listing; entries the listing lacks are shown too).
+    const std::string prefix = path.empty() ? std::string() : path + "/";
+    for (const auto& [p, entry] : index.list_paths(path)) {
+      if (p.size() <= prefix.size() || p.compare(0, prefix.size(), prefix) != 0) continue;
+      std::string_view rest(p);
+      rest.remove_prefix(prefix.size());
+      const auto slash = rest.find('/');
+      if (slash == std::string_view::npos) {
+        names.emplace(std::string(rest), false);
+      } else {
+        names.emplace(std::string(rest.substr(0, slash)), true);
+      }
+    }
+    if (!path.empty() && names.empty() && !(listing && listing->available)) {
+      cb(Error{ENOENT, "no listing and nothing cached"});
+      return;
+    }
+    std::vector<DirEntry> out;
+    out.reserve(names.size());
+    for (auto& [n, d] : names) out.push_back(DirEntry{n, d});
+    cb(std::move(out));
+  });
+}
+
+// --- Fetcher ----------------------------------------------------------------
+
+Fetcher::Fetcher(FetcherOptions options, http::Client& client, Index& index, BlobStore& blobs)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(this, client, index, blobs)) {
+  impl_->start_threads();
+}
+
+Fetcher::~Fetcher() { shutdown(); }
+
+void Fetcher::lookup(const std::string& path, AttrCallback cb) { impl_->lookup(path, std::move(cb)); }
+
+void Fetcher::list_dir(const std::string& path, ListCallback cb) {
+  impl_->list_dir(path, std::move(cb));
+}
+
+void Fetcher::open(const std::shared_ptr<FileVersion>& version, OpenCallback cb) {
+  impl_->open(version, std::move(cb));
+}
+
+void Fetcher::shutdown() {
+  std::vector<VersionCallback> waiters;
+  std::vector<std::function<void()>> listing_waiters;
+  std::vector<std::shared_ptr<Download>> live;
+  {
+    std::lock_guard lk(impl_->mu_);
+    if (impl_->stopping_) return;
+    impl_->stopping_ = true;
+    for (auto& [path, ps] : impl_->states_) {
+      for (auto& w : ps->version_waiters) waiters.push_back(std::move(w));
+      ps->version_waiters.clear();
+      for (auto& w : ps->listing_waiters) listing_waiters.push_back(std::move(w));
+      ps->listing_waiters.clear();
+    }
+    for (auto& w : impl_->active_) {
+      if (auto d = w.lock()) live.push_back(std::move(d));
+    }
+  }
+  for (auto& w : waiters) w(Error{EIO, "shutting down"});
+  for (auto& w : listing_waiters) w();  // each continuation sees stopping_ and fails
+  for (auto& d : live) d->fail_all(EIO);
+  impl_->stop_threads();
+  if (auto r = impl_->index.flush_access(); !r) {
+    log()->warn("access times not saved: {}", r.error().message);
+  }
+}
+
+}  // namespace netbootfs::cache

@@ -1,0 +1,389 @@
+#include "fs/fuse_fs.h"
+
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "cache/http/url.h"
+#include "cache/util/log.h"
+
+namespace netbootfs::fs {
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logger("fs");
+  return l;
+}
+
+FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req)); }
+
+void interrupt_cb(fuse_req_t req, void* data) { static_cast<FuseFs*>(data)->pending().interrupt(req); }
+
+struct DirHandle {
+  std::vector<cache::DirEntry> entries;
+};
+
+void erofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+
+}  // namespace
+
+// --- PendingReplies ---------------------------------------------------------
+
+std::shared_ptr<PendingReplies::Entry> PendingReplies::park(fuse_req_t req) {
+  auto e = std::make_shared<Entry>();
+  e->req = req;
+  {
+    std::lock_guard lk(mu_);
+    map_[req] = e;
+  }
+  // Registered after the entry exists: if the request was already
+  // interrupted, the callback runs right here and finds it.
+  fuse_req_interrupt_func(req, interrupt_cb, fuse_req_userdata(req));
+  return e;
+}
+
+bool PendingReplies::claim(const std::shared_ptr<Entry>& e) {
+  if (e->claimed.exchange(true)) return false;
+  std::lock_guard lk(mu_);
+  auto it = map_.find(e->req);
+  if (it != map_.end() && it->second == e) map_.erase(it);
+  return true;
+}
+
+void PendingReplies::interrupt(fuse_req_t req) {
+  std::shared_ptr<Entry> e;
+  {
+    std::lock_guard lk(mu_);
+    auto it = map_.find(req);
+    if (it == map_.end()) return;
+    e = it->second;
+  }
+  if (claim(e)) fuse_reply_err(req, EINTR);
+}
+
+size_t PendingReplies::answer_all(int err) {
+  std::vector<std::shared_ptr<Entry>> all;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [req, e] : map_) all.push_back(e);
+  }
+  size_t n = 0;
+  for (auto& e : all) {
+    if (claim(e)) {
+      fuse_reply_err(e->req, err);
+      ++n;
+    }
+  }
+  return n;
+}
+
+size_t PendingReplies::size() const {
+  std::lock_guard lk(mu_);
+  return map_.size();
+}
+
+// --- FuseFs -----------------------------------------------------------------
+
+FuseFs::FuseFs(const MountOptions& options, cache::Fetcher& fetcher)
+    : opt_(options),
+      fetcher_(fetcher),
+      mount_time_(std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count()) {}
+
+struct stat FuseFs::make_stat(const NodeInfo& n) const {
+  struct stat st {};
+  st.st_ino = n.ino;
+  st.st_uid = opt_.uid;
+  st.st_gid = opt_.gid;
+  if (n.is_dir) {
+    st.st_mode = S_IFDIR | (0555 & ~opt_.umask);
+    st.st_nlink = 2;
+    st.st_size = 4096;
+  } else {
+    st.st_mode = S_IFREG | (0444 & ~opt_.umask);
+    st.st_nlink = 1;
+    st.st_size = static_cast<off_t>(n.size);
+  }
+  st.st_blksize = 4096;
+  st.st_blocks = (st.st_size + 511) / 512;
+  const int64_t t = n.mtime ? n.mtime : mount_time_;
+  st.st_mtim.tv_sec = st.st_ctim.tv_sec = st.st_atim.tv_sec = t;
+  return st;
+}
+
+void FuseFs::init(fuse_conn_info* conn) {
+  // Readahead reads parked at a download frontier count against the
+  // kernel's background limit (default 12): raise it so they do not block
+  // page-cache misses of cached files.
+  conn->max_background = 512;
+  conn->congestion_threshold = 384;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  // An inode's bytes never change: no invalidation from mtime.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  log()->info("FUSE protocol {}.{}, max_readahead {}, max_background {}", conn->proto_major,
+              conn->proto_minor, conn->max_readahead, conn->max_background);
+}
+
+void FuseFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto p = inodes_.get(parent);
+  if (!p || !p->is_dir) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  const std::string path = http::child_path(p->path, name);
+  auto pend = pending_.park(req);
+  fetcher_.lookup(path, [this, pend, path](Result<cache::Attr> r) {
+    if (!pending_.claim(pend)) return;
+    fuse_entry_param e{};
+    if (!r) {
+      if (r.error().code != ENOENT) {
+        fuse_reply_err(pend->req, r.error().code);
+        return;
+      }
+      e.ino = 0;  // a negative entry the kernel may cache
+      e.entry_timeout = opt_.negative_ttl;
+      fuse_reply_entry(pend->req, &e);
+      return;
+    }
+    const cache::Attr& a = r.value();
+    e.ino = inodes_.ref(path, a);
+    NodeInfo n{e.ino, path, a.is_dir, a.size, a.mtime, a.version};
+    e.attr = make_stat(n);
+    e.attr_timeout = opt_.attr_timeout;
+    e.entry_timeout = opt_.entry_timeout;
+    if (fuse_reply_entry(pend->req, &e) != 0) inodes_.forget(e.ino, 1);
+  });
+}
+
+void FuseFs::getattr(fuse_req_t req, fuse_ino_t ino) {
+  auto n = inodes_.get(ino);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  struct stat st = make_stat(*n);
+  fuse_reply_attr(req, &st, opt_.attr_timeout);
+}
+
+void FuseFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  auto n = inodes_.get(ino);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->is_dir) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  auto pend = pending_.park(req);
+  const int flags = fi->flags;
+  fetcher_.open(n->version, [this, pend, flags](Result<std::unique_ptr<cache::OpenFile>> r) {
+    if (!pending_.claim(pend)) return;
+    if (!r) {
+      // ESTALE makes the VFS walk the path again with LOOKUP_REVAL: the
+      // fresh LOOKUP returns the new version's inode and open is retried.
+      fuse_reply_err(pend->req, r.error().code);
+      return;
+    }
+    fuse_file_info info{};
+    info.flags = flags;
+    info.keep_cache = 1;  // an inode's bytes never change
+    info.noflush = 1;
+    info.fh = reinterpret_cast<uint64_t>(r.value().get());
+    if (fuse_reply_open(pend->req, &info) == 0) r.value().release();
+  });
+}
+
+void FuseFs::reply_slice(fuse_req_t req, const cache::Slice& s) {
+  if (s.len == 0) {
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(s.len);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = s.fd;
+  buf.buf[0].pos = static_cast<off_t>(s.offset);
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void FuseFs::read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
+  auto* of = reinterpret_cast<cache::OpenFile*>(fi->fh);
+  if (of->fd() >= 0) {  // published: straight from the blob, no parking
+    of->read(static_cast<uint64_t>(off), size, [this, req](Result<cache::Slice> r) {
+      if (r) {
+        reply_slice(req, r.value());
+      } else {
+        fuse_reply_err(req, r.error().code);
+      }
+    });
+    return;
+  }
+  auto pend = pending_.park(req);
+  of->read(static_cast<uint64_t>(off), size, [this, pend](Result<cache::Slice> r) {
+    if (!pending_.claim(pend)) return;
+    if (r) {
+      reply_slice(pend->req, r.value());
+    } else {
+      fuse_reply_err(pend->req, r.error().code);
+    }
+  });
+}
+
+void FuseFs::release(fuse_req_t req, fuse_file_info* fi) {
+  delete reinterpret_cast<cache::OpenFile*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void FuseFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto n = inodes_.get(ino);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (!n->is_dir) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  auto pend = pending_.park(req);
+  const int flags = fi->flags;
+  fetcher_.list_dir(n->path, [this, pend, flags](Result<std::vector<cache::DirEntry>> r) {
+    if (!pending_.claim(pend)) return;
+    if (!r) {
+      fuse_reply_err(pend->req, r.error().code);
+      return;
+    }
+    auto dh = std::make_unique<DirHandle>();
+    dh->entries = std::move(r).value();
+    fuse_file_info info{};
+    info.flags = flags;
+    info.fh = reinterpret_cast<uint64_t>(dh.get());
+    if (fuse_reply_open(pend->req, &info) == 0) dh.release();
+  });
+}
+
+void FuseFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                     fuse_file_info* fi) {
+  auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  // Offsets: 0 ".", 1 "..", 2.. the entries; each entry's offset is the next one's index.
+  const size_t total = dh->entries.size() + 2;
+  for (size_t i = static_cast<size_t>(off); i < total; ++i) {
+    struct stat st {};
+    const char* name;
+    if (i == 0) {
+      name = ".";
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+    } else if (i == 1) {
+      name = "..";
+      st.st_ino = FUSE_ROOT_ID;
+      st.st_mode = S_IFDIR;
+    } else {
+      const auto& e = dh->entries[i - 2];
+      name = e.name.c_str();
+      // Not the inode a LOOKUP would give (that depends on the version);
+      // any non-zero number will do for readdir.
+      st.st_ino = std::hash<std::string>{}(e.name) | 1;
+      st.st_mode = e.is_dir ? S_IFDIR : S_IFREG;
+    }
+    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
+                                    static_cast<off_t>(i + 1));
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void FuseFs::releasedir(fuse_req_t req, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void FuseFs::statfs(fuse_req_t req) {
+  struct statvfs st {};
+  if (::statvfs(opt_.cache_dir.c_str(), &st) != 0) st = {};
+  st.f_namemax = 255;
+  st.f_flag |= ST_RDONLY;
+  fuse_reply_statfs(req, &st);
+}
+
+const fuse_lowlevel_ops& FuseFs::operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = [](void* ud, fuse_conn_info* conn) { static_cast<FuseFs*>(ud)->init(conn); };
+    o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->lookup(r, p, n); };
+    o.forget = [](fuse_req_t r, fuse_ino_t i, uint64_t n) {
+      self(r)->forget(i, n);
+      fuse_reply_none(r);
+    };
+    o.forget_multi = [](fuse_req_t r, size_t count, fuse_forget_data* f) {
+      for (size_t i = 0; i < count; ++i) self(r)->forget(f[i].ino, f[i].nlookup);
+      fuse_reply_none(r);
+    };
+    o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->getattr(r, i); };
+    o.open = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->open(r, i, fi); };
+    o.read = [](fuse_req_t r, fuse_ino_t, size_t s, off_t off, fuse_file_info* fi) {
+      self(r)->read(r, s, off, fi);
+    };
+    o.release = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { self(r)->release(r, fi); };
+    o.flush = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
+    o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->opendir(r, i, fi); };
+    o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t off, fuse_file_info* fi) {
+      self(r)->readdir(r, i, s, off, fi);
+    };
+    o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) {
+      self(r)->releasedir(r, fi);
+    };
+    o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->statfs(r); };
+    o.access = [](fuse_req_t r, fuse_ino_t, int mask) {
+      fuse_reply_err(r, (mask & W_OK) ? EROFS : 0);
+    };
+    o.getxattr = [](fuse_req_t r, fuse_ino_t, const char*, size_t) {
+      fuse_reply_err(r, ENODATA);
+    };
+    o.listxattr = [](fuse_req_t r, fuse_ino_t, size_t size) {
+      if (size == 0) {
+        fuse_reply_xattr(r, 0);
+      } else {
+        fuse_reply_buf(r, nullptr, 0);
+      }
+    };
+    // Read-only: every write-type operation.
+    o.setattr = [](fuse_req_t r, fuse_ino_t, struct stat*, int, fuse_file_info*) { erofs(r); };
+    o.mknod = [](fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { erofs(r); };
+    o.mkdir = [](fuse_req_t r, fuse_ino_t, const char*, mode_t) { erofs(r); };
+    o.unlink = [](fuse_req_t r, fuse_ino_t, const char*) { erofs(r); };
+    o.rmdir = [](fuse_req_t r, fuse_ino_t, const char*) { erofs(r); };
+    o.symlink = [](fuse_req_t r, const char*, fuse_ino_t, const char*) { erofs(r); };
+    o.rename = [](fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+      erofs(r);
+    };
+    o.link = [](fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) { erofs(r); };
+    o.write = [](fuse_req_t r, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
+      erofs(r);
+    };
+    o.create = [](fuse_req_t r, fuse_ino_t, const char*, mode_t, fuse_file_info*) { erofs(r); };
+    o.setxattr = [](fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) {
+      erofs(r);
+    };
+    o.removexattr = [](fuse_req_t r, fuse_ino_t, const char*) { erofs(r); };
+    o.fallocate = [](fuse_req_t r, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { erofs(r); };
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace netbootfs::fs

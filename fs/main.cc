@@ -1,0 +1,165 @@
+// netbootfs: mounts an upstream HTTP(S) tree read-only with a local cache.
+#include <fuse_lowlevel.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cache/blob_store.h"
+#include "cache/fetcher.h"
+#include "cache/http/client.h"
+#include "cache/index.h"
+#include "cache/recovery.h"
+#include "cache/util/log.h"
+#include "fs/fuse_fs.h"
+#include "fs/options.h"
+
+namespace {
+
+using namespace netbootfs;
+namespace fsys = std::filesystem;
+
+std::chrono::milliseconds ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+void setup_logging(const fs::MountOptions& o, bool to_syslog) {
+  spdlog::sink_ptr sink;
+  if (to_syslog) {
+    sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("netbootfs", LOG_PID, LOG_DAEMON, false);
+  } else {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  }
+  auto def = std::make_shared<spdlog::logger>("netbootfs", sink);
+  def->set_level(spdlog::level::from_str(o.log_level));
+  def->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  def->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(def);
+}
+
+void raise_nofile() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+Result<void> prepare_cache_dir(const std::string& dir) {
+  std::error_code ec;
+  fsys::create_directories(dir, ec);
+  if (ec) return Error{ec.value(), "cannot create cache_dir " + dir + ": " + ec.message()};
+  if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    return Error{errno, "cache_dir " + dir + " is not writable: " + std::strerror(errno)};
+  }
+  return {};
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "netbootfs: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fs::MountOptions opts;
+  fuse_args args{};
+  auto parsed = fs::parse_mount_args(argc, argv, opts, args);
+  if (!parsed) {
+    fuse_opt_free_args(&args);
+    std::fprintf(stderr, "netbootfs: %s\n%s", parsed.error().message.c_str(), fs::usage_text());
+    return 1;
+  }
+  if (opts.show_help) {
+    std::fputs(fs::usage_text(), stdout);
+    std::puts("\nFUSE options:");
+    fuse_lowlevel_help();
+    fuse_opt_free_args(&args);
+    return 0;
+  }
+  if (opts.show_version) {
+    std::printf("netbootfs %s\n", NETBOOTFS_VERSION);
+    fuse_lowlevel_version();
+    fuse_opt_free_args(&args);
+    return 0;
+  }
+  setup_logging(opts, false);
+  raise_nofile();
+
+  if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
+  auto blobs = cache::BlobStore::open(opts.cache_dir);
+  if (!blobs) return fail("cache_dir " + opts.cache_dir + ": " + blobs.error().message);
+  cache::Index::Options io;
+  io.map_size = opts.index_map_size;
+  auto index = cache::Index::open(opts.cache_dir + "/index", io);
+  if (!index) return fail("cache index: " + index.error().message);
+  auto rec = cache::recover(**index, **blobs);
+  if (!rec) return fail("cache recovery: " + rec.error().message);
+  auto log = logger("main");
+  if (rec->temp_files_removed || rec->entries_dropped || rec->blobs_removed) {
+    log->warn("recovered the cache: {} temp files removed, {} entries dropped, {} blobs removed",
+              rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
+  }
+
+  http::Options ho;
+  ho.connect_timeout = ms(opts.connect_timeout);
+  ho.request_timeout = ms(opts.request_timeout);
+  ho.low_speed_time = std::chrono::seconds(static_cast<int64_t>(std::max(1.0, opts.low_speed_time)));
+  ho.proxy = opts.proxy;
+  ho.ca_file = opts.ca_file;
+  ho.insecure = opts.insecure;
+  ho.user_agent = std::string("netbootfs/") + NETBOOTFS_VERSION;
+  if (opts.insecure) log->warn("TLS certificate verification is disabled (insecure)");
+  http::Client client(ho);
+
+  cache::FetcherOptions fo;
+  fo.base_url = opts.url;
+  fo.revalidate = ms(opts.revalidate);
+  fo.negative_ttl = ms(opts.negative_ttl);
+  fo.listing_ttl = ms(opts.listing_ttl);
+  fo.read_stall_timeout = ms(opts.read_stall_timeout);
+  cache::Fetcher fetcher(fo, client, **index, **blobs);
+  fs::FuseFs fsimpl(opts, fetcher);
+
+  fuse_session* se =
+      fuse_session_new(&args, &fs::FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fsimpl);
+  fuse_opt_free_args(&args);
+  if (!se) return fail("cannot start the FUSE session (see the message above)");
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return fail("cannot install signal handlers");
+  }
+  if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return fail("cannot mount on " + opts.mountpoint);
+  }
+  log->info("mounted {} on {} (cache {})", opts.url, opts.mountpoint, opts.cache_dir);
+  if (!opts.foreground) {
+    fuse_daemonize(0);
+    setup_logging(opts, true);
+  }
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
+  fuse_loop_cfg_set_idle_threads(cfg, 16);
+  fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
+  const int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+
+  // Answer what still waits before the kernel connection goes away.
+  fetcher.shutdown();
+  if (size_t n = fsimpl.answer_all_pending(EIO)) log->info("answered {} pending requests", n);
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  log->info("unmounted {}", opts.mountpoint);
+  return rc == 0 ? 0 : 1;
+}

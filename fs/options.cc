@@ -1,0 +1,176 @@
+#include "fs/options.h"
+
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "cache/http/url.h"
+
+namespace netbootfs::fs {
+namespace {
+
+// fuse_opt fills a plain struct; strings arrive malloc'd.
+struct RawOptions {
+  char* cache_dir = nullptr;
+  char* proxy = nullptr;
+  char* ca_file = nullptr;
+  char* log_level = nullptr;
+  double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
+  double connect_timeout = -1, request_timeout = -1, low_speed_time = -1;
+  double entry_timeout = -1, attr_timeout = -1;
+  int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
+  int positional = 0;
+  char* url = nullptr;
+  char* error = nullptr;
+};
+
+#define NBFS_OPT(t, field) {t, offsetof(RawOptions, field), 0}
+const fuse_opt kOptions[] = {
+    NBFS_OPT("cache_dir=%s", cache_dir),
+    NBFS_OPT("proxy=%s", proxy),
+    NBFS_OPT("http_proxy=%s", proxy),
+    NBFS_OPT("ca_file=%s", ca_file),
+    NBFS_OPT("log_level=%s", log_level),
+    NBFS_OPT("revalidate=%lf", revalidate),
+    NBFS_OPT("negative_ttl=%lf", negative_ttl),
+    NBFS_OPT("listing_ttl=%lf", listing_ttl),
+    NBFS_OPT("read_stall_timeout=%lf", read_stall_timeout),
+    NBFS_OPT("connect_timeout=%lf", connect_timeout),
+    NBFS_OPT("request_timeout=%lf", request_timeout),
+    NBFS_OPT("low_speed_time=%lf", low_speed_time),
+    NBFS_OPT("entry_timeout=%lf", entry_timeout),
+    NBFS_OPT("attr_timeout=%lf", attr_timeout),
+    NBFS_OPT("uid=%d", uid),
+    NBFS_OPT("gid=%d", gid),
+    NBFS_OPT("umask=%o", umask),
+    NBFS_OPT("insecure", insecure),
+    NBFS_OPT("max_threads=%d", max_threads),
+    FUSE_OPT_END};
+#undef NBFS_OPT
+
+// Options that mount(8), fstab and systemd pass along and that mean nothing
+// here. "rw" is dropped too: the mount is read-only whatever is asked.
+bool ignorable(std::string_view opt) {
+  static constexpr std::string_view kIgnored[] = {"_netdev", "nofail", "defaults", "noauto",
+                                                  "auto",    "user",   "users",    "nouser",
+                                                  "rw",      "owner",  "group",    "comment"};
+  for (auto i : kIgnored) {
+    if (opt == i) return true;
+  }
+  return opt.rfind("x-", 0) == 0 || opt.rfind("comment=", 0) == 0;
+}
+
+int process(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
+  auto* raw = static_cast<RawOptions*>(data);
+  if (key == FUSE_OPT_KEY_OPT) return ignorable(arg) ? 0 : 1;
+  if (key == FUSE_OPT_KEY_NONOPT) {
+    if (raw->positional++ == 0) {
+      raw->url = strdup(arg);
+      return 0;  // the URL is ours; the mountpoint goes on to fuse_parse_cmdline
+    }
+    return 1;
+  }
+  return 1;
+}
+
+template <class T>
+void set_if(T& dst, double v) {
+  if (v >= 0) dst = static_cast<T>(v);
+}
+
+void take(std::string& dst, char*& src) {
+  if (src) dst = src;
+  free(src);
+  src = nullptr;
+}
+
+}  // namespace
+
+const char* usage_text() {
+  return "usage: netbootfs URL MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
+         "\n"
+         "Mounts the HTTP(S) tree at URL read-only at MOUNTPOINT, caching files in cache_dir.\n"
+         "\n"
+         "netbootfs options (times in seconds, decimals allowed):\n"
+         "  cache_dir=DIR            cache directory (/var/cache/netbootfs)\n"
+         "  revalidate=S             revalidate a cached file on open after S (1; 0 = always)\n"
+         "  negative_ttl=S           remember a missing name for S (10)\n"
+         "  listing_ttl=S            trust a directory listing for S (10)\n"
+         "  read_stall_timeout=S     fail a read only after S without progress (150)\n"
+         "  connect_timeout=S        upstream connect timeout (10)\n"
+         "  request_timeout=S        total timeout of HEAD and listing requests (30)\n"
+         "  low_speed_time=S         a body stalled for S is broken and resumed (30)\n"
+         "  entry_timeout=S          kernel name cache timeout (1)\n"
+         "  attr_timeout=S           kernel attribute cache timeout (3600)\n"
+         "  uid=N,gid=N,umask=OCT    owner and mode of files (0, 0, 022)\n"
+         "  proxy=URL                HTTP proxy (default: the *_proxy variables)\n"
+         "  ca_file=FILE             CA bundle for https upstreams\n"
+         "  insecure                 do not verify TLS certificates\n"
+         "  log_level=LEVEL          trace, debug, info, warning, error (info)\n"
+         "  max_threads=N            FUSE worker threads (64)\n"
+         "\n"
+         "FUSE options such as allow_other and default_permissions are passed through.\n";
+}
+
+Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_args& args) {
+  args = FUSE_ARGS_INIT(argc, argv);
+  RawOptions raw;
+  if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
+    return Error{EINVAL, "invalid options"};
+  }
+  fuse_cmdline_opts cmd{};
+  if (fuse_parse_cmdline(&args, &cmd) != 0) return Error{EINVAL, "invalid command line"};
+  opts.show_help = cmd.show_help;
+  opts.show_version = cmd.show_version;
+  opts.foreground = cmd.foreground;
+  opts.debug = cmd.debug;
+  opts.clone_fd = cmd.clone_fd;
+  if (cmd.mountpoint) opts.mountpoint = cmd.mountpoint;
+  free(cmd.mountpoint);
+  take(opts.url, raw.url);
+  take(opts.cache_dir, raw.cache_dir);
+  take(opts.proxy, raw.proxy);
+  take(opts.ca_file, raw.ca_file);
+  take(opts.log_level, raw.log_level);
+  set_if(opts.revalidate, raw.revalidate);
+  set_if(opts.negative_ttl, raw.negative_ttl);
+  set_if(opts.listing_ttl, raw.listing_ttl);
+  set_if(opts.read_stall_timeout, raw.read_stall_timeout);
+  set_if(opts.connect_timeout, raw.connect_timeout);
+  set_if(opts.request_timeout, raw.request_timeout);
+  set_if(opts.low_speed_time, raw.low_speed_time);
+  set_if(opts.entry_timeout, raw.entry_timeout);
+  set_if(opts.attr_timeout, raw.attr_timeout);
+  set_if(opts.uid, raw.uid);
+  set_if(opts.gid, raw.gid);
+  set_if(opts.umask, raw.umask);
+  if (raw.max_threads > 0) opts.max_threads = static_cast<unsigned>(raw.max_threads);
+  opts.insecure = raw.insecure != 0;
+  if (opts.show_help || opts.show_version) return {};
+
+  if (raw.positional > 2) return Error{EINVAL, "too many arguments (expected URL MOUNTPOINT)"};
+  if (opts.url.empty() || opts.mountpoint.empty()) {
+    return Error{EINVAL, "missing argument: expected URL MOUNTPOINT"};
+  }
+  auto base = http::normalize_base_url(opts.url);
+  if (!base) return Error{EINVAL, "bad upstream URL '" + opts.url + "': " + base.error().message};
+  opts.url = base.value();
+  if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
+  static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warning",
+                                                 "error", "critical", "off"};
+  bool level_ok = false;
+  for (auto l : kLevels) level_ok |= opts.log_level == l;
+  if (!level_ok) return Error{EINVAL, "unknown log_level '" + opts.log_level + "'"};
+
+  // What the kernel mount needs from us: read-only, the kernel checks modes,
+  // and /proc/mounts names the upstream.
+  const std::string fsname = "-ofsname=" + opts.url;
+  for (const char* a : {"-oro", "-odefault_permissions", "-osubtype=netbootfs"}) {
+    fuse_opt_add_arg(&args, a);
+  }
+  fuse_opt_add_arg(&args, fsname.c_str());
+  return {};
+}
+
+}  // namespace netbootfs::fs

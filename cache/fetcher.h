@@ -1,0 +1,188 @@
+// Fetcher: decides where the bytes and attributes of every path come from
+// (index, listing, HEAD, download) and makes sure each upstream exchange for a
+// path happens once however many callers ask at the same moment.
+//
+// Contract
+// - Every asynchronous call takes a callback that is called exactly once:
+//   either before the call returns (a hit) or later from another thread (the
+//   HTTP worker, a completion worker or the timer). Callbacks are never
+//   called with a Fetcher lock held, so they may reply to the kernel and call
+//   back into the Fetcher.
+// - A FileVersion is one version of one path: its size and identity never
+//   change. It may start "remote" (known from a listing or HEAD, no bytes
+//   yet), gain a Download, and end up published in a blob. open() of a
+//   version that is no longer the path's current one answers ESTALE: the
+//   caller must look the name up again.
+// - Errors carry errno: ENOENT (404/410), EACCES (403), EIO (transport,
+//   timeouts, 5xx, verification), ESTALE (see above), EINTR is never produced
+//   here (interrupts are the caller's business).
+// - Failure timing: before any size was reported for a download, errors are
+//   reported at once. After, a read past the downloaded bytes waits while the
+//   download retries and resumes (Range + If-Range) and fails with EIO only
+//   when neither it nor the download made progress for read_stall_timeout.
+// - A read is answered with the whole requested range (clamped to the size)
+//   or an error, never a short slice; the read that touches the last byte is
+//   held until the download is verified and published.
+// - shutdown() answers every waiting callback (EIO) and stops the threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cache/blob_store.h"
+#include "cache/http/client.h"
+#include "cache/index.h"
+#include "cache/util/result.h"
+#include "cache/util/unique_fd.h"
+
+namespace netbootfs::cache {
+
+class Download;
+class Fetcher;
+
+struct FetcherOptions {
+  std::string base_url;  // normalised, with a trailing slash
+  std::chrono::milliseconds revalidate{1000};      // 0: every open revalidates
+  std::chrono::milliseconds negative_ttl{10000};   // how long a 404 is remembered
+  std::chrono::milliseconds listing_ttl{10000};    // how long a directory listing is trusted
+  std::chrono::milliseconds read_stall_timeout{150000};
+  std::chrono::milliseconds access_flush_interval{30000};
+  int completion_threads = 2;  // fsync + rename + index commit run here
+};
+
+// One version of one file. Immutable after construction except for the
+// content binding (download/sha256), which only moves forward.
+class FileVersion {
+ public:
+  uint64_t id() const { return id_; }
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  int64_t mtime() const { return mtime_; }
+  const std::string& etag() const { return etag_; }
+
+ private:
+  friend class Fetcher;
+  friend class Download;
+  FileVersion(uint64_t id, std::string path, uint64_t size, int64_t mtime, std::string etag)
+      : id_(id), path_(std::move(path)), size_(size), mtime_(mtime), etag_(std::move(etag)) {}
+  const uint64_t id_;
+  const std::string path_;
+  const uint64_t size_;
+  const int64_t mtime_;
+  const std::string etag_;
+  // Guarded by Fetcher::mu_.
+  std::string sha256_;                  // set once published
+  std::shared_ptr<Download> download_;  // set while a download serves it
+};
+
+struct Attr {
+  bool is_dir = false;
+  uint64_t size = 0;
+  int64_t mtime = 0;
+  std::shared_ptr<FileVersion> version;  // files only
+};
+
+struct DirEntry {
+  std::string name;
+  bool is_dir = false;
+};
+
+// A range of bytes ready to be sent: `len` bytes of `fd` at `offset`.
+struct Slice {
+  int fd = -1;
+  uint64_t offset = 0;
+  size_t len = 0;
+};
+
+using ReadCallback = std::function<void(Result<Slice>)>;
+
+// One open handle of one version. Holds what keeps the bytes readable (the
+// blob fd or the download) until it is destroyed.
+class OpenFile {
+ public:
+  const std::shared_ptr<FileVersion>& version() const { return version_; }
+  uint64_t size() const { return version_->size(); }
+  // Published bytes: read straight from this fd; -1 while downloading.
+  int fd() const { return fd_.get(); }
+  // Answers at once when the bytes are there, else when they arrive.
+  void read(uint64_t offset, size_t len, ReadCallback cb);
+  ~OpenFile();
+
+ private:
+  friend class Fetcher;
+  OpenFile() = default;
+  Fetcher* fetcher_ = nullptr;
+  std::shared_ptr<FileVersion> version_;
+  std::shared_ptr<Download> download_;
+  UniqueFd fd_;
+};
+
+struct FetcherStats {
+  std::atomic<uint64_t> hits{0};
+  std::atomic<uint64_t> misses{0};
+  std::atomic<uint64_t> revalidations_not_modified{0};
+  std::atomic<uint64_t> revalidations_changed{0};
+  std::atomic<uint64_t> stale_served{0};
+  std::atomic<uint64_t> coalesced{0};
+  std::atomic<uint64_t> downloads{0};
+  std::atomic<uint64_t> download_bytes{0};
+  std::atomic<uint64_t> resumes{0};
+  std::atomic<uint64_t> heads{0};
+  std::atomic<uint64_t> listings{0};
+  std::atomic<uint64_t> read_stall_failures{0};
+};
+
+class Fetcher {
+ public:
+  Fetcher(FetcherOptions options, http::Client& client, Index& index, BlobStore& blobs);
+  ~Fetcher();
+  Fetcher(const Fetcher&) = delete;
+  Fetcher& operator=(const Fetcher&) = delete;
+
+  using AttrCallback = std::function<void(Result<Attr>)>;
+  using ListCallback = std::function<void(Result<std::vector<DirEntry>>)>;
+  using OpenCallback = std::function<void(Result<std::unique_ptr<OpenFile>>)>;
+
+  // Attributes of a relative path ("" is the root).
+  void lookup(const std::string& path, AttrCallback cb);
+  // The entries of a directory: its upstream listing merged with what the
+  // cache holds below it (the cache alone when upstream gives no listing).
+  void list_dir(const std::string& path, ListCallback cb);
+  // Opens one version for reading; ESTALE when it is no longer current.
+  void open(const std::shared_ptr<FileVersion>& version, OpenCallback cb);
+
+  void shutdown();
+  const FetcherStats& stats() const { return stats_; }
+  const FetcherOptions& options() const { return options_; }
+
+ private:
+  friend class Download;
+  friend class OpenFile;
+  struct PathState;
+  struct Listing;
+  struct Impl;
+  FetcherOptions options_;
+  FetcherStats stats_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The revalidation decision, pure so that it can be table-tested.
+enum class OpenPlan { kServeCached, kRevalidate, kDownload };
+OpenPlan plan_open(bool cached, int64_t validated_at_ms, int64_t now_ms,
+                   std::chrono::milliseconds revalidate);
+
+// What a conditional GET's answer means for a cached file.
+enum class RevalidationVerdict { kNotModified, kChanged, kDeleted, kDenied, kServeStale };
+RevalidationVerdict judge_revalidation(http::Outcome outcome, long status);
+
+// errno for an upstream answer that is not a success.
+int errno_for(http::Outcome outcome, long status);
+
+}  // namespace netbootfs::cache

@@ -1,0 +1,81 @@
+// FuseFs: the FUSE low-level glue. A thin layer: every decision about bytes
+// and attributes belongs to cache::Fetcher; this file turns kernel requests
+// into Fetcher calls and Fetcher answers into replies.
+//
+// Contract
+// - Every request gets exactly one reply. Requests that wait for the network
+//   (lookup, open, opendir, reads past a download's frontier) are parked: the
+//   callback returns at once and the reply comes from the Fetcher's thread.
+//   A parked request is answered EINTR when the kernel interrupts it, and
+//   every parked request is answered by answer_all_pending() before the
+//   session ends.
+// - Read-only: every write-type operation answers EROFS.
+// - No lock is held while replying.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include <tsl/robin_map.h>
+
+#include "cache/fetcher.h"
+#include "fs/inode_table.h"
+#include "fs/options.h"
+
+namespace netbootfs::fs {
+
+// Requests parked while the Fetcher works, so that interrupts and shutdown
+// can answer them; whoever claims an entry first replies, the others drop it.
+class PendingReplies {
+ public:
+  struct Entry {
+    fuse_req_t req;
+    std::atomic<bool> claimed{false};
+  };
+  std::shared_ptr<Entry> park(fuse_req_t req);
+  bool claim(const std::shared_ptr<Entry>& e);
+  void interrupt(fuse_req_t req);
+  size_t answer_all(int err);
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  tsl::robin_map<fuse_req_t, std::shared_ptr<Entry>> map_;
+};
+
+class FuseFs {
+ public:
+  FuseFs(const MountOptions& options, cache::Fetcher& fetcher);
+  static const fuse_lowlevel_ops& operations();
+  // Answers every request still parked (at shutdown, after the Fetcher stopped).
+  size_t answer_all_pending(int err) { return pending_.answer_all(err); }
+
+  // Operations (public for the C trampolines).
+  void init(fuse_conn_info* conn);
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void forget(fuse_ino_t ino, uint64_t nlookup) { inodes_.forget(ino, nlookup); }
+  void getattr(fuse_req_t req, fuse_ino_t ino);
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi);
+  void release(fuse_req_t req, fuse_file_info* fi);
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void releasedir(fuse_req_t req, fuse_file_info* fi);
+  void statfs(fuse_req_t req);
+  PendingReplies& pending() { return pending_; }
+
+ private:
+  struct stat make_stat(const NodeInfo& n) const;
+  void reply_slice(fuse_req_t req, const cache::Slice& s);
+
+  const MountOptions& opt_;
+  cache::Fetcher& fetcher_;
+  InodeTable inodes_;
+  PendingReplies pending_;
+  const int64_t mount_time_;
+};
+
+}  // namespace netbootfs::fs

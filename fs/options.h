@@ -1,0 +1,54 @@
+// Mount options: parsed from the FUSE `-o` form so that the command line,
+// fstab and mount units (through mount.fuse3) all work the same way.
+//
+// Contract: parse_mount_args() consumes netbootfs's own options and the
+// mount(8)/fstab/systemd options that mean nothing to a FUSE filesystem
+// (`_netdev`, `nofail`, `defaults`, `x-systemd.*`, ...), forces `ro`, and
+// leaves the rest (allow_other, default_permissions, fsname, ...) in `args`
+// for fuse_session_new(), which rejects what it does not know. Errors are one
+// line, meant for the admin.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <string>
+
+#include "cache/util/result.h"
+
+namespace netbootfs::fs {
+
+struct MountOptions {
+  std::string url;         // upstream base URL (first positional argument)
+  std::string mountpoint;  // second positional argument
+  std::string cache_dir = "/var/cache/netbootfs";
+  double revalidate = 1;             // seconds; 0 = every open
+  double negative_ttl = 10;          // seconds a missing name is remembered
+  double listing_ttl = 10;           // seconds a directory listing is trusted
+  double read_stall_timeout = 150;   // seconds a read may wait without progress
+  double connect_timeout = 10;
+  double request_timeout = 30;       // HEAD and listings
+  double low_speed_time = 30;        // a body transfer stalled this long is broken
+  double entry_timeout = 1;          // kernel name cache
+  double attr_timeout = 3600;        // an inode's attributes never change
+  unsigned uid = 0;
+  unsigned gid = 0;
+  unsigned umask = 0022;
+  std::string proxy;
+  std::string ca_file;
+  bool insecure = false;
+  std::string log_level = "info";
+  unsigned max_threads = 64;
+  size_t index_map_size = size_t{1} << 30;
+  bool foreground = false;
+  bool debug = false;
+  bool clone_fd = false;
+  bool show_help = false;
+  bool show_version = false;
+};
+
+// Parses argv into `opts`; `args` keeps what fuse_session_new() must see.
+Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_args& args);
+
+const char* usage_text();
+
+}  // namespace netbootfs::fs
