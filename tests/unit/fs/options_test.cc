@@ -1,0 +1,94 @@
+#include "fs/options.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace netbootfs::fs {
+namespace {
+
+struct Parsed {
+  Result<void> result;
+  MountOptions opts;
+  std::vector<std::string> fuse_args;
+};
+
+Parsed parse(std::vector<std::string> argv) {
+  argv.insert(argv.begin(), "netbootfs");
+  std::vector<char*> raw;
+  for (auto& a : argv) raw.push_back(a.data());
+  Parsed p{Result<void>{}, MountOptions{}, {}};
+  fuse_args args{};
+  p.result = parse_mount_args(static_cast<int>(raw.size()), raw.data(), p.opts, args);
+  for (int i = 0; i < args.argc; ++i) p.fuse_args.emplace_back(args.argv[i]);
+  fuse_opt_free_args(&args);
+  return p;
+}
+
+bool has_arg(const Parsed& p, const std::string& needle) {
+  for (const auto& a : p.fuse_args) {
+    if (a.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(Options, PositionalsAndOwnOptions) {
+  auto p = parse({"http://server/tftp", "/mnt", "-f", "-o",
+                  "cache_dir=/c,revalidate=0.5,negative_ttl=3,uid=7,gid=8,umask=027,allow_other"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_EQ(p.opts.url, "http://server/tftp/");
+  EXPECT_EQ(p.opts.mountpoint, "/mnt");
+  EXPECT_EQ(p.opts.cache_dir, "/c");
+  EXPECT_DOUBLE_EQ(p.opts.revalidate, 0.5);
+  EXPECT_DOUBLE_EQ(p.opts.negative_ttl, 3);
+  EXPECT_EQ(p.opts.uid, 7u);
+  EXPECT_EQ(p.opts.gid, 8u);
+  EXPECT_EQ(p.opts.umask, 027u);
+  EXPECT_TRUE(p.opts.foreground);
+  // Ours are consumed; FUSE's pass through; ro is forced.
+  EXPECT_FALSE(has_arg(p, "cache_dir"));
+  EXPECT_TRUE(has_arg(p, "allow_other"));
+  EXPECT_TRUE(has_arg(p, "-oro"));
+  EXPECT_TRUE(has_arg(p, "subtype=netbootfs"));
+}
+
+TEST(Options, DefaultsAreDocumentedValues) {
+  auto p = parse({"https://h/", "/m"});
+  ASSERT_TRUE(p.result.ok());
+  EXPECT_DOUBLE_EQ(p.opts.revalidate, 1);
+  EXPECT_DOUBLE_EQ(p.opts.negative_ttl, 10);
+  EXPECT_DOUBLE_EQ(p.opts.read_stall_timeout, 150);
+  EXPECT_EQ(p.opts.cache_dir, "/var/cache/netbootfs");
+  EXPECT_EQ(p.opts.umask, 0022u);
+}
+
+TEST(Options, MountAndFstabNoiseIsAccepted) {
+  auto p = parse({"http://h/", "/m", "-o", "rw,_netdev,nofail,defaults,noauto,x-systemd.automount"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_FALSE(has_arg(p, "_netdev"));
+  EXPECT_FALSE(has_arg(p, "x-systemd"));
+  EXPECT_FALSE(has_arg(p, "-orw"));
+}
+
+TEST(Options, Errors) {
+  struct Case {
+    std::vector<std::string> argv;
+    const char* message_part;
+  };
+  const Case cases[] = {
+      {{"/mnt"}, "missing argument"},
+      {{"ftp://h/x", "/mnt"}, "bad upstream URL"},
+      {{"http://h/", "/mnt", "-o", "log_level=chatty"}, "log_level"},
+      {{"http://h/", "/mnt", "/extra"}, "too many"},
+  };
+  for (const auto& c : cases) {
+    auto p = parse(c.argv);
+    ASSERT_FALSE(p.result.ok()) << c.message_part;
+    EXPECT_NE(p.result.error().message.find(c.message_part), std::string::npos)
+        << p.result.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace netbootfs::fs
