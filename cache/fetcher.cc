@@ -191,6 +191,15 @@ struct Fetcher::Impl {
   std::thread timer_thread_;
   bool timer_stop_ = false;
 
+  // Every upstream request goes through start_request(), so that shutdown()
+  // can cancel what is in flight and wait until no callback can run.
+  std::mutex inflight_mu_;
+  std::condition_variable inflight_cv_;
+  size_t inflight_ = 0;
+  tsl::robin_map<uint64_t, bool> inflight_ids_;
+  void start_request(http::Request req, std::shared_ptr<http::Sink> sink);
+  void cancel_all_requests();
+
   void start_threads();
   void stop_threads();
   void post(std::function<void()> fn);
@@ -391,6 +400,62 @@ void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
 }
 
 OpenFile::~OpenFile() = default;
+
+// --- Impl: requests ---------------------------------------------------------
+
+namespace {
+
+class TrackedSink : public http::Sink {
+ public:
+  TrackedSink(std::shared_ptr<http::Sink> inner, std::function<void(uint64_t)> done)
+      : inner_(std::move(inner)), done_(std::move(done)) {}
+  bool on_head(const http::Head& h) override { return inner_->on_head(h); }
+  bool on_data(const char* d, size_t n) override { return inner_->on_data(d, n); }
+  void on_done(http::Outcome o, const http::Head& h, std::string body,
+               std::string detail) override {
+    inner_->on_done(o, h, std::move(body), std::move(detail));
+    done_(id.load());
+  }
+  std::atomic<uint64_t> id{0};
+
+ private:
+  std::shared_ptr<http::Sink> inner_;
+  std::function<void(uint64_t)> done_;
+};
+
+}  // namespace
+
+void Fetcher::Impl::start_request(http::Request req, std::shared_ptr<http::Sink> sink) {
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  auto tracked = std::make_shared<TrackedSink>(std::move(sink), [this, finished](uint64_t id) {
+    std::lock_guard lk(inflight_mu_);
+    finished->store(true);
+    if (id) inflight_ids_.erase(id);
+    --inflight_;
+    inflight_cv_.notify_all();
+  });
+  {
+    std::lock_guard lk(inflight_mu_);
+    ++inflight_;
+  }
+  const uint64_t id = client.start(std::move(req), tracked);
+  std::lock_guard lk(inflight_mu_);
+  tracked->id = id;
+  if (!finished->load()) inflight_ids_.emplace(id, true);
+}
+
+void Fetcher::Impl::cancel_all_requests() {
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard lk(inflight_mu_);
+    for (auto& [id, unused] : inflight_ids_) ids.push_back(id);
+  }
+  for (uint64_t id : ids) client.cancel(id);
+  std::unique_lock lk(inflight_mu_);
+  if (!inflight_cv_.wait_for(lk, std::chrono::seconds(10), [this] { return inflight_ == 0; })) {
+    log()->warn("{} upstream requests did not stop in time", inflight_);
+  }
+}
 
 // --- Impl: threads ----------------------------------------------------------
 
@@ -643,6 +708,11 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
 
 void Fetcher::Impl::with_listing(const std::string& dir, std::function<void()> then) {
   std::unique_lock lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    then();  // the continuation sees stopping_ and fails
+    return;
+  }
   PathState& ps = state(dir);
   const int64_t now = now_ms();
   if (ps.listing && now - ps.listing->fetched_ms < opt.listing_ttl.count()) {
@@ -684,7 +754,7 @@ void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
   http::Request req;
   req.url = dir.empty() ? opt.base_url : http::join_url(opt.base_url, dir, true);
   req.body_in_memory = true;
-  client.start(std::move(req), std::make_shared<MemorySink>([this, dir](http::Outcome o,
+  start_request(std::move(req), std::make_shared<MemorySink>([this, dir](http::Outcome o,
                                                                         const http::Head& h,
                                                                         std::string body,
                                                                         std::string detail) {
@@ -721,7 +791,7 @@ void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_
   http::Request req;
   req.method = http::Request::Method::kHead;
   req.url = http::join_url(opt.base_url, path);
-  client.start(std::move(req), std::make_shared<MemorySink>([this, path](http::Outcome o,
+  start_request(std::move(req), std::make_shared<MemorySink>([this, path](http::Outcome o,
                                                                          const http::Head& h,
                                                                          std::string,
                                                                          std::string detail) {
@@ -902,7 +972,7 @@ void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
   ps.pending = dl;
   active_.push_back(dl);
   stats.downloads++;
-  client.start(std::move(req), dl);
+  start_request(std::move(req), dl);
 }
 
 void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
@@ -1094,7 +1164,7 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
     }
     stats.resumes++;
     log()->info("{}: resuming at byte {}", dl->path_, *req.range_from);
-    client.start(std::move(req), dl);
+    start_request(std::move(req), dl);
   });
 }
 
@@ -1116,7 +1186,10 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
 void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
   std::string sha;
   PathEntry entry;
+  std::optional<PathEntry> before;
   {
+    // Held across the rename and the index update: a blob that a concurrent
+    // collect_garbage() finds unreferenced must not be the one we point at.
     std::shared_lock gc(gc_mu_);
     auto r = blobs.publish(dl->tmp_);
     if (!r) {
@@ -1124,18 +1197,17 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
       return;
     }
     sha = r.value();
-    std::lock_guard dlk(dl->mu_);
-    entry.sha256 = sha;
-    entry.size = dl->frontier_;
-    entry.etag = dl->etag_;
-    entry.last_modified = dl->last_modified_;
-    entry.validated_at = now_ms() / 1000;
-  }
-  const std::optional<PathEntry> before = index.get_path(dl->path_);
-  {
-    std::shared_lock gc(gc_mu_);
-    if (auto r = index.put_path(dl->path_, entry); !r) {
-      fail_download(dl, "index update failed: " + r.error().message);
+    {
+      std::lock_guard dlk(dl->mu_);
+      entry.sha256 = sha;
+      entry.size = dl->frontier_;
+      entry.etag = dl->etag_;
+      entry.last_modified = dl->last_modified_;
+      entry.validated_at = now_ms() / 1000;
+    }
+    before = index.get_path(dl->path_);
+    if (auto w = index.put_path(dl->path_, entry); !w) {
+      fail_download(dl, "index update failed: " + w.error().message);
       return;
     }
   }
@@ -1260,6 +1332,9 @@ void Fetcher::shutdown() {
   for (auto& w : waiters) w(Error{EIO, "shutting down"});
   for (auto& w : listing_waiters) w();  // each continuation sees stopping_ and fails
   for (auto& d : live) d->fail_all(EIO);
+  // After this no sink callback runs, so the Client may outlive us or not.
+  impl_->cancel_all_requests();
+  for (auto& d : live) d->fail_all(EIO);  // readers parked by late callbacks
   impl_->stop_threads();
   if (auto r = impl_->index.flush_access(); !r) {
     log()->warn("access times not saved: {}", r.error().message);
