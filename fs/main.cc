@@ -2,13 +2,18 @@
 #include <fuse_lowlevel.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "cache/blob_store.h"
@@ -59,6 +64,32 @@ Result<void> prepare_cache_dir(const std::string& dir) {
     return Error{errno, "cache_dir " + dir + " is not writable: " + std::strerror(errno)};
   }
   return {};
+}
+
+// A netbootfs that died (kill -9, crash) leaves its mount behind: every
+// access answers ENOTCONN and a new mount on top would hide nothing but help
+// nobody. Detach such a mount of ours before mounting again.
+void detach_dead_mount(const std::string& mountpoint) {
+  struct stat st {};
+  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return;
+  std::ifstream mounts("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  bool ours = false;
+  char resolved[PATH_MAX];
+  std::string want = mountpoint;
+  if (::realpath(fsys::path(mountpoint).parent_path().c_str(), resolved)) {
+    want = (fsys::path(resolved) / fsys::path(mountpoint).filename()).string();
+  }
+  while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
+    if (dir == want && type == "fuse.netbootfs") ours = true;
+  }
+  if (!ours) return;
+  if (::umount2(want.c_str(), MNT_DETACH) == 0) {
+    logger("main")->warn("detached a dead netbootfs mount on {}", want);
+    return;
+  }
+  const std::string cmd = "fusermount3 -uz '" + want + "' 2>/dev/null";
+  if (std::system(cmd.c_str()) == 0) logger("main")->warn("detached a dead netbootfs mount on {}", want);
 }
 
 int fail(const std::string& msg) {
@@ -136,6 +167,7 @@ int main(int argc, char** argv) {
     fuse_session_destroy(se);
     return fail("cannot install signal handlers");
   }
+  detach_dead_mount(opts.mountpoint);
   if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
