@@ -77,6 +77,11 @@ class Index {
   // Drops a blob entry; refused (EBUSY) while refs > 0.
   Result<void> remove_blob(std::string sha256);
 
+  // Recomputes every blob's refcount from the path entries in one write
+  // transaction (a blob record is created where an entry needs one) and
+  // drops the blob records nothing refers to; returns their sha256s.
+  Result<std::vector<std::string>> rebuild_refs();
+
   void note_access(std::string_view sha256, int64_t at);
   Result<void> flush_access();
 
