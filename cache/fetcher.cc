@@ -589,6 +589,8 @@ void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
   if (auto e = index.get_path(path)) {
     auto v = make_version(path, e->size, e->last_modified, e->etag);
     v->sha256_ = e->sha256;
+    v->validator_etag_ = e->etag;
+    v->validator_last_modified_ = e->last_modified;
     ps.current = std::move(v);
     ps.validated_ms = e->validated_at * 1000;
   }
@@ -961,8 +963,8 @@ void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
   req.url = dl->url_;
   if (conditional && ps.current) {
     dl->conditional_ = true;
-    dl->cond_etag_ = ps.current->etag();
-    dl->cond_last_modified_ = ps.current->mtime();
+    dl->cond_etag_ = ps.current->validator_etag_;
+    dl->cond_last_modified_ = ps.current->validator_last_modified_;
     if (!dl->cond_etag_.empty()) {
       req.if_none_match = dl->cond_etag_;
     } else if (dl->cond_last_modified_ > 0) {
@@ -1000,6 +1002,8 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
       if (dl->conditional_) stats.revalidations_changed++;
     }
     v->download_ = dl;
+    v->validator_etag_ = etag;
+    v->validator_last_modified_ = lm;
     ps.current = v;
     ps.validated_ms = now_ms();
     ps.pending.reset();

@@ -79,6 +79,8 @@ class FileVersion {
   const std::string etag_;
   // Guarded by Fetcher::mu_.
   std::string sha256_;                  // set once published
+  std::string validator_etag_;          // what revalidation sends: learnt from the
+  int64_t validator_last_modified_ = 0; // response that delivered the bytes
   std::shared_ptr<Download> download_;  // set while a download serves it
 };
 

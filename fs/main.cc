@@ -123,6 +123,16 @@ int main(int argc, char** argv) {
   }
   setup_logging(opts, false);
   raise_nofile();
+  {
+    struct stat st {};
+    const int err = ::stat(opts.mountpoint.c_str(), &st) == 0 ? 0 : errno;
+    if (err != 0 && err != ENOTCONN) {  // ENOTCONN: our own dead mount, detached below
+      return fail("mountpoint " + opts.mountpoint + ": " + std::strerror(err));
+    }
+    if (err == 0 && !S_ISDIR(st.st_mode)) {
+      return fail("mountpoint " + opts.mountpoint + " is not a directory");
+    }
+  }
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   auto blobs = cache::BlobStore::open(opts.cache_dir);

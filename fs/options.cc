@@ -22,6 +22,7 @@ struct RawOptions {
   int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
   int positional = 0;
   char* url = nullptr;
+  char* mountpoint = nullptr;
   char* error = nullptr;
 };
 
@@ -65,11 +66,13 @@ int process(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
   auto* raw = static_cast<RawOptions*>(data);
   if (key == FUSE_OPT_KEY_OPT) return ignorable(arg) ? 0 : 1;
   if (key == FUSE_OPT_KEY_NONOPT) {
-    if (raw->positional++ == 0) {
-      raw->url = strdup(arg);
-      return 0;  // the URL is ours; the mountpoint goes on to fuse_parse_cmdline
+    // Both positionals are ours: libfuse would check the mountpoint with a
+    // message of its own; ours names the problem in one line.
+    switch (raw->positional++) {
+      case 0: raw->url = strdup(arg); return 0;
+      case 1: raw->mountpoint = strdup(arg); return 0;
+      default: return -1;
     }
-    return 1;
   }
   return 1;
 }
@@ -117,6 +120,9 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   args = FUSE_ARGS_INIT(argc, argv);
   RawOptions raw;
   if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
+    take(opts.url, raw.url);
+    take(opts.mountpoint, raw.mountpoint);
+    if (raw.positional > 2) return Error{EINVAL, "too many arguments (expected URL MOUNTPOINT)"};
     return Error{EINVAL, "invalid options"};
   }
   fuse_cmdline_opts cmd{};
@@ -126,9 +132,9 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   opts.foreground = cmd.foreground;
   opts.debug = cmd.debug;
   opts.clone_fd = cmd.clone_fd;
-  if (cmd.mountpoint) opts.mountpoint = cmd.mountpoint;
   free(cmd.mountpoint);
   take(opts.url, raw.url);
+  take(opts.mountpoint, raw.mountpoint);
   take(opts.cache_dir, raw.cache_dir);
   take(opts.proxy, raw.proxy);
   take(opts.ca_file, raw.ca_file);
@@ -149,7 +155,6 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   opts.insecure = raw.insecure != 0;
   if (opts.show_help || opts.show_version) return {};
 
-  if (raw.positional > 2) return Error{EINVAL, "too many arguments (expected URL MOUNTPOINT)"};
   if (opts.url.empty() || opts.mountpoint.empty()) {
     return Error{EINVAL, "missing argument: expected URL MOUNTPOINT"};
   }
