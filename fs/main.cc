@@ -4,6 +4,7 @@
 #include <spdlog/sinks/syslog_sink.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,8 +71,10 @@ Result<void> prepare_cache_dir(const std::string& dir) {
 // access answers ENOTCONN and a new mount on top would hide nothing but help
 // nobody. Detach such a mount of ours before mounting again.
 void detach_dead_mount(const std::string& mountpoint) {
-  struct stat st {};
-  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return;
+  // statfs always reaches the filesystem; stat may be answered from the
+  // kernel's attribute cache of a connection that is already gone.
+  struct statvfs sv {};
+  if (::statvfs(mountpoint.c_str(), &sv) == 0 || errno != ENOTCONN) return;
   std::ifstream mounts("/proc/self/mounts");
   std::string dev, dir, type, rest;
   bool ours = false;

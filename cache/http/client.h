@@ -59,8 +59,9 @@ struct Options {
   std::string client_cert;  // PEM, optional
   std::string client_key;   // PEM, optional
   bool insecure = false;    // disables TLS verification
-  long max_host_connections = 16;
-  long max_total_connections = 64;
+  // A stalled transfer holds its connection: leave room for many.
+  long max_host_connections = 64;
+  long max_total_connections = 128;
   std::string user_agent = "netbootfs";
 };
 

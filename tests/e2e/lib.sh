@@ -181,10 +181,10 @@ tftp_get() {
   (cd "$(dirname "$2")" && timeout 120 tftp 127.0.0.1 "$TFTP_PORT" -m binary -c get "$1" "$2")
 }
 
-# atftp_get REMOTE LOCAL: blksize 1468 and tsize; verbose output in $T/atftp.out.
+# atftp_get REMOTE LOCAL: blksize 1468 and tsize; the trace (OACK included) in $T/atftp.out.
 atftp_get() {
   rm -f "$2"
-  timeout 120 atftp --option "blksize 1468" --option "tsize 0" --verbose -g -r "$1" -l "$2" \
+  timeout 120 atftp --option "blksize 1468" --option "tsize 0" --trace --verbose -g -r "$1" -l "$2" \
     127.0.0.1 "$TFTP_PORT" >"$T/atftp.out" 2>&1
 }
 
