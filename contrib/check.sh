@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: unit tests, end-to-end
+# tests (real mounts, nginx, in.tftpd), then the unit tests again under
+# ASan+UBSan and TSan. This is what CI runs (.ci/run).
+#
+#   contrib/check.sh [--quick] [--no-sanitizers] [--no-e2e]
+#     --quick          unit tests only
+#     --no-sanitizers  skip the ASan+UBSan and TSan passes
+#     --no-e2e         skip the end-to-end tests
+#   BUILD_DIR (default build) chooses the build directory.
+set -euo pipefail
+NETBOOTFS_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$NETBOOTFS_ROOT"
+source contrib/lib/deps.sh
+
+quick=0 sanitizers=1 e2e=1
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    --no-sanitizers) sanitizers=0 ;;
+    --no-e2e) e2e=0 ;;
+    *) echo "usage: $0 [--quick] [--no-sanitizers] [--no-e2e]" >&2; exit 2 ;;
+  esac
+done
+[ $quick = 1 ] && { sanitizers=0; e2e=0; }
+
+install_deps
+build=${BUILD_DIR:-build}
+configure_and_build "$build"
+
+passed=0 failed=0 failures=()
+run_tier() {  # run_tier NAME BUILD_DIR CTEST_ARGS...
+  local name=$1 dir=$2; shift 2
+  local log
+  log=$(mktemp)
+  echo "== $name"
+  if (cd "$dir" && ctest --output-on-failure --timeout 600 "$@") >"$log" 2>&1; then
+    grep -E '^[0-9]+% tests passed|Total Test time' "$log" || true
+  else
+    cat "$log"
+  fi
+  local p f
+  p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" || true)
+  f=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* (\*\*\*|Failed|Exception|Timeout)' "$log" || true)
+  passed=$((passed + p))
+  failed=$((failed + f))
+  [ "$f" -eq 0 ] || failures+=("$name")
+  rm -f "$log"
+}
+
+run_tier "unit tests" "$build" -L unit -j "$(nproc)"
+if [ $e2e = 1 ]; then
+  run_tier "end-to-end tests" "$build" -L e2e
+fi
+if [ $sanitizers = 1 ]; then
+  configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=address,undefined
+  run_tier "unit tests under ASan+UBSan" build-asan -L unit -j "$(nproc)"
+  configure_and_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=thread
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    run_tier "unit tests under TSan" build-tsan -L unit -j "$(nproc)"
+fi
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed tiers: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
