@@ -153,7 +153,9 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   bool resume_refused_ = false; // upstream answered a resume with other bytes
   int write_errno_ = 0;         // the cache write that failed, if any
   std::vector<ReadWaiter> readers_;
-  std::shared_ptr<FileVersion> version_;
+  // Weak: the version owns its download while it is in flight, not the
+  // other way round.
+  std::weak_ptr<FileVersion> version_;
 };
 
 struct Fetcher::Impl {
@@ -334,7 +336,7 @@ void Download::on_done(http::Outcome outcome, const http::Head& head, std::strin
 
 void Download::read(uint64_t offset, size_t len, ReadCallback cb) {
   std::unique_lock lk(mu_);
-  const uint64_t size = version_ ? version_->size() : expected_size_.value_or(0);
+  const uint64_t size = expected_size_.value_or(0);  // known before any reader exists
   if (offset >= size || len == 0) {
     lk.unlock();
     cb(Slice{tmp_.fd(), offset, 0});
@@ -1224,9 +1226,14 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     dl->state_ = Download::State::kComplete;
     ready.swap(dl->readers_);
     fd = dl->tmp_.fd();
-    if (dl->version_) dl->version_->sha256_ = sha;
-    PathState& ps = state(dl->path_);
-    if (ps.current == dl->version_) ps.validated_ms = now_ms();
+    if (auto v = dl->version_.lock()) {
+      v->sha256_ = sha;
+      // From now on the blob serves new opens; handles that hold the
+      // download keep reading through its fd.
+      if (v->download_ == dl) v->download_.reset();
+      PathState& ps = state(dl->path_);
+      if (ps.current == v) ps.validated_ms = now_ms();
+    }
   }
   log()->info("{}: downloaded {} bytes, sha256 {}", dl->path_, entry.size, sha.substr(0, 12));
   const uint64_t size = entry.size;
