@@ -90,9 +90,8 @@ size_t PendingReplies::size() const {
 
 // --- FuseFs -----------------------------------------------------------------
 
-FuseFs::FuseFs(const MountOptions& options, cache::Fetcher& fetcher)
+FuseFs::FuseFs(const MountOptions& options)
     : opt_(options),
-      fetcher_(fetcher),
       mount_time_(std::chrono::duration_cast<std::chrono::seconds>(
                       std::chrono::system_clock::now().time_since_epoch())
                       .count()) {}
@@ -140,7 +139,7 @@ void FuseFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   }
   const std::string path = http::child_path(p->path, name);
   auto pend = pending_.park(req);
-  fetcher_.lookup(path, [this, pend, path](Result<cache::Attr> r) {
+  fetcher_->lookup(path, [this, pend, path](Result<cache::Attr> r) {
     if (!pending_.claim(pend)) return;
     fuse_entry_param e{};
     if (!r) {
@@ -189,7 +188,7 @@ void FuseFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto pend = pending_.park(req);
   const int flags = fi->flags;
-  fetcher_.open(n->version, [this, pend, flags](Result<std::unique_ptr<cache::OpenFile>> r) {
+  fetcher_->open(n->version, [this, pend, flags](Result<std::unique_ptr<cache::OpenFile>> r) {
     if (!pending_.claim(pend)) return;
     if (!r) {
       // ESTALE makes the VFS walk the path again with LOOKUP_REVAL: the
@@ -258,7 +257,7 @@ void FuseFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto pend = pending_.park(req);
   const int flags = fi->flags;
-  fetcher_.list_dir(n->path, [this, pend, flags](Result<std::vector<cache::DirEntry>> r) {
+  fetcher_->list_dir(n->path, [this, pend, flags](Result<std::vector<cache::DirEntry>> r) {
     if (!pending_.claim(pend)) return;
     if (!r) {
       fuse_reply_err(pend->req, r.error().code);

@@ -48,7 +48,10 @@ class PendingReplies {
 
 class FuseFs {
  public:
-  FuseFs(const MountOptions& options, cache::Fetcher& fetcher);
+  explicit FuseFs(const MountOptions& options);
+  // The Fetcher is attached once its threads may start (after daemonizing),
+  // before the session loop runs.
+  void attach(cache::Fetcher* fetcher) { fetcher_ = fetcher; }
   static const fuse_lowlevel_ops& operations();
   // Answers every request still parked (at shutdown, after the Fetcher stopped).
   size_t answer_all_pending(int err) { return pending_.answer_all(err); }
@@ -72,7 +75,7 @@ class FuseFs {
   void reply_slice(fuse_req_t req, const cache::Slice& s);
 
   const MountOptions& opt_;
-  cache::Fetcher& fetcher_;
+  cache::Fetcher* fetcher_ = nullptr;
   InodeTable inodes_;
   PendingReplies pending_;
   const int64_t mount_time_;

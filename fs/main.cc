@@ -95,6 +95,10 @@ void detach_dead_mount(const std::string& mountpoint) {
   if (std::system(cmd.c_str()) == 0) logger("main")->warn("detached a dead netbootfs mount on {}", want);
 }
 
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+
 int fail(const std::string& msg) {
   std::fprintf(stderr, "netbootfs: %s\n", msg.c_str());
   return 1;
@@ -137,6 +141,14 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The session parses the FUSE options: an unknown one fails here, before
+  // anything touches the cache directory.
+  fs::FuseFs fsimpl(opts);
+  std::unique_ptr<fuse_session, SessionDeleter> se(
+      fuse_session_new(&args, &fs::FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fsimpl));
+  fuse_opt_free_args(&args);
+  if (!se) return fail("invalid FUSE options (see the line above)");
+
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   auto blobs = cache::BlobStore::open(opts.cache_dir);
   if (!blobs) return fail("cache_dir " + opts.cache_dir + ": " + blobs.error().message);
@@ -161,7 +173,6 @@ int main(int argc, char** argv) {
   ho.insecure = opts.insecure;
   ho.user_agent = std::string("netbootfs/") + NETBOOTFS_VERSION;
   if (opts.insecure) log->warn("TLS certificate verification is disabled (insecure)");
-  http::Client client(ho);
 
   cache::FetcherOptions fo;
   fo.base_url = opts.url;
@@ -169,21 +180,13 @@ int main(int argc, char** argv) {
   fo.negative_ttl = ms(opts.negative_ttl);
   fo.listing_ttl = ms(opts.listing_ttl);
   fo.read_stall_timeout = ms(opts.read_stall_timeout);
-  cache::Fetcher fetcher(fo, client, **index, **blobs);
-  fs::FuseFs fsimpl(opts, fetcher);
-
-  fuse_session* se =
-      fuse_session_new(&args, &fs::FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fsimpl);
-  fuse_opt_free_args(&args);
-  if (!se) return fail("cannot start the FUSE session (see the message above)");
-  if (fuse_set_signal_handlers(se) != 0) {
-    fuse_session_destroy(se);
-    return fail("cannot install signal handlers");
-  }
+  if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
+  struct HandlersGuard {
+    fuse_session* se;
+    ~HandlersGuard() { fuse_remove_signal_handlers(se); }
+  } handlers{se.get()};
   detach_dead_mount(opts.mountpoint);
-  if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
-    fuse_remove_signal_handlers(se);
-    fuse_session_destroy(se);
+  if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
     return fail("cannot mount on " + opts.mountpoint);
   }
   log->info("mounted {} on {} (cache {})", opts.url, opts.mountpoint, opts.cache_dir);
@@ -191,20 +194,23 @@ int main(int argc, char** argv) {
     fuse_daemonize(0);
     setup_logging(opts, true);
   }
+  // Threads start only now: fuse_daemonize() forks, and a fork keeps only
+  // the calling thread. The kernel sends no request before the loop runs.
+  http::Client client(ho);
+  cache::Fetcher fetcher(fo, client, **index, **blobs);
+  fsimpl.attach(&fetcher);
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
   fuse_loop_cfg_set_idle_threads(cfg, 16);
   fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
-  const int rc = fuse_session_loop_mt(se, cfg);
+  const int rc = fuse_session_loop_mt(se.get(), cfg);
   fuse_loop_cfg_destroy(cfg);
 
   // Answer what still waits before the kernel connection goes away.
   fetcher.shutdown();
   if (size_t n = fsimpl.answer_all_pending(EIO)) log->info("answered {} pending requests", n);
-  fuse_session_unmount(se);
-  fuse_remove_signal_handlers(se);
-  fuse_session_destroy(se);
+  fuse_session_unmount(se.get());
   log->info("unmounted {}", opts.mountpoint);
   return rc == 0 ? 0 : 1;
 }
