@@ -96,6 +96,9 @@ struct Fetcher::PathState {
   std::shared_ptr<Download> pending;
   bool head_in_flight = false;
   std::vector<VersionCallback> version_waiters;
+  // Filtered files cached but not yet derived with the current filter.
+  std::optional<PathEntry> underived;
+  bool deriving = false;
   // Directories: the upstream listing.
   std::shared_ptr<const Listing> listing;
   bool listing_in_flight = false;
@@ -151,6 +154,9 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   int resumes_ = 0;
   bool resuming_ = false;       // the current request is a Range request
   bool resume_refused_ = false; // upstream answered a resume with other bytes
+  // Announced only once complete: a filtered file (its served size depends
+  // on its content) or a response without Content-Length.
+  bool whole_ = false;
   int write_errno_ = 0;         // the cache write that failed, if any
   std::vector<ReadWaiter> readers_;
   // Weak: the version owns its download while it is in flight, not the
@@ -169,7 +175,8 @@ struct Fetcher::Impl {
   Index& index;
   BlobStore& blobs;
 
-  std::mutex mu_;  // guards states_, PathState, FileVersion bindings
+  std::mutex mu_;  // guards states_, PathState, FileVersion bindings, filter_
+  std::shared_ptr<const ContentFilter> filter_;
   tsl::robin_map<std::string, std::unique_ptr<PathState>> states_;
   uint64_t next_version_id_ = 1;
   bool stopping_ = false;
@@ -241,6 +248,26 @@ struct Fetcher::Impl {
   void collect_garbage(const std::string& sha);
 
   void list_dir(const std::string& path, Fetcher::ListCallback cb);
+
+  // Filtered files.
+  std::shared_ptr<const ContentFilter> filter_for(const std::string& path) const {  // mu_ held
+    return filter_ && filter_->matches(path) ? filter_ : nullptr;
+  }
+  struct Derived {
+    std::string sha256;
+    uint64_t size = 0;
+    std::string note;
+  };
+  static std::string derived_key(const std::string& fp, const std::string& source_sha) {
+    return "\x01filtered/" + fp + "/" + source_sha;
+  }
+  Result<Derived> derive(const ContentFilter& filter, const std::string& path,
+                         const PathEntry& source);
+  void start_derive(const std::string& path, PathState& ps);  // mu_ held
+  void install_version(const std::string& path, const PathEntry& source,
+                       const std::shared_ptr<const ContentFilter>& filter,
+                       const Result<Derived>& derived, const std::shared_ptr<Download>& dl);
+  void forget_derived(const std::string& old_source_sha);
 };
 
 // --- Download ---------------------------------------------------------------
@@ -270,8 +297,10 @@ bool Download::on_head(const http::Head& head) {
   tmp_ = std::move(tmp).value();
   state_ = State::kStreaming;
   last_progress_ms_ = now_ms();
+  if (!expected_size_) whole_ = true;
+  const bool announce = !whole_;
   lk.unlock();
-  if (expected_size_) impl_->on_download_head(shared_from_this());
+  if (announce) impl_->on_download_head(shared_from_this());
   return true;
 }
 
@@ -588,7 +617,29 @@ Fetcher::PathState& Fetcher::Impl::state(const std::string& path) {
 void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
   if (ps.loaded) return;
   ps.loaded = true;
-  if (auto e = index.get_path(path)) {
+  auto e = index.get_path(path);
+  if (!e) return;
+  if (auto filter = filter_for(path)) {
+    // Served through the filter: the stored output of this (blob, filter),
+    // if any; otherwise it is derived on demand (start_derive).
+    const std::string fp = filter->fingerprint();
+    auto d = index.get_path(derived_key(fp, e->sha256));
+    if (!d || blobs.blob_size(d->sha256) != d->size) {
+      ps.underived = e;
+      return;
+    }
+    auto v = make_version(path, d->size, e->last_modified, e->etag);
+    v->sha256_ = d->sha256;
+    v->source_sha256_ = e->sha256;
+    v->filter_fp_ = fp;
+    v->filter_note_ = d->etag;  // the derived entry keeps the filter's note there
+    v->validator_etag_ = e->etag;
+    v->validator_last_modified_ = e->last_modified;
+    ps.current = std::move(v);
+    ps.validated_ms = e->validated_at * 1000;
+    return;
+  }
+  {
     auto v = make_version(path, e->size, e->last_modified, e->etag);
     v->sha256_ = e->sha256;
     v->validator_etag_ = e->etag;
@@ -622,6 +673,28 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
   PathState& ps = state(path);
   ensure_loaded(path, ps);
   const int64_t now = now_ms();
+  const bool filtered = filter_for(path) != nullptr;
+  // The served size of a filtered file is known only from its content.
+  auto wait_for_version = [&](Fetcher::AttrCallback done) {
+    ps.version_waiters.push_back([this, done = std::move(done)](auto r) mutable {
+      if (!r) {
+        done(r.error());
+      } else if (!r.value()) {
+        done(Attr{true, 0, 0, nullptr});
+      } else {
+        done(attr_of(r.value()));
+      }
+    });
+  };
+  if (filtered && !ps.current && (ps.underived || ps.deriving || ps.pending)) {
+    wait_for_version(std::move(cb));
+    if (ps.underived && !ps.deriving) {
+      start_derive(path, ps);  // cached bytes, not yet through this filter
+    } else {
+      stats.coalesced++;
+    }
+    return;
+  }
   if (ps.is_dir) {
     lk.unlock();
     cb(Attr{true, 0, 0, nullptr});
@@ -674,7 +747,7 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
       cb(Attr{true, 0, e->mtime.value_or(0), nullptr});
       return;
     }
-    if (e->size) {
+    if (e->size && !filtered) {
       if (!ps.current || ps.current->size() != *e->size) {
         ps.current = make_version(path, *e->size, e->mtime.value_or(0), "");
         ps.validated_ms = 0;
@@ -691,22 +764,15 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
     cb(std::move(a));
     return;
   }
-  // No listing with an exact size: one HEAD per path, shared.
-  ps.version_waiters.push_back([this, path, cb = std::move(cb)](auto r) mutable {
-    if (!r) {
-      cb(r.error());
-      return;
-    }
-    if (!r.value()) {  // a directory
-      cb(Attr{true, 0, 0, nullptr});
-      return;
-    }
-    cb(attr_of(r.value()));
-  });
-  if (!ps.head_in_flight && !ps.pending) {
-    start_head(path, ps);
-  } else {
+  // No listing with an exact size: one HEAD per path, shared; a filtered
+  // file is fetched whole instead (a boot menu is small).
+  wait_for_version(std::move(cb));
+  if (ps.head_in_flight || ps.pending) {
     stats.coalesced++;
+  } else if (filtered) {
+    start_download(path, ps, false);
+  } else {
+    start_head(path, ps);
   }
 }
 
@@ -961,6 +1027,7 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
 void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
                                    bool conditional) {  // mu_ held
   auto dl = std::make_shared<Download>(this, path, http::join_url(opt.base_url, path));
+  dl->whole_ = filter_for(path) != nullptr;
   http::Request req;
   req.url = dl->url_;
   if (conditional && ps.current) {
@@ -1124,12 +1191,10 @@ void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
     return;
   }
   if (complete) {
-    if (unknown_size) {
-      // The size is known only now: announce the version, then publish.
+    if (unknown_size) {  // the size is known only now; publish() announces it
       std::lock_guard dlk(dl->mu_);
       dl->expected_size_ = dl->frontier_;
     }
-    if (unknown_size) on_download_head(dl);
     post([this, dl] { publish(dl); });
     return;
   }
@@ -1184,9 +1249,18 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
   }
   // Parked readers are not failed here: they wait for read_stall_timeout so
   // that a TFTP client sees a timeout, never a short file (sweep fails them).
-  std::lock_guard lk(mu_);
-  PathState& ps = state(dl->path_);
-  if (ps.current && ps.current->download_ == dl) ps.current->download_.reset();
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    if (ps.current && ps.current->download_ == dl) ps.current->download_.reset();
+    if (dl->whole_ && ps.pending == dl) {
+      // Nobody was given a size yet: fail fast, like an error before the headers.
+      ps.pending.reset();
+      waiters.swap(ps.version_waiters);
+    }
+  }
+  for (auto& w : waiters) w(Error{EIO, "download failed: " + why});
 }
 
 void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
@@ -1236,6 +1310,17 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     }
   }
   log()->info("{}: downloaded {} bytes, sha256 {}", dl->path_, entry.size, sha.substr(0, 12));
+  if (before && before->sha256 != sha) forget_derived(before->sha256);
+  if (dl->whole_) {
+    std::shared_ptr<const ContentFilter> filter;
+    {
+      std::lock_guard lk(mu_);
+      filter = filter_for(dl->path_);
+    }
+    Result<Derived> derived = Derived{entry.sha256, entry.size, ""};
+    if (filter) derived = derive(*filter, dl->path_, entry);
+    install_version(dl->path_, entry, filter, derived, dl);
+  }
   const uint64_t size = entry.size;
   for (auto& w : ready) {
     const uint64_t end = w.offset >= size ? w.offset : std::min<uint64_t>(w.offset + w.len, size);
@@ -1265,6 +1350,138 @@ void Fetcher::Impl::remove_cached(const std::string& path) {
   collect_garbage(before->sha256);
 }
 
+// --- Impl: filtered files ---------------------------------------------------
+
+Result<Fetcher::Impl::Derived> Fetcher::Impl::derive(const ContentFilter& filter,
+                                                     const std::string& path,
+                                                     const PathEntry& source) {
+  const std::string fp = filter.fingerprint();
+  const std::string key = derived_key(fp, source.sha256);
+  if (auto d = index.get_path(key); d && blobs.blob_size(d->sha256) == d->size) {
+    return Derived{d->sha256, d->size, d->etag};
+  }
+  ContentFilter::Output out;
+  if (source.size > filter.max_input()) {
+    out.note = "not rewritten: larger than " + std::to_string(filter.max_input()) + " bytes";
+    out.warn = true;
+  } else {
+    auto fd = blobs.open_blob(source.sha256);
+    if (!fd) return fd.error();
+    std::string bytes(source.size, '\0');
+    if (::pread(fd->get(), bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+      return Error{EIO, "reading " + path + " for the filter failed"};
+    }
+    out = filter.apply(path, bytes);
+  }
+  if (out.warn) log()->warn("{}: {}", path, out.note);
+  if (!out.changed) return Derived{source.sha256, source.size, out.note};
+  auto tmp = blobs.create_temp();
+  if (!tmp) return tmp.error();
+  if (auto r = tmp->append(out.bytes.data(), out.bytes.size()); !r) return r.error();
+  std::shared_lock gc(gc_mu_);
+  auto sha = blobs.publish(tmp.value());
+  if (!sha) return sha.error();
+  // The derived entry holds the output blob (a reference like a path's) and
+  // keeps the filter's note where a path keeps its ETag.
+  PathEntry d;
+  d.sha256 = sha.value();
+  d.size = out.bytes.size();
+  d.etag = out.note;
+  d.validated_at = now_ms() / 1000;
+  if (auto r = index.put_path(key, d); !r) return r.error();
+  log()->info("{}: {}", path, out.note);
+  return Derived{d.sha256, d.size, out.note};
+}
+
+void Fetcher::Impl::start_derive(const std::string& path, PathState& ps) {  // mu_ held
+  ps.deriving = true;
+  const PathEntry source = *ps.underived;
+  auto filter = filter_for(path);
+  post([this, path, source, filter] {
+    Result<Derived> derived = Derived{source.sha256, source.size, ""};
+    if (filter) derived = derive(*filter, path, source);
+    install_version(path, source, filter, derived, nullptr);
+  });
+}
+
+void Fetcher::Impl::install_version(const std::string& path, const PathEntry& source,
+                                    const std::shared_ptr<const ContentFilter>& filter,
+                                    const Result<Derived>& derived,
+                                    const std::shared_ptr<Download>& dl) {
+  Result<std::shared_ptr<FileVersion>> result = Error{EIO, "filter failed"};
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(path);
+    if (dl && ps.pending == dl) ps.pending.reset();
+    ps.deriving = false;
+    ps.underived.reset();
+    if (derived) {
+      const std::string fp = filter ? filter->fingerprint() : std::string();
+      const std::string src = filter ? source.sha256 : std::string();
+      auto& cur = ps.current;
+      if (cur && cur->sha256_ == derived->sha256 && cur->source_sha256_ == src &&
+          cur->filter_fp_ == fp && cur->size() == derived->size) {
+        result = cur;  // the same bytes served the same way: the same version
+      } else {
+        auto v = make_version(path, derived->size, source.last_modified, source.etag);
+        v->sha256_ = derived->sha256;
+        v->source_sha256_ = src;
+        v->filter_fp_ = fp;
+        v->filter_note_ = derived->note;
+        if (dl && dl->conditional_) stats.revalidations_changed++;
+        result = v;
+      }
+      auto& v = result.value();
+      v->validator_etag_ = source.etag;
+      v->validator_last_modified_ = source.last_modified;
+      ps.current = v;
+      ps.validated_ms = source.validated_at ? source.validated_at * 1000 : now_ms();
+      if (dl) ps.validated_ms = now_ms();
+      ps.negative_until_ms = 0;
+    } else {
+      log()->error("{}: {}", path, derived.error().message);
+      result = derived.error();
+    }
+    waiters.swap(ps.version_waiters);
+  }
+  for (auto& w : waiters) w(result);
+}
+
+void Fetcher::Impl::forget_derived(const std::string& old_source_sha) {
+  // The output derived from a blob no path uses any more is garbage too.
+  // (Outputs of older filter fingerprints are left to eviction.)
+  auto b = index.get_blob(old_source_sha);
+  if (b && b->refs > 0) return;
+  std::string fp;
+  {
+    std::lock_guard lk(mu_);
+    if (!filter_) return;
+    fp = filter_->fingerprint();
+  }
+  const std::string key = derived_key(fp, old_source_sha);
+  auto d = index.get_path(key);
+  if (!d) return;
+  if (index.remove_path(key)) collect_garbage(d->sha256);
+}
+
+void Fetcher::set_filter(std::shared_ptr<const ContentFilter> filter) {
+  std::lock_guard lk(impl_->mu_);
+  impl_->filter_ = std::move(filter);
+  // Versions served through another filter (or none) are replaced at their
+  // next lookup; an open handle keeps its version.
+  for (auto& [path, ps] : impl_->states_) {
+    if (ps->pending || ps->deriving) continue;
+    const bool was_filtered = ps->current && !ps->current->filter_fp_.empty();
+    const bool is_filtered = impl_->filter_for(path) != nullptr;
+    if (was_filtered || is_filtered || ps->underived) {
+      ps->current.reset();
+      ps->underived.reset();
+      ps->loaded = false;
+    }
+  }
+}
+
 // --- Impl: directories ------------------------------------------------------
 
 void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) {
@@ -1283,6 +1500,7 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
     const std::string prefix = path.empty() ? std::string() : path + "/";
     for (const auto& [p, entry] : index.list_paths(path)) {
       if (p.size() <= prefix.size() || p.compare(0, prefix.size(), prefix) != 0) continue;
+      if (p[0] == '\x01') continue;  // internal entries (filter outputs)
       std::string_view rest(p);
       rest.remove_prefix(prefix.size());
       const auto slash = rest.find('/');

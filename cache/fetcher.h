@@ -34,6 +34,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cache/blob_store.h"
@@ -46,6 +47,28 @@ namespace netbootfs::cache {
 
 class Download;
 class Fetcher;
+
+// A transformation of file contents in the read path (hostname rewriting),
+// implemented above the cache: the cache only knows that some paths are served
+// as a function of their upstream bytes. The cached blob stays byte-identical
+// to upstream; the output is stored as a blob of its own, once per (upstream
+// blob, fingerprint), and its size is what stat reports.
+class ContentFilter {
+ public:
+  struct Output {
+    bool changed = false;  // false: serve the upstream bytes
+    std::string bytes;     // the file to serve when changed
+    std::string note;      // what was done ("default: 2 replacements") or why not
+    bool warn = false;     // note is worth a warning (too large, not text)
+  };
+  virtual ~ContentFilter() = default;
+  virtual bool matches(std::string_view path) const = 0;
+  // Changes whenever any output could change.
+  virtual std::string fingerprint() const = 0;
+  virtual Output apply(std::string_view path, std::string_view input) const = 0;
+  // Inputs larger than this are served unmodified without being read.
+  virtual size_t max_input() const = 0;
+};
 
 struct FetcherOptions {
   std::string base_url;  // normalised, with a trailing slash
@@ -62,6 +85,9 @@ struct FetcherOptions {
 class FileVersion {
  public:
   uint64_t id() const { return id_; }
+  // For filtered files: what the filter did; empty when no filter applies.
+  // Set before the version is shared, immutable afterwards.
+  const std::string& filter_note() const { return filter_note_; }
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
   int64_t mtime() const { return mtime_; }
@@ -81,6 +107,11 @@ class FileVersion {
   std::string sha256_;                  // set once published
   std::string validator_etag_;          // what revalidation sends: learnt from the
   int64_t validator_last_modified_ = 0; // response that delivered the bytes
+  // Filtered files: the upstream blob and the filter fingerprint this
+  // version was derived with (its size and sha256_ are the output's).
+  std::string source_sha256_;
+  std::string filter_fp_;
+  std::string filter_note_;
   std::shared_ptr<Download> download_;  // set while a download serves it
 };
 
@@ -159,6 +190,11 @@ class Fetcher {
   void list_dir(const std::string& path, ListCallback cb);
   // Opens one version for reading; ESTALE when it is no longer current.
   void open(const std::shared_ptr<FileVersion>& version, OpenCallback cb);
+
+  // Installs (or, with nullptr, removes) the content filter. Versions derived
+  // with another fingerprint are replaced at their next lookup; open handles
+  // keep what they opened.
+  void set_filter(std::shared_ptr<const ContentFilter> filter);
 
   void shutdown();
   const FetcherStats& stats() const { return stats_; }
