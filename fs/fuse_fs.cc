@@ -319,6 +319,46 @@ void FuseFs::statfs(fuse_req_t req) {
   fuse_reply_statfs(req, &st);
 }
 
+namespace {
+
+constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
+
+void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, value.size());
+  } else if (size < value.size()) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+}
+
+}  // namespace
+
+void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto n = inodes_.get(ino);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->is_dir || std::strcmp(name, kXattrRewritten) != 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  const std::string& note = n->version->filter_note();
+  reply_xattr_value(req, note.empty() ? "not rewritten: no rule" : note, size);
+}
+
+void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto n = inodes_.get(ino);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  const std::string names = n->is_dir ? std::string() : std::string(kXattrRewritten) + '\0';
+  reply_xattr_value(req, names, size);
+}
+
 const fuse_lowlevel_ops& FuseFs::operations() {
   static const fuse_lowlevel_ops ops = [] {
     fuse_lowlevel_ops o{};
@@ -350,16 +390,10 @@ const fuse_lowlevel_ops& FuseFs::operations() {
     o.access = [](fuse_req_t r, fuse_ino_t, int mask) {
       fuse_reply_err(r, (mask & W_OK) ? EROFS : 0);
     };
-    o.getxattr = [](fuse_req_t r, fuse_ino_t, const char*, size_t) {
-      fuse_reply_err(r, ENODATA);
+    o.getxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
+      self(r)->getxattr(r, i, n, s);
     };
-    o.listxattr = [](fuse_req_t r, fuse_ino_t, size_t size) {
-      if (size == 0) {
-        fuse_reply_xattr(r, 0);
-      } else {
-        fuse_reply_buf(r, nullptr, 0);
-      }
-    };
+    o.listxattr = [](fuse_req_t r, fuse_ino_t i, size_t s) { self(r)->listxattr(r, i, s); };
     // Read-only: every write-type operation.
     o.setattr = [](fuse_req_t r, fuse_ino_t, struct stat*, int, fuse_file_info*) { erofs(r); };
     o.mknod = [](fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { erofs(r); };

@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
+#include <thread>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +28,7 @@
 #include "cache/util/log.h"
 #include "fs/fuse_fs.h"
 #include "fs/options.h"
+#include "fs/rewrite_filter.h"
 
 namespace {
 
@@ -149,6 +153,9 @@ int main(int argc, char** argv) {
   fuse_opt_free_args(&args);
   if (!se) return fail("invalid FUSE options (see the line above)");
 
+  auto filter = fs::load_rewrite_filter(opts);
+  if (!filter) return fail(filter.error().message);
+
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   auto blobs = cache::BlobStore::open(opts.cache_dir);
   if (!blobs) return fail("cache_dir " + opts.cache_dir + ": " + blobs.error().message);
@@ -196,9 +203,40 @@ int main(int argc, char** argv) {
   }
   // Threads start only now: fuse_daemonize() forks, and a fork keeps only
   // the calling thread. The kernel sends no request before the loop runs.
+  // SIGHUP re-reads the rewrite rules: blocked in every thread (they all
+  // start below and inherit the mask) and taken by one that waits for it.
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   http::Client client(ho);
   cache::Fetcher fetcher(fo, client, **index, **blobs);
+  auto describe = [&log](const std::shared_ptr<const fs::RewriteFilter>& f) {
+    if (!f) return log->info("no rewrite rules");
+    for (const auto& r : f->rules().rules()) {
+      std::string from;
+      for (const auto& x : r.replace) from += (from.empty() ? "" : ", ") + x.from + " -> " + x.to;
+      log->info("rewrite rule {}: {}", r.name, from);
+    }
+  };
+  describe(filter.value());
+  fetcher.set_filter(filter.value());
   fsimpl.attach(&fetcher);
+  std::atomic<bool> stopping{false};
+  std::thread reloader([&] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&hup, &sig) != 0 || stopping) return;
+      auto fresh = fs::load_rewrite_filter(opts);
+      if (!fresh) {
+        log->error("SIGHUP: keeping the current rules: {}", fresh.error().message);
+        continue;
+      }
+      log->info("SIGHUP: rules reloaded");
+      describe(fresh.value());
+      fetcher.set_filter(fresh.value());
+    }
+  });
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
@@ -207,6 +245,9 @@ int main(int argc, char** argv) {
   const int rc = fuse_session_loop_mt(se.get(), cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  stopping = true;
+  pthread_kill(reloader.native_handle(), SIGHUP);
+  reloader.join();
   // Answer what still waits before the kernel connection goes away.
   fetcher.shutdown();
   if (size_t n = fsimpl.answer_all_pending(EIO)) log->info("answered {} pending requests", n);

@@ -16,6 +16,11 @@ struct RawOptions {
   char* proxy = nullptr;
   char* ca_file = nullptr;
   char* log_level = nullptr;
+  char* config = nullptr;
+  char* proxy_host = nullptr;
+  char* upstream_ip = nullptr;
+  char* proxy_ip = nullptr;
+  int no_default_rewrite = 0;
   double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
   double connect_timeout = -1, request_timeout = -1, low_speed_time = -1;
   double entry_timeout = -1, attr_timeout = -1;
@@ -27,12 +32,18 @@ struct RawOptions {
 };
 
 #define NBFS_OPT(t, field) {t, offsetof(RawOptions, field), 0}
+#define NBFS_FLAG(t, field) {t, offsetof(RawOptions, field), 1}
 const fuse_opt kOptions[] = {
     NBFS_OPT("cache_dir=%s", cache_dir),
     NBFS_OPT("proxy=%s", proxy),
     NBFS_OPT("http_proxy=%s", proxy),
     NBFS_OPT("ca_file=%s", ca_file),
     NBFS_OPT("log_level=%s", log_level),
+    NBFS_OPT("config=%s", config),
+    NBFS_OPT("proxy_host=%s", proxy_host),
+    NBFS_OPT("upstream_ip=%s", upstream_ip),
+    NBFS_OPT("proxy_ip=%s", proxy_ip),
+    NBFS_FLAG("no_default_rewrite", no_default_rewrite),
     NBFS_OPT("revalidate=%lf", revalidate),
     NBFS_OPT("negative_ttl=%lf", negative_ttl),
     NBFS_OPT("listing_ttl=%lf", listing_ttl),
@@ -45,10 +56,11 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("uid=%d", uid),
     NBFS_OPT("gid=%d", gid),
     NBFS_OPT("umask=%o", umask),
-    NBFS_OPT("insecure", insecure),
+    NBFS_FLAG("insecure", insecure),
     NBFS_OPT("max_threads=%d", max_threads),
     FUSE_OPT_END};
 #undef NBFS_OPT
+#undef NBFS_FLAG
 
 // Options that mount(8), fstab and systemd pass along and that mean nothing
 // here. "rw" is dropped too: the mount is read-only whatever is asked.
@@ -112,6 +124,11 @@ const char* usage_text() {
          "  insecure                 do not verify TLS certificates\n"
          "  log_level=LEVEL          trace, debug, info, warning, error (info)\n"
          "  max_threads=N            FUSE worker threads (64)\n"
+         "  config=FILE              TOML file with [[rewrite]] rules (re-read on SIGHUP)\n"
+         "  proxy_host=NAME          what the upstream host becomes in boot menus (this FQDN)\n"
+         "  upstream_ip=ADDR         also rewrite this address of the upstream server\n"
+         "  proxy_ip=ADDR            what upstream_ip becomes (default: proxy_host)\n"
+         "  no_default_rewrite       only the config file's rules\n"
          "\n"
          "FUSE options such as allow_other and default_permissions are passed through.\n";
 }
@@ -139,6 +156,11 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   take(opts.proxy, raw.proxy);
   take(opts.ca_file, raw.ca_file);
   take(opts.log_level, raw.log_level);
+  take(opts.config, raw.config);
+  take(opts.proxy_host, raw.proxy_host);
+  take(opts.upstream_ip, raw.upstream_ip);
+  take(opts.proxy_ip, raw.proxy_ip);
+  opts.rewrite_default = raw.no_default_rewrite == 0;
   set_if(opts.revalidate, raw.revalidate);
   set_if(opts.negative_ttl, raw.negative_ttl);
   set_if(opts.listing_ttl, raw.listing_ttl);

@@ -37,6 +37,12 @@ struct MountOptions {
   std::string ca_file;
   bool insecure = false;
   std::string log_level = "info";
+  // Hostname rewriting (see rewrite/rewrite.h and README).
+  std::string config;        // TOML file with [[rewrite]] rules
+  std::string proxy_host;    // replaces the upstream host; default: this machine's FQDN
+  std::string upstream_ip;   // also replaced, when boot menus name the server by address
+  std::string proxy_ip;      // what upstream_ip becomes (default: proxy_host)
+  bool rewrite_default = true;  // the default rule (off with no_default_rewrite)
   unsigned max_threads = 64;
   size_t index_map_size = size_t{1} << 30;
   bool foreground = false;

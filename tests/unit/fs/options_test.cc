@@ -63,6 +63,21 @@ TEST(Options, DefaultsAreDocumentedValues) {
   EXPECT_EQ(p.opts.umask, 0022u);
 }
 
+TEST(Options, FlagsAndRewriteOptions) {
+  auto p = parse({"http://h/", "/tmp", "-o",
+                  "insecure,no_default_rewrite,proxy_host=px,upstream_ip=10.0.0.5,config=/c.toml"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_TRUE(p.opts.insecure);
+  EXPECT_FALSE(p.opts.rewrite_default);
+  EXPECT_EQ(p.opts.proxy_host, "px");
+  EXPECT_EQ(p.opts.upstream_ip, "10.0.0.5");
+  EXPECT_EQ(p.opts.config, "/c.toml");
+  auto q = parse({"http://h/", "/tmp"});
+  ASSERT_TRUE(q.result.ok());
+  EXPECT_FALSE(q.opts.insecure);
+  EXPECT_TRUE(q.opts.rewrite_default);
+}
+
 TEST(Options, MountAndFstabNoiseIsAccepted) {
   auto p = parse({"http://h/", "/m", "-o", "rw,_netdev,nofail,defaults,noauto,x-systemd.automount"});
   ASSERT_TRUE(p.result.ok()) << p.result.error().message;
