@@ -3,28 +3,33 @@
 # tests (real mounts, nginx, in.tftpd), then the unit tests again under
 # ASan+UBSan and TSan. This is what CI runs (.ci/run).
 #
-#   contrib/check.sh [--quick] [--no-sanitizers] [--no-e2e]
+#   contrib/check.sh [--quick] [--no-sanitizers] [--no-e2e] [--no-fuzz]
 #     --quick          unit tests only
 #     --no-sanitizers  skip the ASan+UBSan and TSan passes
 #     --no-e2e         skip the end-to-end tests
+#     --no-fuzz        skip the bounded libFuzzer run of the rewrite engine
+#   FUZZ_SECONDS (default 30) bounds the fuzzer run.
 #   BUILD_DIR (default build) chooses the build directory.
 set -euo pipefail
 NETBOOTFS_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$NETBOOTFS_ROOT"
 source contrib/lib/deps.sh
 
-quick=0 sanitizers=1 e2e=1
+quick=0 sanitizers=1 e2e=1 fuzz=1
 for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     --no-sanitizers) sanitizers=0 ;;
     --no-e2e) e2e=0 ;;
-    *) echo "usage: $0 [--quick] [--no-sanitizers] [--no-e2e]" >&2; exit 2 ;;
+    --no-fuzz) fuzz=0 ;;
+    *) echo "usage: $0 [--quick] [--no-sanitizers] [--no-e2e] [--no-fuzz]" >&2; exit 2 ;;
   esac
 done
-[ $quick = 1 ] && { sanitizers=0; e2e=0; }
+[ $quick = 1 ] && { sanitizers=0; e2e=0; fuzz=0; }
 
-install_deps
+extra=()
+[ $fuzz = 1 ] && extra+=(clang libclang-rt-14-dev)
+install_deps "${extra[@]}"
 build=${BUILD_DIR:-build}
 configure_and_build "$build"
 
@@ -65,6 +70,28 @@ if [ $sanitizers = 1 ]; then
   configure_and_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=thread
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     run_tier "unit tests under TSan" build-tsan -L unit -j "$(nproc)"
+fi
+
+if [ $fuzz = 1 ]; then
+  # libFuzzer on the rewrite engine and its TOML parser, bounded in time: no
+  # crash, and a body without a match comes out byte-identical (asserted in
+  # the target). Found inputs land in build-fuzz/crash-*.
+  echo "== fuzzing the rewrite engine for ${FUZZ_SECONDS:-30} s"
+  cmake -S "$NETBOOTFS_ROOT" -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+  cmake --build build-fuzz --target rewrite_fuzz >/dev/null
+  corpus=$(mktemp -d)
+  cp tests/fuzz/corpus/rewrite/* "$corpus/"
+  if (cd build-fuzz && ./tests/fuzz/rewrite_fuzz -max_total_time="${FUZZ_SECONDS:-30}" \
+        -dict="$NETBOOTFS_ROOT/tests/fuzz/rewrite.dict" "$corpus") >build-fuzz/fuzz.log 2>&1; then
+    grep -E '^Done|stat::number_of_executed_units' build-fuzz/fuzz.log | tail -1 || true
+    passed=$((passed + 1))
+  else
+    tail -n 40 build-fuzz/fuzz.log
+    failed=$((failed + 1))
+    failures+=("fuzzing")
+  fi
+  rm -rf "$corpus"
 fi
 
 echo
