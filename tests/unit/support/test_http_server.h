@@ -81,6 +81,16 @@ class TestHttpServer {
     std::lock_guard lk(mu_);
     files_.erase(path);
   }
+  // Extra response header lines for `path` ("Content-Encoding: gzip").
+  void add_header(const std::string& path, const std::string& line) {
+    std::lock_guard lk(mu_);
+    extra_headers_[path] += line + "\r\n";
+  }
+  // `path` answers 302 to `location`.
+  void redirect(const std::string& path, const std::string& location) {
+    std::lock_guard lk(mu_);
+    redirects_[path] = location;
+  }
   // Responses for `path` wait until release().
   void hold(const std::string& path) {
     std::lock_guard lk(mu_);
@@ -227,7 +237,10 @@ class TestHttpServer {
     if (stopping_) return false;
     std::string status_line, extra, body;
     std::optional<size_t> cut_after;
-    if (req.path.empty() || req.path.back() == '/') {
+    if (auto r = redirects_.find(req.path); r != redirects_.end()) {
+      status_line = "302 Found";
+      extra = "Location: " + r->second + "\r\n";
+    } else if (req.path.empty() || req.path.back() == '/') {
       const std::string prefix = req.path;
       std::map<std::string, std::pair<bool, size_t>> entries;
       for (auto& [p, f] : files_) {
@@ -274,6 +287,7 @@ class TestHttpServer {
         status_line = "200 OK";
         body = f.body;
       }
+      if (auto h = extra_headers_.find(req.path); h != extra_headers_.end()) extra += h->second;
       if (req.method == "GET") {
         if (auto c = cuts_.find(req.path); c != cuts_.end() && c->second.second > 0) {
           c->second.second--;
@@ -284,11 +298,11 @@ class TestHttpServer {
     lk.unlock();
     req.status = std::stoi(status_line);
     std::string out = "HTTP/1.1 " + status_line + "\r\n" + extra;
-    if (status_line[0] != '3') out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    if (status_line.rfind("304", 0) != 0) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     out += "\r\n";
     record(req);
     if (!send_all(fd, out.data(), out.size())) return false;
-    if (req.method == "HEAD" || status_line[0] == '3') return true;
+    if (req.method == "HEAD" || status_line[0] == '3') return true;  // 302 bodies are empty
     if (cut_after && *cut_after < body.size()) {
       send_all(fd, body.data(), *cut_after);
       return false;
@@ -308,6 +322,8 @@ class TestHttpServer {
   std::map<std::string, File> files_;
   std::vector<std::string> held_;
   std::map<std::string, std::pair<size_t, int>> cuts_;
+  std::map<std::string, std::string> extra_headers_;
+  std::map<std::string, std::string> redirects_;
   std::vector<Request> log_;
   std::vector<std::string> arrived_;
   uint64_t etag_counter_ = 0;
