@@ -79,7 +79,7 @@ struct ReadWaiter {
   uint64_t offset;
   size_t len;
   ReadCallback cb;
-  int64_t parked_ms;
+  std::shared_ptr<std::atomic<int64_t>> handle_progress;
 };
 
 using VersionCallback = std::function<void(Result<std::shared_ptr<FileVersion>>)>;
@@ -128,10 +128,11 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   void on_done(http::Outcome outcome, const http::Head& head, std::string body,
                std::string detail) override;
 
-  void read(uint64_t offset, size_t len, ReadCallback cb);
+  void read(uint64_t offset, size_t len, ReadCallback cb,
+            std::shared_ptr<std::atomic<int64_t>> handle_progress);
   // Fails parked readers whose deadline passed; true while any remain.
   bool sweep(int64_t now, int64_t stall_ms);
-  void fail_all(int err);
+  size_t fail_all(int err);  // returns how many readers it answered
 
   Fetcher::Impl* impl_;
   const std::string path_;
@@ -324,16 +325,13 @@ bool Download::on_data(const char* data, size_t len) {
     frontier_ = tmp_.size();
     last_progress_ms_ = now_ms();
     const uint64_t size = expected_size_.value_or(UINT64_MAX);
-    auto keep = readers_.begin();
+    // Into two lists: compacting in place self-move-assigns, which empties a weak_ptr.
+    std::vector<ReadWaiter> waiting;
     for (auto& w : readers_) {
-      uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
-      if (end <= frontier_ && end < size) {
-        ready.push_back(std::move(w));
-      } else {
-        *keep++ = std::move(w);
-      }
+      const uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
+      (end <= frontier_ && end < size ? ready : waiting).push_back(std::move(w));
     }
-    readers_.erase(keep, readers_.end());
+    readers_.swap(waiting);
   }
   impl_->stats.download_bytes += len;
   const uint64_t size = expected_size_.value_or(UINT64_MAX);
@@ -363,7 +361,8 @@ void Download::on_done(http::Outcome outcome, const http::Head& head, std::strin
   impl_->on_download_body_done(self, outcome, detail);
 }
 
-void Download::read(uint64_t offset, size_t len, ReadCallback cb) {
+void Download::read(uint64_t offset, size_t len, ReadCallback cb,
+                    std::shared_ptr<std::atomic<int64_t>> handle_progress) {
   std::unique_lock lk(mu_);
   const uint64_t size = expected_size_.value_or(0);  // known before any reader exists
   if (offset >= size || len == 0) {
@@ -374,7 +373,14 @@ void Download::read(uint64_t offset, size_t len, ReadCallback cb) {
   const uint64_t end = std::min<uint64_t>(offset + len, size);
   const bool ready = state_ == State::kComplete || (end < size && end <= frontier_);
   if (!ready) {
-    readers_.push_back(ReadWaiter{offset, len, std::move(cb), now_ms()});
+    const int64_t stall = impl_->opt.read_stall_timeout.count();
+    if (std::max(handle_progress->load(), last_progress_ms_) + stall <= now_ms()) {
+      lk.unlock();  // a retry of a read that already stalled: no new wait
+      cb(Error{EIO, "read stalled: no progress for read_stall_timeout"});
+      return;
+    }
+    log()->debug("{}: read {}+{} parked at frontier {}", path_, offset, len, frontier_);
+    readers_.push_back(ReadWaiter{offset, len, std::move(cb), std::move(handle_progress)});
     return;
   }
   int fd = tmp_.fd();
@@ -387,15 +393,12 @@ bool Download::sweep(int64_t now, int64_t stall_ms) {
   bool remaining;
   {
     std::lock_guard lk(mu_);
-    auto keep = readers_.begin();
+    std::vector<ReadWaiter> waiting;
     for (auto& w : readers_) {
-      if (std::max(w.parked_ms, last_progress_ms_) + stall_ms <= now) {
-        expired.push_back(std::move(w));
-      } else {
-        *keep++ = std::move(w);
-      }
+      const bool stalled = std::max(w.handle_progress->load(), last_progress_ms_) + stall_ms <= now;
+      (stalled ? expired : waiting).push_back(std::move(w));
     }
-    readers_.erase(keep, readers_.end());
+    readers_.swap(waiting);
     remaining = !readers_.empty();
   }
   for (auto& w : expired) {
@@ -409,13 +412,14 @@ bool Download::sweep(int64_t now, int64_t stall_ms) {
   return remaining;
 }
 
-void Download::fail_all(int err) {
+size_t Download::fail_all(int err) {
   std::vector<ReadWaiter> all;
   {
     std::lock_guard lk(mu_);
     all.swap(readers_);
   }
   for (auto& w : all) w.cb(Error{err, "shutting down"});
+  return all.size();
 }
 
 // --- OpenFile ---------------------------------------------------------------
@@ -427,7 +431,13 @@ void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
     cb(Slice{fd_.get(), offset, static_cast<size_t>(end - offset)});
     return;
   }
-  download_->read(offset, len, std::move(cb));
+  download_->read(
+      offset, len,
+      [progress = progress_, cb = std::move(cb)](Result<Slice> r) {
+        if (r) progress->store(now_ms());
+        cb(std::move(r));
+      },
+      progress_);
 }
 
 OpenFile::~OpenFile() = default;
@@ -582,14 +592,14 @@ void Fetcher::Impl::sweep() {
   std::vector<std::shared_ptr<Download>> live;
   {
     std::lock_guard lk(mu_);
-    auto keep = active_.begin();
-    for (auto& w : active_) {
+    std::vector<std::weak_ptr<Download>> still;
+    for (const auto& w : active_) {
       if (auto d = w.lock()) {
         live.push_back(std::move(d));
-        *keep++ = std::move(w);
+        still.push_back(w);
       }
     }
-    active_.erase(keep, active_.end());
+    active_.swap(still);
     // Forget paths that hold nothing but an expired negative entry.
     const int64_t now = now_ms();
     for (auto it = states_.begin(); it != states_.end();) {
@@ -994,6 +1004,7 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
   std::unique_ptr<OpenFile> of(new OpenFile());
   of->fetcher_ = self;
   of->version_ = want;
+  of->progress_ = std::make_shared<std::atomic<int64_t>>(now_ms());
   std::string sha;
   std::shared_ptr<Download> dl;
   {
@@ -1423,6 +1434,11 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
       if (cur && cur->sha256_ == derived->sha256 && cur->source_sha256_ == src &&
           cur->filter_fp_ == fp && cur->size() == derived->size) {
         result = cur;  // the same bytes served the same way: the same version
+      } else if (cur && !filter && cur->sha256_.empty() && !cur->download_ &&
+                 cur->size() == derived->size &&
+                 (cur->etag().empty() || cur->etag() == source.etag)) {
+        cur->sha256_ = derived->sha256;  // the version a listing announced, now with bytes
+        result = cur;
       } else {
         auto v = make_version(path, derived->size, source.last_modified, source.etag);
         v->sha256_ = derived->sha256;
@@ -1558,9 +1574,11 @@ void Fetcher::shutdown() {
       if (auto d = w.lock()) live.push_back(std::move(d));
     }
   }
+  size_t answered = waiters.size() + listing_waiters.size();
   for (auto& w : waiters) w(Error{EIO, "shutting down"});
   for (auto& w : listing_waiters) w();  // each continuation sees stopping_ and fails
-  for (auto& d : live) d->fail_all(EIO);
+  for (auto& d : live) answered += d->fail_all(EIO);
+  if (answered) log()->info("shutdown: answered {} waiting requests", answered);
   // After this no sink callback runs, so the Client may outlive us or not.
   impl_->cancel_all_requests();
   for (auto& d : live) d->fail_all(EIO);  // readers parked by late callbacks

@@ -155,6 +155,10 @@ class OpenFile {
   std::shared_ptr<FileVersion> version_;
   std::shared_ptr<Download> download_;
   UniqueFd fd_;
+  // When this handle last got bytes (ms): a read stalls only if neither the
+  // handle nor the download made progress for read_stall_timeout, so the
+  // kernel's retries after a failed read do not restart the clock.
+  std::shared_ptr<std::atomic<int64_t>> progress_;
 };
 
 struct FetcherStats {

@@ -285,6 +285,27 @@ TEST_F(FetcherTest, ShutdownAnswersEveryWaiter) {
   server_.release();
 }
 
+TEST_F(FetcherTest, WithoutContentLengthTheSizeComesFromTheWholeBody) {
+  const std::string body = random_bytes(700000, 3);
+  server_.put("dir/dynamic", body);
+  server_.no_length("dir/dynamic");
+  auto a = lookup("dir/dynamic");  // the listing has the size, but upstream's GET has none
+  ASSERT_TRUE(a);
+  auto of = open(a->version);
+  ASSERT_TRUE(of) << of.error().message << ": the same size is the same version";
+  EXPECT_TRUE(read_all(*of.value()).value() == body);
+  server_.put("nolist/dynamic", body);
+  server_.no_length("nolist/dynamic");
+  server_.no_listing("nolist/");
+  auto b = lookup("nolist/dynamic");  // HEAD without length: fetched whole before answering
+  ASSERT_TRUE(b) << b.error().message;
+  EXPECT_EQ(b->size, body.size());
+  EXPECT_TRUE(index_->get_path("nolist/dynamic")) << "complete before lookup answered";
+  auto got = cat("nolist/dynamic");
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(got.value() == body);
+}
+
 TEST_F(FetcherTest, TheCacheSurvivesARestart) {
   server_.put("boot/ldlinux.c32", "ldlinux");
   ASSERT_EQ(cat("boot/ldlinux.c32").value(), "ldlinux");

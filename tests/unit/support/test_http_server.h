@@ -86,6 +86,16 @@ class TestHttpServer {
     std::lock_guard lk(mu_);
     extra_headers_[path] += line + "\r\n";
   }
+  // `path` is sent without Content-Length, delimited by closing the connection.
+  void no_length(const std::string& path) {
+    std::lock_guard lk(mu_);
+    no_length_.push_back(path);
+  }
+  // The listing of directory `dir` ("a/b/") answers 404, as with autoindex off.
+  void no_listing(const std::string& dir) {
+    std::lock_guard lk(mu_);
+    no_listing_.push_back(dir);
+  }
   // `path` answers 302 to `location`.
   void redirect(const std::string& path, const std::string& location) {
     std::lock_guard lk(mu_);
@@ -253,7 +263,9 @@ class TestHttpServer {
           entries[rest.substr(0, slash)] = {true, 0};
         }
       }
-      if (entries.empty() && !prefix.empty()) {
+      const bool hidden =
+          std::find(no_listing_.begin(), no_listing_.end(), prefix) != no_listing_.end();
+      if ((entries.empty() && !prefix.empty()) || hidden) {
         status_line = "404 Not Found";
       } else {
         body = "[";
@@ -295,9 +307,19 @@ class TestHttpServer {
         }
       }
     }
+    const bool close_delimited =
+        std::find(no_length_.begin(), no_length_.end(), req.path) != no_length_.end();
     lk.unlock();
     req.status = std::stoi(status_line);
     std::string out = "HTTP/1.1 " + status_line + "\r\n" + extra;
+    if (close_delimited) {
+      out += "Connection: close\r\n\r\n";
+      record(req);
+      if (send_all(fd, out.data(), out.size()) && req.method != "HEAD") {
+        send_all(fd, body.data(), body.size());
+      }
+      return false;
+    }
     if (status_line.rfind("304", 0) != 0) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     out += "\r\n";
     record(req);
@@ -324,6 +346,8 @@ class TestHttpServer {
   std::map<std::string, std::pair<size_t, int>> cuts_;
   std::map<std::string, std::string> extra_headers_;
   std::map<std::string, std::string> redirects_;
+  std::vector<std::string> no_length_;
+  std::vector<std::string> no_listing_;
   std::vector<Request> log_;
   std::vector<std::string> arrived_;
   uint64_t etag_counter_ = 0;
