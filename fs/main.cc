@@ -2,6 +2,8 @@
 #include <fuse_lowlevel.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/sinks/systemd_sink.h>
+#include <systemd/sd-daemon.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -41,7 +43,10 @@ std::chrono::milliseconds ms(double seconds) {
 
 void setup_logging(const fs::MountOptions& o, bool to_syslog) {
   spdlog::sink_ptr sink;
-  if (to_syslog) {
+  if (std::getenv("JOURNAL_STREAM")) {
+    // Under systemd: structured entries in the journal, with priorities.
+    sink = std::make_shared<spdlog::sinks::systemd_sink_mt>("netbootfs");
+  } else if (to_syslog) {
     sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("netbootfs", LOG_PID, LOG_DAEMON, false);
   } else {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -232,12 +237,16 @@ int main(int argc, char** argv) {
         log->error("SIGHUP: keeping the current rules: {}", fresh.error().message);
         continue;
       }
+      sd_notify(0, "RELOADING=1");
       log->info("SIGHUP: rules reloaded");
       describe(fresh.value());
       fetcher.set_filter(fresh.value());
+      sd_notify(0, "READY=1");
     }
   });
 
+  // Type=notify units start the TFTP server only once the mount serves.
+  sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s", opts.url.c_str(), opts.mountpoint.c_str());
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
   fuse_loop_cfg_set_idle_threads(cfg, 16);
@@ -245,6 +254,7 @@ int main(int argc, char** argv) {
   const int rc = fuse_session_loop_mt(se.get(), cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  sd_notify(0, "STOPPING=1");
   stopping = true;
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();
@@ -253,5 +263,6 @@ int main(int argc, char** argv) {
   if (size_t n = fsimpl.answer_all_pending(EIO)) log->info("answered {} pending requests", n);
   fuse_session_unmount(se.get());
   log->info("unmounted {}", opts.mountpoint);
-  return rc == 0 ? 0 : 1;
+  // libfuse reports the signal that ended the loop; stopping on one is clean.
+  return rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
 }
