@@ -186,6 +186,9 @@ struct Index::Impl {
       lk.unlock();
       commit_batch(batch);
       lk.lock();
+      // Marked under the lock: a follower reads `done` under it, and then
+      // its result, which the lock hand-over makes visible.
+      for (auto& q : batch) q->done = true;
       committing = false;
       queue_cv.notify_all();
     }
@@ -222,7 +225,6 @@ struct Index::Impl {
       if (map_full && attempt == 0 && grow()) continue;
       for (auto& p : batch) {
         if (rc != 0) p->result = mdb_error(rc, "index commit");
-        p->done = true;
       }
       return;
     }
