@@ -8,6 +8,7 @@
 #     --no-sanitizers  skip the ASan+UBSan and TSan passes
 #     --no-e2e         skip the end-to-end tests
 #     --no-fuzz        skip the bounded libFuzzer run of the rewrite engine
+#     --no-package     skip building, linting and trying the Debian package
 #   FUZZ_SECONDS (default 30) bounds the fuzzer run.
 #   BUILD_DIR (default build) chooses the build directory.
 set -euo pipefail
@@ -15,20 +16,23 @@ NETBOOTFS_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$NETBOOTFS_ROOT"
 source contrib/lib/deps.sh
 
-quick=0 sanitizers=1 e2e=1 fuzz=1
+quick=0 sanitizers=1 e2e=1 fuzz=1 package=1
 for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     --no-sanitizers) sanitizers=0 ;;
     --no-e2e) e2e=0 ;;
     --no-fuzz) fuzz=0 ;;
-    *) echo "usage: $0 [--quick] [--no-sanitizers] [--no-e2e] [--no-fuzz]" >&2; exit 2 ;;
+    --no-package) package=0 ;;
+    *) echo "usage: $0 [--quick] [--no-sanitizers] [--no-e2e] [--no-fuzz] [--no-package]" >&2
+       exit 2 ;;
   esac
 done
-[ $quick = 1 ] && { sanitizers=0; e2e=0; fuzz=0; }
+[ $quick = 1 ] && { sanitizers=0; e2e=0; fuzz=0; package=0; }
 
 extra=()
 [ $fuzz = 1 ] && extra+=(clang libclang-rt-14-dev)
+[ $package = 1 ] && extra+=(debhelper lintian fakeroot dpkg-dev)
 install_deps "${extra[@]}"
 build=${BUILD_DIR:-build}
 configure_and_build "$build"
@@ -92,6 +96,32 @@ if [ $fuzz = 1 ]; then
     failures+=("fuzzing")
   fi
   rm -rf "$corpus"
+fi
+
+if [ $package = 1 ]; then
+  # The .deb from a copy of the tree (tests already ran: nocheck), lintian
+  # without errors, then the packaged binary mounted through
+  # `mount -t fuse.netbootfs` (mount(8) finds it in /usr/bin only).
+  echo "== Debian package"
+  work=$(mktemp -d)
+  mkdir "$work/netbootfs"
+  tar --exclude='./build*' --exclude=./.git --exclude=./obj-* -cf - . | tar -x -C "$work/netbootfs"
+  cp -r packaging/debian "$work/netbootfs/debian"
+  ok=1
+  if ! (cd "$work/netbootfs" && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -us -uc -b) \
+       >"$work/build.log" 2>&1; then
+    tail -n 30 "$work/build.log"; ok=0
+  fi
+  deb=$(ls "$work"/netbootfs_*.deb 2>/dev/null | head -1)
+  if [ $ok = 1 ] && ! lintian --fail-on error "$deb"; then ok=0; fi
+  if [ $ok = 1 ]; then
+    dpkg -i "$deb" >/dev/null
+    NETBOOTFS_BIN_DIR=/usr/bin bash tests/e2e/test_mount_helper.sh || ok=0
+    dpkg -r netbootfs >/dev/null
+  fi
+  if [ $ok = 1 ]; then passed=$((passed + 1)); echo "package: built, lintian clean, mounted"
+  else failed=$((failed + 1)); failures+=("package"); fi
+  rm -rf "$work"
 fi
 
 echo

@@ -6,8 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NETBOOTFS_SOURCE_DIR=${NETBOOTFS_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 NETBOOTFS_BUILD_DIR=${NETBOOTFS_BUILD_DIR:-$NETBOOTFS_SOURCE_DIR/build}
-NBFS=$NETBOOTFS_BUILD_DIR/fs/netbootfs
-NBCTL=$NETBOOTFS_BUILD_DIR/fs/netbootfsctl
+# NETBOOTFS_BIN_DIR runs the tests against installed binaries (the package).
+NBFS=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfs
+NBCTL=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfsctl
 FAULT_SERVER=$NETBOOTFS_SOURCE_DIR/tests/tools/fault_server.py
 
 if [ ! -e /dev/fuse ]; then
