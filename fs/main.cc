@@ -182,9 +182,31 @@ int main(int argc, char** argv) {
   ho.low_speed_time = std::chrono::seconds(static_cast<int64_t>(std::max(1.0, opts.low_speed_time)));
   ho.proxy = opts.proxy;
   ho.ca_file = opts.ca_file;
+  ho.client_cert = opts.client_cert;
+  ho.client_key = opts.client_key;
   ho.insecure = opts.insecure;
   ho.user_agent = std::string("netbootfs/") + NETBOOTFS_VERSION;
   if (opts.insecure) log->warn("TLS certificate verification is disabled (insecure)");
+  {
+    // One request before mounting: a certificate that does not verify is a
+    // configuration error the admin must see now, not a stream of EIO later.
+    // An unreachable upstream is not: cached files are served without it.
+    http::Client probe_client(ho);
+    http::Request probe;
+    probe.url = opts.url;
+    probe.body_in_memory = true;
+    const auto r = probe_client.fetch(probe);
+    if (r.outcome == http::Outcome::kTls) {
+      return fail("TLS to " + opts.url + " failed: " + r.detail +
+                  (opts.ca_file.empty() ? " (give ca_file= for a private CA)" : ""));
+    }
+    if (r.outcome != http::Outcome::kOk) {
+      log->warn("upstream {} not reachable at start ({}: {}); serving what is cached", opts.url,
+                http::to_string(r.outcome), r.detail);
+    } else if (r.head.status >= 400 && r.head.status != 403 && r.head.status != 404) {
+      log->warn("upstream {} answers {} at start", opts.url, r.head.status);
+    }
+  }
 
   cache::FetcherOptions fo;
   fo.base_url = opts.url;

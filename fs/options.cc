@@ -15,6 +15,8 @@ struct RawOptions {
   char* cache_dir = nullptr;
   char* proxy = nullptr;
   char* ca_file = nullptr;
+  char* client_cert = nullptr;
+  char* client_key = nullptr;
   char* log_level = nullptr;
   char* config = nullptr;
   char* proxy_host = nullptr;
@@ -38,6 +40,8 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("proxy=%s", proxy),
     NBFS_OPT("http_proxy=%s", proxy),
     NBFS_OPT("ca_file=%s", ca_file),
+    NBFS_OPT("client_cert=%s", client_cert),
+    NBFS_OPT("client_key=%s", client_key),
     NBFS_OPT("log_level=%s", log_level),
     NBFS_OPT("config=%s", config),
     NBFS_OPT("proxy_host=%s", proxy_host),
@@ -121,6 +125,7 @@ const char* usage_text() {
          "  uid=N,gid=N,umask=OCT    owner and mode of files (0, 0, 022)\n"
          "  proxy=URL                HTTP proxy (default: the *_proxy variables)\n"
          "  ca_file=FILE             CA bundle for https upstreams\n"
+         "  client_cert=FILE         PEM client certificate (with client_key=FILE)\n"
          "  insecure                 do not verify TLS certificates\n"
          "  log_level=LEVEL          trace, debug, info, warning, error (info)\n"
          "  max_threads=N            FUSE worker threads (64)\n"
@@ -155,6 +160,8 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   take(opts.cache_dir, raw.cache_dir);
   take(opts.proxy, raw.proxy);
   take(opts.ca_file, raw.ca_file);
+  take(opts.client_cert, raw.client_cert);
+  take(opts.client_key, raw.client_key);
   take(opts.log_level, raw.log_level);
   take(opts.config, raw.config);
   take(opts.proxy_host, raw.proxy_host);

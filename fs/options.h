@@ -35,6 +35,8 @@ struct MountOptions {
   unsigned umask = 0022;
   std::string proxy;
   std::string ca_file;
+  std::string client_cert;  // PEM certificate for TLS client authentication
+  std::string client_key;   // its key
   bool insecure = false;
   std::string log_level = "info";
   // Hostname rewriting (see rewrite/rewrite.h and README).

@@ -6,7 +6,7 @@ netbootfs_packages=(
   libfuse3-dev fuse3 libcurl4-openssl-dev liblmdb-dev robin-map-dev libspdlog-dev
   libgtest-dev libgmock-dev libssl-dev libxml2-dev nlohmann-json3-dev libcli11-dev
   libtomlplusplus-dev libsystemd-dev
-  nginx tftpd-hpa tftp-hpa atftp python3 curl attr bc psmisc procps
+  nginx tftpd-hpa tftp-hpa atftp python3 curl attr bc psmisc procps openssl squid
 )
 
 install_deps() {

@@ -1,14 +1,17 @@
-# Sourced by every end-to-end test. Each test gets its own temp dir, its own
-# servers on 127.0.0.1 ports it picked, and a trap that unmounts and kills
-# only what it started. Every wait is bounded.
+# Sourced by every end-to-end test (and by contrib/demo.sh and tests/bench/).
+#
+# Each test gets its own temp dir ($T), its own servers on 127.0.0.1 ports it
+# picked, and an EXIT trap that unmounts only its own mounts, stops only the
+# processes it started (checked by PID *and* start time, so a recycled PID is
+# never hit) and removes $T without crossing into a mount. Every wait is
+# bounded. Exit 77 (skip) only when /dev/fuse is missing.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NETBOOTFS_SOURCE_DIR=${NETBOOTFS_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 NETBOOTFS_BUILD_DIR=${NETBOOTFS_BUILD_DIR:-$NETBOOTFS_SOURCE_DIR/build}
-# NETBOOTFS_BIN_DIR runs the tests against installed binaries (the package).
-NBFS=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfs
-NBCTL=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfsctl
+NBFS=$NETBOOTFS_BUILD_DIR/fs/netbootfs
+NBCTL=$NETBOOTFS_BUILD_DIR/fs/netbootfsctl
 FAULT_SERVER=$NETBOOTFS_SOURCE_DIR/tests/tools/fault_server.py
 
 if [ ! -e /dev/fuse ]; then
@@ -16,31 +19,79 @@ if [ ! -e /dev/fuse ]; then
   exit 77
 fi
 [ -x "$NBFS" ] || { echo "FAIL: $NBFS is not built" >&2; exit 1; }
+[ -x "$NBCTL" ] || { echo "FAIL: $NBCTL is not built" >&2; exit 1; }
 
 T=$(mktemp -d /tmp/netbootfs-e2e.XXXXXX)
-chmod 755 "$T"
-_pids=()
-_mounts=()
+chmod 755 "$T"  # in.tftpd drops to user tftp; nginx workers read the trees
+_pids=()    # "PID:STARTTIME" of every process we started
+_mounts=()  # mountpoints we created
 _test_name=$(basename "$0" .sh)
+
+# _starttime PID: field 22 of /proc/PID/stat (after the parenthesised comm).
+_starttime() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  s=${s##*) }
+  # shellcheck disable=SC2086
+  set -- $s
+  echo "${20}"
+}
+
+# track_pid PID: the cleanup trap stops it (only if it is still that process).
+track_pid() { _pids+=("$1:$(_starttime "$1" || echo gone)"); }
+
+# ours PID: PID is running and is the process we recorded.
+ours() {
+  local e
+  for e in "${_pids[@]}"; do
+    [ "${e%%:*}" = "$1" ] || continue
+    [ "$(_starttime "$1" 2>/dev/null)" = "${e#*:}" ] && return 0
+  done
+  return 1
+}
+
+# alive PID: running and not a zombie waiting for us to reap it.
+alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [[ $st != Z* ]]; }
+dead() { ! alive "$1"; }
+
+mounted() { findmnt -n -t fuse.netbootfs --mountpoint "$1" >/dev/null 2>&1; }
+any_mount() { findmnt -n --mountpoint "$1" >/dev/null 2>&1; }
 
 _cleanup() {
   local rc=$?
   set +e
+  trap - EXIT
+  local m p e kids
   for m in "${_mounts[@]}"; do
-    if grep -qs " $m fuse" /proc/mounts; then
-      fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
+    if any_mount "$m"; then
+      timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 fusermount3 -uz "$m" 2>/dev/null \
+        || echo "cleanup: could not unmount $m" >&2
     fi
   done
-  for p in "${_pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${_pids[@]}"; do
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
+  # Background jobs of this shell (readers, clients) and their children.
+  for p in $(jobs -p); do
+    kids=$(pgrep -P "$p" 2>/dev/null)
+    kill $kids "$p" 2>/dev/null
   done
-  if [ $rc -ne 0 ] && [ -f "$T/daemon.log" ]; then
-    echo "--- last lines of the daemon log ---" >&2
+  for e in "${_pids[@]}"; do
+    p=${e%%:*}
+    ours "$p" && kill "$p" 2>/dev/null
+  done
+  for e in "${_pids[@]}"; do
+    p=${e%%:*}
+    for _ in $(seq 50); do ours "$p" && alive "$p" || break; sleep 0.1; done
+    ours "$p" && alive "$p" && kill -9 "$p" 2>/dev/null
+  done
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -s "$T/daemon.log" ]; then
+    echo "--- last lines of the daemon log ($T/daemon.log) ---" >&2
     tail -n 40 "$T/daemon.log" >&2
   fi
-  rm -rf "$T"
+  # Never descend into a mount that is somehow still there.
+  if findmnt -rn -o TARGET | grep -q "^$T/"; then
+    echo "cleanup: a mount is left under $T; not removing it" >&2
+  else
+    rm -rf --one-file-system "$T"
+  fi
   exit $rc
 }
 trap _cleanup EXIT
@@ -49,7 +100,8 @@ fail() { echo "FAIL [$_test_name]: $*" >&2; exit 1; }
 pass() { echo "PASS [$_test_name]: $*"; }
 note() { echo "  $*"; }
 
-# wait_until SECONDS COMMAND...: polls every 0.1 s; false when time runs out.
+# wait_until SECONDS COMMAND...: polls every 0.1 s (shell functions allowed);
+# false when time runs out.
 wait_until() {
   local limit=$1; shift
   local end=$((SECONDS + limit))
@@ -59,8 +111,21 @@ wait_until() {
   done
 }
 
-free_port() {  # free_port tcp|udp
-  python3 - "$1" <<'EOF'
+# with_timeout SECONDS COMMAND...: runs an external command bounded in time
+# (SIGTERM, then SIGKILL 5 s later); says so when it had to stop it.
+with_timeout() {
+  local limit=$1; shift
+  local rc=0
+  timeout -k 5 "$limit" "$@" || rc=$?
+  [ $rc -ne 124 ] && [ $rc -ne 137 ] || echo "timed out after ${limit}s: $*" >&2
+  return $rc
+}
+
+# now_ms: monotonic-enough wall clock in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+free_port() {  # free_port [tcp|udp]: a port nobody uses on 127.0.0.1 right now
+  python3 - "${1:-tcp}" <<'EOF'
 import socket, sys
 kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_INET, kind)
@@ -69,7 +134,8 @@ print(s.getsockname()[1])
 EOF
 }
 
-# make_tree DIR: a small netboot tree. KERNEL_MB and INITRD_MB set the sizes.
+# make_tree DIR: a netboot tree. KERNEL_MB (10) and INITRD_MB (100) set the
+# sizes of images/linux and images/initrd for tests where size does not matter.
 make_tree() {
   local d=$1
   mkdir -p "$d/pxelinux.cfg" "$d/grub" "$d/images" "$d/names with spaces" "$d/empty"
@@ -86,110 +152,153 @@ make_tree() {
   chmod -R a+rX "$d"
 }
 
-# start_nginx ROOT [EXTRA_SERVER_DIRECTIVES]: sets NGINX_PORT and NGINX_URL.
+# start_nginx ROOT [EXTRA_SERVER_DIRECTIVES]: sets NGINX_PORT, NGINX_URL,
+# NGINX_PID, NGINX_LOG. Listings are nginx's JSON autoindex unless
+# NGINX_AUTOINDEX_FORMAT=html. The access log has one line per request:
+#   METHOD URI STATUS BODY_BYTES "If-None-Match" "Range"
 start_nginx() {
   local root=$1 extra=${2:-}
   NGINX_PORT=$(free_port tcp)
   mkdir -p "$T/nginx/logs"
+  NGINX_LOG=$T/nginx/logs/access.log
   cat >"$T/nginx/nginx.conf" <<EOF
 worker_processes 1;
 user root;
 pid $T/nginx/nginx.pid;
 error_log $T/nginx/logs/error.log;
-daemon off;
 events { worker_connections 1024; }
 http {
   log_format nbfs '\$request_method \$request_uri \$status \$body_bytes_sent "\$http_if_none_match" "\$http_range"';
-  access_log $T/nginx/logs/access.log nbfs;
+  access_log $NGINX_LOG nbfs;
+  client_body_temp_path $T/nginx/tmp;
+  proxy_temp_path $T/nginx/tmp;
+  fastcgi_temp_path $T/nginx/tmp;
+  uwsgi_temp_path $T/nginx/tmp;
+  scgi_temp_path $T/nginx/tmp;
   sendfile on;
   keepalive_requests 100000;
   server {
     listen 127.0.0.1:$NGINX_PORT;
     root $root;
     autoindex on;
-    autoindex_format json;
+    autoindex_format ${NGINX_AUTOINDEX_FORMAT:-json};
     $extra
   }
 }
 EOF
-  nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" &
+  nginx -t -q -c "$T/nginx/nginx.conf" -p "$T/nginx" -g 'daemon off;' 2>"$T/nginx/conf.err" \
+    || fail "bad nginx configuration: $(cat "$T/nginx/conf.err")"
+  nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" -g 'daemon off;' &
   NGINX_PID=$!
-  _pids+=("$NGINX_PID")
+  track_pid "$NGINX_PID"
   NGINX_URL=http://127.0.0.1:$NGINX_PORT/
-  wait_until 10 curl -sf -o /dev/null "$NGINX_URL" || fail "nginx did not start"
-  : >"$T/nginx/logs/access.log"
+  wait_until 10 curl -sf -o /dev/null --max-time 2 "$NGINX_URL" \
+    || fail "nginx did not start: $(tail -n 5 "$T/nginx/logs/error.log" 2>/dev/null)"
+  : >"$NGINX_LOG"
 }
 
 stop_nginx() {
-  kill "$NGINX_PID" 2>/dev/null || true
-  wait_until 10 bash -c "$(declare -f alive); ! alive $NGINX_PID" || kill -9 "$NGINX_PID"
+  ours "$NGINX_PID" && kill "$NGINX_PID" 2>/dev/null
+  wait_until 10 dead "$NGINX_PID" || kill -9 "$NGINX_PID"
+  wait "$NGINX_PID" 2>/dev/null || true
 }
 
-# nginx_count METHOD URI_REGEX [STATUS_REGEX]: requests in nginx's access log.
+# nginx_count METHOD [URI_REGEX] [STATUS_REGEX]: requests in nginx's access log
+# (nginx writes a line when a request ends).
 nginx_count() {
-  local status=${3:-[0-9]+}
-  grep -cE "^$1 $2 $status " "$T/nginx/logs/access.log" || true
+  local uri=${2:-[^ ]+} status=${3:-[0-9]+}
+  grep -cE "^$1 $uri $status " "$NGINX_LOG" || true
 }
 
-# start_fault_server ROOT: sets FAULT_PORT and FAULT_URL.
+# start_fault_server ROOT: tests/tools/fault_server.py; sets FAULT_PORT, FAULT_URL.
 start_fault_server() {
-  python3 "$FAULT_SERVER" --root "$1" --port-file "$T/fault.port" >"$T/fault.log" 2>&1 &
-  _pids+=("$!")
-  wait_until 10 test -s "$T/fault.port" || fail "fault server did not start"
+  python3 "$FAULT_SERVER" --root "$1" --bind 127.0.0.1 --port 0 --port-file "$T/fault.port" \
+    >"$T/fault.log" 2>&1 &
+  FAULT_PID=$!
+  track_pid "$FAULT_PID"
+  wait_until 10 test -s "$T/fault.port" || fail "fault server did not start: $(cat "$T/fault.log")"
   FAULT_PORT=$(cat "$T/fault.port")
   FAULT_URL=http://127.0.0.1:$FAULT_PORT/
 }
-fault() { curl -sf -X POST "http://127.0.0.1:$FAULT_PORT/__fault" -d "$1" >/dev/null; }
-fault_log() { curl -sf "http://127.0.0.1:$FAULT_PORT/__log"; }
+fault() {
+  curl -sf --max-time 5 -X POST "http://127.0.0.1:$FAULT_PORT/__fault" -d "$1" >/dev/null \
+    || fail "the fault server refused $1"
+}
+fault_log() { curl -sf --max-time 5 "http://127.0.0.1:$FAULT_PORT/__log"; }
 
-mounted() { grep -qs " $1 fuse.netbootfs " /proc/mounts; }
-
-# alive PID: running and not a zombie waiting for us to reap it.
-alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [[ $st != Z* ]]; }
-
-# start_mount URL MOUNTPOINT [OPTIONS]: sets DAEMON_PID. Cache in $T/cache
-# unless CACHE_DIR is set.
+# start_mount URL MOUNTPOINT [OPTIONS]: netbootfs in the foreground, its log
+# appended to $T/daemon.log; sets DAEMON_PID. The cache is $T/cache unless
+# CACHE_DIR is set; LOG_LEVEL (debug) sets log_level. Waits (bounded) until the
+# mount is there, and fails at once if the daemon exits first.
 start_mount() {
   local url=$1 mnt=$2 opts=${3:-}
   mkdir -p "$mnt"
   local o="allow_other,cache_dir=${CACHE_DIR:-$T/cache},log_level=${LOG_LEVEL:-debug}"
   [ -n "$opts" ] && o="$o,$opts"
+  echo "=== netbootfs $url $mnt -f -o $o" >>"$T/daemon.log"
   "$NBFS" "$url" "$mnt" -f -o "$o" >>"$T/daemon.log" 2>&1 &
   DAEMON_PID=$!
-  _pids+=("$DAEMON_PID")
+  track_pid "$DAEMON_PID"
   _mounts+=("$mnt")
-  wait_until 10 mounted "$mnt" || fail "the mount did not appear on $mnt"
+  local end=$((SECONDS + ${MOUNT_TIMEOUT:-15}))
+  until mounted "$mnt"; do
+    if dead "$DAEMON_PID"; then
+      local rc=0
+      wait "$DAEMON_PID" || rc=$?
+      fail "netbootfs exited (status $rc) before mounting $mnt: $(tail -n 5 "$T/daemon.log")"
+    fi
+    [ $SECONDS -lt $end ] || fail "the mount did not appear on $mnt within ${MOUNT_TIMEOUT:-15}s"
+    sleep 0.05
+  done
 }
 
+# stop_mount MOUNTPOINT: a clean unmount; the daemon must exit by itself.
 stop_mount() {
   local mnt=$1
-  fusermount3 -u "$mnt" || fail "unmount of $mnt failed"
-  wait_until 10 bash -c "$(declare -f alive); ! alive $DAEMON_PID" || fail "daemon did not exit"
+  with_timeout 10 fusermount3 -u "$mnt" || fail "unmount of $mnt failed"
+  wait_until 10 dead "$DAEMON_PID" || fail "the daemon did not exit after the unmount"
+  local rc=0
+  wait "$DAEMON_PID" 2>/dev/null || rc=$?
+  [ $rc -eq 0 ] || fail "the daemon exited with status $rc after a clean unmount"
 }
 
-# start_tftpd DIR: in.tftpd on a loopback UDP port; sets TFTP_PORT.
+# udp_bound PORT: something listens on 127.0.0.1:PORT/udp.
+udp_bound() { [ -n "$(ss -Hlun "src 127.0.0.1:$1" 2>/dev/null)" ]; }
+
+# start_tftpd DIR: tftpd-hpa's in.tftpd in the foreground on a loopback UDP
+# port, chrooted (--secure) into DIR and dropping to user tftp as packaged
+# setups do; sets TFTP_PORT and TFTPD_PID.
 start_tftpd() {
   TFTP_PORT=$(free_port udp)
   in.tftpd --foreground --listen --address "127.0.0.1:$TFTP_PORT" --secure --user tftp \
-    "$1" >"$T/tftpd.log" 2>&1 &
-  _pids+=("$!")
-  sleep 0.3
+    --timeout 600 "$1" >"$T/tftpd.log" 2>&1 &
+  TFTPD_PID=$!
+  track_pid "$TFTPD_PID"
+  wait_until 5 udp_bound "$TFTP_PORT" || fail "in.tftpd did not listen: $(cat "$T/tftpd.log")"
+  alive "$TFTPD_PID" || fail "in.tftpd exited: $(cat "$T/tftpd.log")"
 }
 
-# tftp_get REMOTE LOCAL: tftp-hpa; judge by content (it exits 0 on errors too).
+# tftp_get REMOTE LOCAL: tftp-hpa client. It exits 0 even when the server sent
+# an error, so callers judge by content.
 tftp_get() {
   rm -f "$2"
-  (cd "$(dirname "$2")" && timeout 120 tftp 127.0.0.1 "$TFTP_PORT" -m binary -c get "$1" "$2")
+  (cd "$(dirname "$2")" && with_timeout "${TFTP_TIMEOUT:-120}" \
+     tftp 127.0.0.1 "$TFTP_PORT" -m binary -c get "$1" "$2") >"$T/tftp.out" 2>&1 || true
 }
 
-# atftp_get REMOTE LOCAL: blksize 1468 and tsize; the trace (OACK included) in $T/atftp.out.
+# atftp_get REMOTE LOCAL: atftp with blksize 1468 and tsize; its trace (the
+# server's OACK included) goes to $T/atftp.out. atftp exits non-zero on errors.
 atftp_get() {
   rm -f "$2"
-  timeout 120 atftp --option "blksize 1468" --option "tsize 0" --trace --verbose -g -r "$1" -l "$2" \
-    127.0.0.1 "$TFTP_PORT" >"$T/atftp.out" 2>&1
+  with_timeout "${TFTP_TIMEOUT:-120}" atftp --option "blksize 1468" --option "tsize 0" \
+    --trace --verbose -g -r "$1" -l "$2" 127.0.0.1 "$TFTP_PORT" >"$T/atftp.out" 2>&1
 }
 
-# check_daemon_log [ALLOWED_REGEX]: fails on error/critical lines not allowed.
+# oack_tsize: the tsize the server announced in the last atftp_get.
+oack_tsize() { grep -oE 'received OACK <.*tsize: [0-9]+' "$T/atftp.out" | grep -oE '[0-9]+$' | tail -1; }
+
+# check_daemon_log [ALLOWED_REGEX]: fails on error/critical lines of the
+# daemon log that the test did not declare expected.
 check_daemon_log() {
   local allowed=${1:-^$}
   local bad
