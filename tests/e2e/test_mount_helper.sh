@@ -21,7 +21,7 @@ cmp "$T/up/pxelinux.cfg/default" "$T/mnt/pxelinux.cfg/default" || fail "read thr
 grep " $T/mnt " /proc/mounts | grep -q "^${NGINX_URL} " || fail "/proc/mounts does not name the upstream"
 grep " $T/mnt " /proc/mounts | grep -qw ro || fail "the mount is not read-only"
 pid=$(pgrep -f "netbootfs $NGINX_URL $T/mnt" | head -1)
-[ -n "$pid" ] && _pids+=("$pid")
+[ -n "$pid" ] && track_pid "$pid"
 umount "$T/mnt" || fail "umount failed"
 wait_until 10 bash -c "! grep -qs ' $T/mnt ' /proc/mounts" || fail "still mounted after umount"
 

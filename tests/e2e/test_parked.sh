@@ -53,13 +53,13 @@ intr=$!
 sleep 1
 alive "$intr" || fail "the open to interrupt did not park"
 kill -USR1 "$intr"
-wait_until 3 bash -c "$(declare -f alive); ! alive $intr" || fail "an interrupted parked open was not answered"
+wait_until 3 dead $intr || fail "an interrupted parked open was not answered"
 wait "$intr" || fail "the interrupted open did not end with the signal"
 # Stopping the daemon answers every parked request and unmounts cleanly.
 kill -TERM "$DAEMON_PID"
-wait_until 10 bash -c "$(declare -f alive); ! alive $DAEMON_PID" || fail "the daemon did not stop with requests parked"
+wait_until 10 dead $DAEMON_PID || fail "the daemon did not stop with requests parked"
 for p in "${bg[@]}"; do
-  wait_until 5 bash -c "$(declare -f alive); ! alive $p" || fail "a parked request was left unanswered at shutdown"
+  wait_until 5 dead $p || fail "a parked request was left unanswered at shutdown"
 done
 mounted "$T/mnt" && fail "the mount is still there after SIGTERM"
 grep -qE "answered [0-9]+ (waiting|pending) requests" "$T/daemon.log" || fail "shutdown did not answer the parked requests"

@@ -36,13 +36,13 @@ except socket.timeout:
     pass
 PY
 listener=$!
-_pids+=("$listener")
+track_pid "$listener"
 wait_until 5 test -S "$T/notify.sock" || fail "notify listener did not start"
 mkdir -p "$T/mnt"
 NOTIFY_SOCKET=$T/notify.sock "$NBFS" "$NGINX_URL" "$T/mnt" -f \
   -o "allow_other,cache_dir=$T/cache,proxy_host=proxy.example.net" >>"$T/daemon.log" 2>&1 &
 DAEMON_PID=$!
-_pids+=("$DAEMON_PID")
+track_pid "$DAEMON_PID"
 _mounts+=("$T/mnt")
 wait_until 10 grep -q "READY=1" "$T/notify.log" || fail "no READY=1: $(cat "$T/notify.log")"
 mounted "$T/mnt" || fail "READY=1 came before the mount"
@@ -52,7 +52,7 @@ kill -HUP "$DAEMON_PID"
 wait_until 5 grep -q "RELOADING=1" "$T/notify.log" || fail "no RELOADING=1 on SIGHUP"
 kill -TERM "$DAEMON_PID"
 wait_until 10 grep -q "STOPPING=1" "$T/notify.log" || fail "no STOPPING=1 on SIGTERM"
-wait_until 10 bash -c "$(declare -f alive); ! alive $DAEMON_PID" || fail "the daemon did not exit"
+wait_until 10 dead $DAEMON_PID || fail "the daemon did not exit"
 wait "$DAEMON_PID" || fail "the daemon exited non-zero after SIGTERM"
 mounted "$T/mnt" && fail "a stale mount is left after SIGTERM"
 check_daemon_log
