@@ -97,7 +97,14 @@ _cleanup() {
 trap _cleanup EXIT
 
 fail() { echo "FAIL [$_test_name]: $*" >&2; exit 1; }
-pass() { echo "PASS [$_test_name]: $*"; }
+# soft_fail MESSAGE: a failure that lets the test go on checking the rest;
+# pass then fails the test with every such message.
+_soft=()
+soft_fail() { echo "FAIL [$_test_name] (continuing): $*" >&2; _soft+=("$*"); }
+pass() {
+  [ ${#_soft[@]} -eq 0 ] || fail "${#_soft[@]} check(s) failed: $(printf '%s; ' "${_soft[@]}")"
+  echo "PASS [$_test_name]: $*"
+}
 note() { echo "  $*"; }
 
 # wait_until SECONDS COMMAND...: polls every 0.1 s (shell functions allowed);
@@ -188,14 +195,22 @@ http {
 EOF
   nginx -t -q -c "$T/nginx/nginx.conf" -p "$T/nginx" -g 'daemon off;' 2>"$T/nginx/conf.err" \
     || fail "bad nginx configuration: $(cat "$T/nginx/conf.err")"
+  _run_nginx
+  : >"$NGINX_LOG"
+}
+
+_run_nginx() {
   nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" -g 'daemon off;' &
   NGINX_PID=$!
   track_pid "$NGINX_PID"
   NGINX_URL=http://127.0.0.1:$NGINX_PORT/
   wait_until 10 curl -sf -o /dev/null --max-time 2 "$NGINX_URL" \
     || fail "nginx did not start: $(tail -n 5 "$T/nginx/logs/error.log" 2>/dev/null)"
-  : >"$NGINX_LOG"
 }
+
+# restart_nginx: after stop_nginx, the same configuration on the same port
+# (the access log goes on).
+restart_nginx() { _run_nginx; }
 
 stop_nginx() {
   ours "$NGINX_PID" && kill "$NGINX_PID" 2>/dev/null

@@ -6,21 +6,31 @@ source "$(dirname "$0")/lib.sh"
 KERNEL_MB=2 INITRD_MB=4 make_tree "$T/up"
 start_nginx "$T/up"
 start_mount "$NGINX_URL" "$T/mnt" "no_default_rewrite"
-ls -lR "$T/mnt" >/dev/null
+with_timeout 30 ls -lR --time-style=+%s "$T/mnt" >"$T/ls.out" || fail "ls -lR failed: $(tail -n 3 "$T/ls.out")"
+# ls -lR's own view: every name, and the size of every file.
+lsr_sizes() {  # "SIZE NAME" for each regular file line of ls -lR output
+  sed -nE 's/^-[^ ]+ +[0-9]+ +[^ ]+ +[^ ]+ +([0-9]+) +[0-9]+ (.*)$/\1 \2/p' "$1" | sort
+}
+(cd "$T/up" && ls -lR --time-style=+%s . >"$T/ls.want")
+lsr_sizes "$T/ls.want" >"$T/ls.want.sizes"
+lsr_sizes "$T/ls.out" >"$T/ls.got.sizes"
+[ "$(wc -l <"$T/ls.want.sizes")" -ge 9 ] || fail "parsing ls -lR found only $(wc -l <"$T/ls.want.sizes") files"
+diff "$T/ls.want.sizes" "$T/ls.got.sizes" || fail "ls -lR shows other names or sizes than upstream"
 (cd "$T/up" && find . -mindepth 1 -printf '%y %s %P\n' | sed 's/^d [0-9]*/d -/' | sort) >"$T/want"
 (cd "$T/mnt" && find . -mindepth 1 -printf '%y %s %P\n' | sed 's/^d [0-9]*/d -/' | sort) >"$T/got"
-diff "$T/want" "$T/got" || fail "names or sizes differ"
-bodies=$(grep -E '^GET ' "$T/nginx/logs/access.log" | grep -vcE '^GET [^ ]*/ ' || true)
-[ "$bodies" -eq 0 ] || fail "$bodies file bodies were downloaded by ls"
+diff "$T/want" "$T/got" || fail "names or sizes differ (< upstream, > mount)"
+bodies=$(grep -E '^GET ' "$NGINX_LOG" | grep -vcE '^GET [^ ]*/ ' || true)
+[ "$bodies" -eq 0 ] || fail "$bodies file bodies were downloaded by ls:
+$(grep -E '^GET ' "$NGINX_LOG" | grep -vE '^GET [^ ]*/ ')"
 heads=$(nginx_count HEAD '.*')
 [ "$heads" -eq 0 ] || fail "$heads HEADs although the listings give exact sizes"
 stop_mount "$T/mnt"
 # With the default rule (proxy_host differs from the upstream host), ls fetches
 # exactly the files the rule selects, and nothing else.
-: >"$T/nginx/logs/access.log"
+: >"$NGINX_LOG"
 CACHE_DIR=$T/cache2 start_mount "$NGINX_URL" "$T/mnt" "proxy_host=proxy.example.net"
-ls -lR "$T/mnt" >/dev/null
-grep -E '^GET ' "$T/nginx/logs/access.log" | grep -vE '^GET [^ ]*/ ' | awk '{print $2}' | sort >"$T/bodies"
+with_timeout 30 ls -lR "$T/mnt" >/dev/null || fail "ls -lR failed with rewrite rules"
+grep -E '^GET ' "$NGINX_LOG" | grep -vE '^GET [^ ]*/ ' | awk '{print $2}' | sort >"$T/bodies"
 printf '%s\n' /grub/grub.cfg /pxelinux.cfg/01-52-54-00-12-34-56 /pxelinux.cfg/default >"$T/want_bodies"
 diff "$T/want_bodies" "$T/bodies" || fail "ls with rewrite rules fetched other bodies than the matching files"
 check_daemon_log
