@@ -55,6 +55,10 @@ alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [[ 
 dead() { ! alive "$1"; }
 
 mounted() { findmnt -n -t fuse.netbootfs --mountpoint "$1" >/dev/null 2>&1; }
+# live_mount MOUNTPOINT: a netbootfs mount is there and answers statfs (which
+# always reaches the daemon, unlike stat; a dead mount left by a crash answers
+# ENOTCONN, and mount IDs are reused, so only an answer tells a new mount).
+live_mount() { mounted "$1" && timeout 5 stat -f -c %T "$1" >/dev/null 2>&1; }
 any_mount() { findmnt -n --mountpoint "$1" >/dev/null 2>&1; }
 
 _cleanup() {
@@ -90,7 +94,7 @@ _cleanup() {
   if findmnt -rn -o TARGET | grep -q "^$T/"; then
     echo "cleanup: a mount is left under $T; not removing it" >&2
   else
-    rm -rf --one-file-system "$T"
+    if [ -n "${KEEP_T:-}" ]; then echo "kept $T" >&2; else rm -rf --one-file-system "$T"; fi
   fi
   exit $rc
 }
@@ -256,7 +260,7 @@ start_mount() {
   track_pid "$DAEMON_PID"
   _mounts+=("$mnt")
   local end=$((SECONDS + ${MOUNT_TIMEOUT:-15}))
-  until mounted "$mnt"; do
+  until live_mount "$mnt"; do
     if dead "$DAEMON_PID"; then
       local rc=0
       wait "$DAEMON_PID" || rc=$?
