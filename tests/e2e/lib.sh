@@ -10,8 +10,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NETBOOTFS_SOURCE_DIR=${NETBOOTFS_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 NETBOOTFS_BUILD_DIR=${NETBOOTFS_BUILD_DIR:-$NETBOOTFS_SOURCE_DIR/build}
-NBFS=$NETBOOTFS_BUILD_DIR/fs/netbootfs
-NBCTL=$NETBOOTFS_BUILD_DIR/fs/netbootfsctl
+# NETBOOTFS_BIN_DIR runs the tests against installed binaries (the package).
+NBFS=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfs
+NBCTL=${NETBOOTFS_BIN_DIR:-$NETBOOTFS_BUILD_DIR/fs}/netbootfsctl
 FAULT_SERVER=$NETBOOTFS_SOURCE_DIR/tests/tools/fault_server.py
 
 if [ ! -e /dev/fuse ]; then
@@ -165,7 +166,8 @@ make_tree() {
 
 # start_nginx ROOT [EXTRA_SERVER_DIRECTIVES]: sets NGINX_PORT, NGINX_URL,
 # NGINX_PID, NGINX_LOG. Listings are nginx's JSON autoindex unless
-# NGINX_AUTOINDEX_FORMAT=html. The access log has one line per request:
+# NGINX_AUTOINDEX_FORMAT=html. NGINX_LISTEN_OPTS is appended to `listen`
+# ("ssl" makes NGINX_URL https; the certificate goes in the extra directives). The access log has one line per request:
 #   METHOD URI STATUS BODY_BYTES "If-None-Match" "Range"
 start_nginx() {
   local root=$1 extra=${2:-}
@@ -189,7 +191,7 @@ http {
   sendfile on;
   keepalive_requests 100000;
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_PORT ${NGINX_LISTEN_OPTS:-};
     root $root;
     autoindex on;
     autoindex_format ${NGINX_AUTOINDEX_FORMAT:-json};
@@ -207,8 +209,10 @@ _run_nginx() {
   nginx -c "$T/nginx/nginx.conf" -p "$T/nginx" -g 'daemon off;' &
   NGINX_PID=$!
   track_pid "$NGINX_PID"
-  NGINX_URL=http://127.0.0.1:$NGINX_PORT/
-  wait_until 10 curl -sf -o /dev/null --max-time 2 "$NGINX_URL" \
+  local scheme=http
+  [[ " ${NGINX_LISTEN_OPTS:-} " == *" ssl "* ]] && scheme=https
+  NGINX_URL=$scheme://127.0.0.1:$NGINX_PORT/
+  wait_until 10 curl -sfk -o /dev/null --max-time 2 "$NGINX_URL" \
     || fail "nginx did not start: $(tail -n 5 "$T/nginx/logs/error.log" 2>/dev/null)"
 }
 

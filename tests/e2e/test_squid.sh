@@ -32,7 +32,7 @@ http_access allow localnet
 http_access deny all
 EOF2
 squid -N -f "$T/squid/squid.conf" >"$T/squid/stdout.log" 2>&1 &
-_pids+=("$!")
+track_pid "$!"
 wait_until 20 curl -sf -x "http://127.0.0.1:$SQUID_PORT" -o /dev/null "${NGINX_URL}pxelinux.0" \
   || fail "squid did not start: $(tail -5 "$T/squid/cache.log" 2>/dev/null)"
 : >"$T/nginx/logs/access.log"
