@@ -29,23 +29,32 @@ ls -l "$T/tftpboot" "$T/tftpboot/images"
 
 say "3. Serve the mount with a stock in.tftpd (on a loopback port)"
 start_tftpd "$T/tftpboot"
-echo "   in.tftpd --listen --address 127.0.0.1:$TFTP_PORT --secure $T/tftpboot"
+echo "   in.tftpd --foreground --listen --address 127.0.0.1:$TFTP_PORT --secure --user tftp $T/tftpboot"
 
 say "4. A PXE client's view: fetch the boot menu and the kernel over TFTP"
-atftp_get pxelinux.cfg/default "$T/default" || true
-tsize=$(grep -oE 'received OACK <tsize: [0-9]+' "$T/atftp.out" | grep -oE '[0-9]+$' || echo '?')
-atftp_get images/linux "$T/linux" || true
-echo "   pxelinux.cfg/default upstream:"
+atftp_get pxelinux.cfg/default "$T/default" || { cat "$T/atftp.out"; exit 1; }
+tsize=$(oack_tsize || true)
+echo "   pxelinux.cfg/default upstream ($(stat -c %s "$T/upstream/pxelinux.cfg/default") bytes):"
 sed 's/^/     /' "$T/upstream/pxelinux.cfg/default"
-echo "   pxelinux.cfg/default as the client got it over TFTP ($(stat -c %s "$T/default") bytes, tsize $tsize):"
+echo "   pxelinux.cfg/default as the client got it over TFTP ($(stat -c %s "$T/default") bytes, tsize ${tsize:-?}):"
 sed 's/^/     /' "$T/default"
 getfattr --absolute-names -n user.netbootfs.rewritten "$T/tftpboot/pxelinux.cfg/default" | sed 's/^/   /'
-if cmp -s "$T/upstream/images/linux" "$T/linux"; then
-  echo "   images/linux: $(stat -c %s "$T/linux") bytes over TFTP, identical to upstream"
+start=$(now_ms)
+atftp_get images/linux "$T/linux" || { cat "$T/atftp.out"; exit 1; }
+ms=$(($(now_ms) - start))
+up_md5=$(md5 "$T/upstream/images/linux")
+got_md5=$(md5 "$T/linux")
+echo "   images/linux upstream: $(stat -c %s "$T/upstream/images/linux") bytes, md5 $up_md5"
+echo "   images/linux over TFTP: $(stat -c %s "$T/linux") bytes, md5 $got_md5, tsize $(oack_tsize || echo '?'), ${ms} ms (cold)"
+if [ "$up_md5" = "$got_md5" ]; then
+  echo "   md5 match: the kernel is byte-identical"
 else
-  echo "   images/linux: DIFFERENT from upstream"
+  echo "   md5 MISMATCH: the kernel differs from upstream"
   exit 1
 fi
+start=$(now_ms)
+atftp_get images/linux "$T/linux2" || { cat "$T/atftp.out"; exit 1; }
+echo "   again, warm: $(($(now_ms) - start)) ms, md5 $(md5 "$T/linux2")"
 
 say "5. What upstream saw (nginx access log)"
 cat "$T/nginx/logs/access.log"
