@@ -100,6 +100,9 @@ _cleanup() {
   exit $rc
 }
 trap _cleanup EXIT
+# A signal (ctest's timeout, ^C) still runs the cleanup: exit from the handler.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 fail() { echo "FAIL [$_test_name]: $*" >&2; exit 1; }
 # soft_fail MESSAGE: a failure that lets the test go on checking the rest;
