@@ -2,15 +2,16 @@
 
 #include <curl/curl.h>
 
-#include <cctype>
-#include <condition_variable>
-#include <cstring>
+#include <algorithm>
+#include <cstdio>
 #include <ctime>
-#include <deque>
 #include <future>
 #include <mutex>
+#include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cache/util/log.h"
@@ -18,113 +19,314 @@
 namespace netbootfs::http {
 namespace {
 
-std::shared_ptr<spdlog::logger> log() {
-  static auto l = logger("http");
-  return l;
+std::shared_ptr<spdlog::logger> http_log() {
+  static const auto log = logger("http");
+  return log;
 }
 
 struct EasyDeleter {
-  void operator()(CURL* e) const { curl_easy_cleanup(e); }
+  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
 };
 struct MultiDeleter {
-  void operator()(CURLM* m) const { curl_multi_cleanup(m); }
+  void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
 };
 struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
 };
 using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
-std::string http_date(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
+// Bounds how long the worker sleeps when nothing happens; curl_multi_poll
+// shortens it by itself when a transfer has a timer due sooner.
+constexpr int kIdlePollMs = 1000;
+// Bigger reads than libcurl's 16 KiB: fewer callbacks per kernel or initrd.
+constexpr long kReceiveBuffer = 64 * 1024;
+
+// --- header parsing -----------------------------------------------------------
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;  // 19 digits always fit
+  uint64_t value = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return value;
+}
+
+std::optional<int64_t> parse_http_date(std::string_view value) {
+  const std::string text(value);  // curl_getdate wants a C string
+  const time_t t = curl_getdate(text.c_str(), nullptr);
+  if (t < 0) return std::nullopt;
+  return static_cast<int64_t>(t);
+}
+
+// IMF-fixdate (RFC 9110 5.6.7), the only form a server must accept.
+std::string format_http_date(int64_t unix_seconds) {
   static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  char buf[64];
+  const auto t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
   std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday],
                 tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
                 tm.tm_sec);
   return buf;
 }
 
-std::string trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return std::string(s);
+// "bytes FIRST-LAST/TOTAL", "bytes FIRST-LAST/*" or "bytes */TOTAL".
+void parse_content_range(std::string_view value, Head* head) {
+  if (value.size() < 6 || !iequals(value.substr(0, 6), "bytes ")) return;
+  value = trim(value.substr(6));
+  const auto slash = value.find('/');
+  if (slash == std::string_view::npos) return;
+  const std::string_view range = value.substr(0, slash);
+  if (const auto dash = range.find('-'); dash != std::string_view::npos) {
+    head->range_start = parse_u64(trim(range.substr(0, dash)));
+  }
+  head->range_total = parse_u64(trim(value.substr(slash + 1)));
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
-}
+// --- outcomes -------------------------------------------------------------------
 
 Outcome outcome_of(CURLcode code) {
   switch (code) {
-    case CURLE_OK: return Outcome::kOk;
+    case CURLE_OK:
+      return Outcome::kOk;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT: return Outcome::kConnectFailed;
-    case CURLE_OPERATION_TIMEDOUT: return Outcome::kTimeout;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_PROXY:
+      return Outcome::kConnectFailed;
+    case CURLE_OPERATION_TIMEDOUT:
+      return Outcome::kTimeout;
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP3:
+    case CURLE_QUIC_CONNECT_ERROR:
+      return Outcome::kTransferBroken;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
     case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_USE_SSL_FAILED: return Outcome::kTls;
-    case CURLE_WRITE_ERROR:
-    case CURLE_ABORTED_BY_CALLBACK: return Outcome::kAborted;
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+      return Outcome::kTls;
+    case CURLE_WRITE_ERROR:  // only our callbacks refuse bytes; finish() tells which one
+    case CURLE_ABORTED_BY_CALLBACK:
+      return Outcome::kAborted;
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_TOO_MANY_REDIRECTS:
     case CURLE_URL_MALFORMAT:
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_FILESIZE_EXCEEDED: return Outcome::kProtocol;
-    case CURLE_OUT_OF_MEMORY:
-    case CURLE_FAILED_INIT: return Outcome::kLocal;
-    default: return Outcome::kTransferBroken;  // resets, short bodies, HTTP/2 stream errors
+    case CURLE_FILESIZE_EXCEEDED:
+    case CURLE_RANGE_ERROR:
+      return Outcome::kProtocol;
+    default:
+      // Out of memory, bad options, missing features: nothing the network did.
+      return Outcome::kLocal;
   }
+}
+
+// --- one request ----------------------------------------------------------------
+
+// Owned by the worker thread from the moment it leaves the queue.
+struct Transfer {
+  enum class Stop { kNone, kSinkRefused, kProtocol };
+
+  uint64_t id = 0;
+  Request req;
+  std::shared_ptr<Sink> sink;
+  EasyPtr easy;
+  SlistPtr headers;
+  bool added = false;  // to the multi handle
+
+  // The response being received; reset by each status line so that only the
+  // final response after redirects and 1xx counts.
+  Head head;
+  std::string content_encoding;  // other than identity
+  bool has_location = false;
+
+  bool head_delivered = false;
+  bool cancelled = false;  // cancel() from a callback: refuse further bytes
+  Stop stop = Stop::kNone;
+  std::string detail;
+  std::string body;  // body_in_memory
+  char errbuf[CURL_ERROR_SIZE] = {};
+
+  bool in_memory() const { return req.body_in_memory; }
+  const char* method() const { return req.method == Request::Method::kHead ? "HEAD" : "GET"; }
+};
+
+void refresh_effective_url(Transfer* t) {
+  char* url = nullptr;
+  if (curl_easy_getinfo(t->easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
+    t->head.effective_url = url;
+  }
+}
+
+// Hands the final response's head to the sink; false stops the transfer.
+bool deliver_head(Transfer* t) {
+  if (t->head_delivered) return t->stop == Transfer::Stop::kNone && !t->cancelled;
+  t->head_delivered = true;
+  // The bytes of a 2xx are the file's: an encoding would change them. Error
+  // and 304 bodies are never passed on, so their encoding does not matter.
+  if (t->head.status >= 200 && t->head.status < 300 && !t->content_encoding.empty()) {
+    t->stop = Transfer::Stop::kProtocol;
+    t->detail = "refused Content-Encoding: " + t->content_encoding;
+    return false;
+  }
+  refresh_effective_url(t);
+  if (!t->sink->on_head(t->head)) {
+    t->stop = Transfer::Stop::kSinkRefused;
+    t->detail = "the sink refused the response head";
+    return false;
+  }
+  return !t->cancelled;
+}
+
+// True when libcurl will follow this response rather than end with it.
+bool will_follow(const Transfer& t) {
+  const long s = t.head.status;
+  return t.has_location && (s == 300 || s == 301 || s == 302 || s == 303 || s == 307 || s == 308);
+}
+
+size_t on_header_line(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * count;
+  if (t->cancelled) return 0;
+  if (t->head_delivered) return len;  // trailers may not change a head already delivered
+  const std::string_view line(data, len);
+  if (line.size() >= 5 && line.substr(0, 5) == "HTTP/") {
+    t->head = Head{};
+    t->content_encoding.clear();
+    t->has_location = false;
+    const auto sp = line.find(' ');
+    if (sp != std::string_view::npos) {
+      const auto code = parse_u64(trim(line.substr(sp + 1, 4)));
+      t->head.status = code ? static_cast<long>(*code) : 0;
+    }
+    return len;
+  }
+  if (trim(line).empty()) {
+    // End of one response's headers: interim and followed responses are skipped.
+    if (t->head.status < 200 || will_follow(*t)) return len;
+    return deliver_head(t) ? len : 0;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) return len;
+  const std::string_view name = trim(line.substr(0, colon));
+  const std::string_view value = trim(line.substr(colon + 1));
+  Head& h = t->head;
+  if (iequals(name, "Content-Length")) {
+    h.content_length = parse_u64(value);
+  } else if (iequals(name, "ETag")) {
+    h.etag = std::string(value);
+  } else if (iequals(name, "Last-Modified")) {
+    h.last_modified = parse_http_date(value);
+  } else if (iequals(name, "Content-Range")) {
+    parse_content_range(value, &h);
+  } else if (iequals(name, "Content-Type")) {
+    h.content_type = std::string(value);
+  } else if (iequals(name, "Content-Encoding")) {
+    if (!value.empty() && !iequals(value, "identity")) {
+      if (!t->content_encoding.empty()) t->content_encoding += ", ";
+      t->content_encoding += value;
+    }
+  } else if (iequals(name, "Location")) {
+    t->has_location = !value.empty();
+  } else if (iequals(name, "Retry-After")) {
+    if (auto seconds = parse_u64(value)) {
+      h.retry_after = static_cast<int64_t>(std::min<uint64_t>(*seconds, INT64_MAX));
+    } else if (auto when = parse_http_date(value)) {
+      h.retry_after = std::max<int64_t>(0, *when - static_cast<int64_t>(std::time(nullptr)));
+    }
+  }
+  return len;
+}
+
+size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * count;
+  if (t->cancelled) return 0;
+  // Normally delivered at the end of the headers; this covers a response we
+  // took for a redirect that libcurl did not follow.
+  if (!deliver_head(t)) return 0;
+  if (t->head.status < 200 || t->head.status >= 300) return len;  // an error page is not the file
+  if (t->in_memory()) {
+    if (t->body.size() + len > t->req.max_memory_body) {
+      t->stop = Transfer::Stop::kProtocol;
+      t->detail = "response body larger than " + std::to_string(t->req.max_memory_body) + " bytes";
+      return 0;
+    }
+    t->body.append(data, len);
+    return len;
+  }
+  if (!t->sink->on_data(data, len)) {
+    t->stop = Transfer::Stop::kSinkRefused;
+    t->detail = "the sink refused the body";
+    return 0;
+  }
+  return t->cancelled ? 0 : len;
 }
 
 }  // namespace
 
 const char* to_string(Outcome outcome) {
   switch (outcome) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kConnectFailed: return "connect-failed";
-    case Outcome::kTimeout: return "timeout";
-    case Outcome::kTransferBroken: return "transfer-broken";
-    case Outcome::kTls: return "tls";
-    case Outcome::kProtocol: return "protocol";
-    case Outcome::kAborted: return "aborted";
-    case Outcome::kLocal: return "local";
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kConnectFailed:
+      return "connect-failed";
+    case Outcome::kTimeout:
+      return "timeout";
+    case Outcome::kTransferBroken:
+      return "transfer-broken";
+    case Outcome::kTls:
+      return "tls";
+    case Outcome::kProtocol:
+      return "protocol";
+    case Outcome::kAborted:
+      return "aborted";
+    case Outcome::kLocal:
+      return "local";
   }
-  return "?";
+  return "unknown";
 }
 
 bool is_transient(Outcome outcome) {
@@ -132,133 +334,36 @@ bool is_transient(Outcome outcome) {
          outcome == Outcome::kTransferBroken;
 }
 
-// One request in flight. Owned by the worker thread.
-struct Transfer {
-  uint64_t id = 0;
-  Request req;
-  std::shared_ptr<Sink> sink;
-  EasyPtr easy;
-  SlistPtr headers;
-  Head head;
-  bool head_delivered = false;
-  bool sink_refused = false;   // a sink callback returned false
-  bool protocol_error = false;
-  std::string detail;
-  std::string body;  // in-memory requests
-  char errbuf[CURL_ERROR_SIZE] = {};
-
-  bool deliver_head() {
-    if (head_delivered) return !sink_refused;
-    head_delivered = true;
-    for (const auto& enc : content_encodings) {
-      if (!iequals(enc, "identity")) {
-        protocol_error = true;
-        detail = "refused Content-Encoding: " + enc;
-        return false;
-      }
-    }
-    char* eff = nullptr;
-    if (curl_easy_getinfo(easy.get(), CURLINFO_EFFECTIVE_URL, &eff) == CURLE_OK && eff) {
-      head.effective_url = eff;
-    }
-    if (!sink->on_head(head)) sink_refused = true;
-    return !sink_refused;
-  }
-
-  std::vector<std::string> content_encodings;
-};
-
-namespace {
-
-size_t on_header(char* data, size_t size, size_t n, void* userp) {
-  auto* t = static_cast<Transfer*>(userp);
-  const size_t len = size * n;
-  std::string_view line(data, len);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new response (after a redirect or a 100): only the last one counts.
-    t->head = Head{};
-    t->content_encodings.clear();
-    const auto sp = line.find(' ');
-    if (sp != std::string_view::npos) {
-      t->head.status = static_cast<long>(parse_u64(trim(line.substr(sp + 1, 3))).value_or(0));
-    }
-    return len;
-  }
-  const auto colon = line.find(':');
-  if (colon == std::string_view::npos) return len;
-  const std::string_view name = line.substr(0, colon);
-  const std::string value = trim(line.substr(colon + 1));
-  if (iequals(name, "Content-Length")) {
-    t->head.content_length = parse_u64(value);
-  } else if (iequals(name, "ETag")) {
-    t->head.etag = value;
-  } else if (iequals(name, "Last-Modified")) {
-    const time_t lm = curl_getdate(value.c_str(), nullptr);
-    if (lm >= 0) t->head.last_modified = lm;
-  } else if (iequals(name, "Content-Type")) {
-    t->head.content_type = value;
-  } else if (iequals(name, "Content-Encoding")) {
-    t->content_encodings.push_back(value);
-  } else if (iequals(name, "Content-Range")) {
-    // "bytes FIRST-LAST/TOTAL" or "bytes */TOTAL"
-    std::string_view v(value);
-    if (v.rfind("bytes ", 0) == 0) v.remove_prefix(6);
-    const auto dash = v.find('-');
-    const auto slash = v.find('/');
-    if (dash != std::string_view::npos) t->head.range_start = parse_u64(v.substr(0, dash));
-    if (slash != std::string_view::npos) t->head.range_total = parse_u64(v.substr(slash + 1));
-  } else if (iequals(name, "Retry-After")) {
-    if (auto secs = parse_u64(value)) {
-      t->head.retry_after = static_cast<int64_t>(*secs);
-    } else {
-      const time_t when = curl_getdate(value.c_str(), nullptr);
-      if (when >= 0) t->head.retry_after = std::max<int64_t>(0, when - std::time(nullptr));
-    }
-  }
-  return len;
-}
-
-size_t on_body(char* data, size_t size, size_t n, void* userp) {
-  auto* t = static_cast<Transfer*>(userp);
-  const size_t len = size * n;
-  if (!t->deliver_head()) return 0;
-  if (t->head.status >= 400) return len;  // error bodies are not the file
-  if (t->req.body_in_memory) {
-    if (t->body.size() + len > t->req.max_memory_body) {
-      t->protocol_error = true;
-      t->detail = "response body too large";
-      return 0;
-    }
-    t->body.append(data, len);
-    return len;
-  }
-  if (!t->sink->on_data(data, len)) {
-    t->sink_refused = true;
-    return 0;
-  }
-  return len;
-}
-
-}  // namespace
+// --- the worker -------------------------------------------------------------------
 
 struct Client::Impl {
   explicit Impl(Options o) : options(std::move(o)) {
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    static std::once_flag global_init;
+    std::call_once(global_init, [] {
+      if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        throw std::runtime_error("curl_global_init failed");  // start-up: may throw
+      }
+    });
     multi.reset(curl_multi_init());
+    if (!multi) throw std::runtime_error("curl_multi_init failed");
     curl_multi_setopt(multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, options.max_host_connections);
     curl_multi_setopt(multi.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS, options.max_total_connections);
+    // Idle connections stay cached up to the same bound, so a burst of opens
+    // does not end in a burst of new TCP and TLS handshakes.
+    curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, options.max_total_connections);
     worker = std::thread([this] { run(); });
   }
 
   ~Impl() {
     {
-      std::lock_guard lk(mu);
+      std::lock_guard lock(mu);
       stopping = true;
     }
     curl_multi_wakeup(multi.get());
     worker.join();
   }
+
+  bool on_worker() const { return std::this_thread::get_id() == worker.get_id(); }
 
   uint64_t start(Request request, std::shared_ptr<Sink> sink) {
     auto t = std::make_unique<Transfer>();
@@ -266,155 +371,248 @@ struct Client::Impl {
     t->sink = std::move(sink);
     uint64_t id;
     {
-      std::lock_guard lk(mu);
+      std::lock_guard lock(mu);
       id = t->id = next_id++;
-      queue.push_back(std::move(t));
+      if (!closed) queue.push_back(std::move(t));
+    }
+    if (t) {
+      // Only reachable when start() races with ~Client: the worker is gone,
+      // and the sink must still hear of its request once.
+      t->sink->on_done(Outcome::kAborted, t->head, {}, "the HTTP client is shut down");
+      return id;
     }
     curl_multi_wakeup(multi.get());
     return id;
   }
 
   void cancel(uint64_t id) {
+    if (on_worker()) {
+      // From a callback: stop feeding the sink now rather than after the
+      // rest of this curl_multi_perform round.
+      if (auto it = active.find(id); it != active.end()) it->second->cancelled = true;
+    }
     {
-      std::lock_guard lk(mu);
+      std::lock_guard lock(mu);
       cancels.push_back(id);
     }
     curl_multi_wakeup(multi.get());
   }
 
-  void setup(Transfer& t) {
-    t.easy.reset(curl_easy_init());
-    CURL* e = t.easy.get();
-    const bool bounded = t.req.method == Request::Method::kHead || t.req.body_in_memory;
-    curl_easy_setopt(e, CURLOPT_URL, t.req.url.c_str());
-    curl_easy_setopt(e, CURLOPT_PRIVATE, &t);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, options.max_redirects);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(options.connect_timeout.count()));
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_limit);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
-    if (bounded) {
-      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(options.request_timeout.count()));
+  // Returns the first failing option, CURLE_OK when all were taken.
+  CURLcode configure(Transfer* t) {
+    CURL* e = t->easy.get();
+    CURLcode rc = CURLE_OK;
+    auto set = [&](CURLoption option, auto value) {
+      if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
+    };
+    const bool head_only = t->req.method == Request::Method::kHead;
+    set(CURLOPT_URL, t->req.url.c_str());
+    set(CURLOPT_PRIVATE, static_cast<void*>(t));
+    set(CURLOPT_ERRORBUFFER, t->errbuf);
+    set(CURLOPT_NOSIGNAL, 1L);
+    set(CURLOPT_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_FOLLOWLOCATION, 1L);
+    set(CURLOPT_MAXREDIRS, options.max_redirects);
+    set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.connect_timeout.count()));
+    set(CURLOPT_LOW_SPEED_LIMIT, options.low_speed_limit);
+    set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
+    if (head_only || t->req.body_in_memory) {
+      set(CURLOPT_TIMEOUT_MS, static_cast<long>(options.request_timeout.count()));
     }
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, options.user_agent.c_str());
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.errbuf);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
-    if (t.req.method == Request::Method::kHead) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    if (!options.proxy.empty()) curl_easy_setopt(e, CURLOPT_PROXY, options.proxy.c_str());
-    if (!options.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options.ca_file.c_str());
-    if (!options.client_cert.empty()) {
-      curl_easy_setopt(e, CURLOPT_SSLCERT, options.client_cert.c_str());
+    if (t->req.body_in_memory) {
+      // Refuses an announced oversize body before any byte of it.
+      set(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(t->req.max_memory_body));
     }
-    if (!options.client_key.empty()) curl_easy_setopt(e, CURLOPT_SSLKEY, options.client_key.c_str());
+    if (head_only) set(CURLOPT_NOBODY, 1L);
+    set(CURLOPT_TCP_KEEPALIVE, 1L);
+    set(CURLOPT_BUFFERSIZE, kReceiveBuffer);
+    set(CURLOPT_USERAGENT, options.user_agent.c_str());
+    set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
+    set(CURLOPT_HEADERFUNCTION, on_header_line);
+    set(CURLOPT_HEADERDATA, static_cast<void*>(t));
+    set(CURLOPT_WRITEFUNCTION, on_body_bytes);
+    set(CURLOPT_WRITEDATA, static_cast<void*>(t));
+    if (!options.proxy.empty()) set(CURLOPT_PROXY, options.proxy.c_str());
+    if (!options.ca_file.empty()) set(CURLOPT_CAINFO, options.ca_file.c_str());
+    if (!options.client_cert.empty()) set(CURLOPT_SSLCERT, options.client_cert.c_str());
+    if (!options.client_key.empty()) set(CURLOPT_SSLKEY, options.client_key.c_str());
     if (options.insecure) {
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+      set(CURLOPT_SSL_VERIFYPEER, 0L);
+      set(CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    curl_slist* h = nullptr;
-    if (!t.req.if_none_match.empty()) {
-      h = curl_slist_append(h, ("If-None-Match: " + t.req.if_none_match).c_str());
+    if (rc != CURLE_OK) return rc;
+
+    std::vector<std::string> lines;
+    if (!t->req.if_none_match.empty()) lines.push_back("If-None-Match: " + t->req.if_none_match);
+    if (t->req.if_modified_since) {
+      lines.push_back("If-Modified-Since: " + format_http_date(*t->req.if_modified_since));
     }
-    if (t.req.if_modified_since) {
-      h = curl_slist_append(h, ("If-Modified-Since: " + http_date(*t.req.if_modified_since)).c_str());
+    if (t->req.range_from) {
+      lines.push_back("Range: bytes=" + std::to_string(*t->req.range_from) + "-");
+      if (!t->req.if_range.empty()) lines.push_back("If-Range: " + t->req.if_range);
     }
-    if (t.req.range_from) {
-      h = curl_slist_append(h, ("Range: bytes=" + std::to_string(*t.req.range_from) + "-").c_str());
-      if (!t.req.if_range.empty()) h = curl_slist_append(h, ("If-Range: " + t.req.if_range).c_str());
+    for (const auto& line : lines) {
+      curl_slist* grown = curl_slist_append(t->headers.get(), line.c_str());
+      if (!grown) return CURLE_OUT_OF_MEMORY;
+      (void)t->headers.release();  // now owned through `grown`
+      t->headers.reset(grown);
     }
-    t.headers.reset(h);
-    if (h) curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    if (t->headers) set(CURLOPT_HTTPHEADER, t->headers.get());
+    return rc;
   }
 
-  void finish(std::unique_ptr<Transfer> t, CURLcode code, bool cancelled) {
-    curl_multi_remove_handle(multi.get(), t->easy.get());
-    Outcome outcome = cancelled ? Outcome::kAborted : outcome_of(code);
-    if (!cancelled && code == CURLE_OK && !t->head_delivered && t->head.status != 0) {
-      t->deliver_head();  // responses without a body: HEAD, 304, empty files
+  void add(std::unique_ptr<Transfer> t) {
+    t->easy.reset(curl_easy_init());
+    CURLcode rc = t->easy ? configure(t.get()) : CURLE_FAILED_INIT;
+    if (rc == CURLE_OK) {
+      const CURLMcode mc = curl_multi_add_handle(multi.get(), t->easy.get());
+      if (mc != CURLM_OK) {
+        t->detail = std::string("curl_multi_add_handle: ") + curl_multi_strerror(mc);
+        rc = CURLE_FAILED_INIT;
+      }
+    } else {
+      t->detail = std::string("setting up the request: ") + curl_easy_strerror(rc);
     }
-    if (t->protocol_error) {
-      outcome = Outcome::kProtocol;
-    } else if (t->sink_refused) {
+    if (rc != CURLE_OK) {
+      finish(std::move(t), rc, false);
+      return;
+    }
+    t->added = true;
+    http_log()->trace("{} {} started (#{})", t->method(), t->req.url, t->id);
+    const uint64_t id = t->id;
+    active.emplace(id, std::move(t));
+  }
+
+  // Ends a transfer: exactly one on_done, after the easy handle is gone.
+  void finish(std::unique_ptr<Transfer> t, CURLcode code, bool aborted) {
+    if (t->added) curl_multi_remove_handle(multi.get(), t->easy.get());
+    Outcome outcome = outcome_of(code);
+    if (aborted || t->cancelled) {
       outcome = Outcome::kAborted;
+      if (t->detail.empty()) {
+        t->detail = stopping_seen ? "the HTTP client is shut down" : "cancelled";
+      }
+    } else if (t->stop == Transfer::Stop::kProtocol) {
+      outcome = Outcome::kProtocol;
+    } else if (t->stop == Transfer::Stop::kSinkRefused) {
+      outcome = Outcome::kAborted;
+    } else if (code == CURLE_OK && !t->head_delivered) {
+      // No body and a head not yet seen as final (e.g. a 304 with a Location).
+      if (t->head.status < 200) {
+        outcome = Outcome::kProtocol;
+        t->detail = "no final response";
+      } else if (!deliver_head(t.get())) {
+        outcome = t->stop == Transfer::Stop::kProtocol ? Outcome::kProtocol : Outcome::kAborted;
+      }
     }
-    std::string detail = t->detail;
-    if (detail.empty() && outcome != Outcome::kOk) {
-      detail = t->errbuf[0] ? t->errbuf : (cancelled ? "cancelled" : curl_easy_strerror(code));
+    if (t->easy) refresh_effective_url(t.get());
+    if (outcome != Outcome::kOk && t->detail.empty()) {
+      t->detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
     }
-    log()->debug("{} {} -> {} {} {}", t->req.method == Request::Method::kHead ? "HEAD" : "GET",
-                 t->req.url, to_string(outcome), t->head.status, detail);
+    http_log()->debug("{} {} -> {} status {}{}{}", t->method(), t->req.url, to_string(outcome),
+                      t->head.status, t->detail.empty() ? "" : ": ", t->detail);
+
     auto sink = std::move(t->sink);
     Head head = std::move(t->head);
     std::string body = std::move(t->body);
-    t.reset();  // the easy handle goes before the callback may start another
+    std::string detail = std::move(t->detail);
+    // The easy handle goes first: the callback may start a request at once.
+    t.reset();
+    if (outcome != Outcome::kOk) body.clear();
     sink->on_done(outcome, head, std::move(body), std::move(detail));
   }
 
-  void run() {
-    std::unordered_map<uint64_t, std::unique_ptr<Transfer>> active;
+  void abort(uint64_t id) {
+    auto it = active.find(id);
+    if (it == active.end()) return;  // finished already, or never ours
+    auto t = std::move(it->second);
+    active.erase(it);
+    finish(std::move(t), CURLE_OK, true);
+  }
+
+  void reap() {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi.get(), &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      Transfer* raw = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &raw);
+      const CURLcode code = msg->data.result;
+      auto it = raw ? active.find(raw->id) : active.end();
+      if (it == active.end()) continue;
+      auto t = std::move(it->second);
+      active.erase(it);
+      finish(std::move(t), code, false);
+    }
+  }
+
+  // Every request still known gets on_done(kAborted), including the ones
+  // those callbacks start; then start() answers by itself.
+  void shut_down(std::vector<std::unique_ptr<Transfer>> fresh) {
+    stopping_seen = true;
+    std::vector<uint64_t> ids;
+    ids.reserve(active.size());
+    for (const auto& entry : active) ids.push_back(entry.first);
+    for (uint64_t id : ids) abort(id);
     for (;;) {
-      std::deque<std::unique_ptr<Transfer>> fresh;
+      for (auto& t : fresh) finish(std::move(t), CURLE_OK, true);
+      fresh.clear();
+      std::lock_guard lock(mu);
+      if (queue.empty()) {
+        closed = true;
+        return;
+      }
+      fresh.swap(queue);
+    }
+  }
+
+  void run() {
+    for (;;) {
+      std::vector<std::unique_ptr<Transfer>> fresh;
       std::vector<uint64_t> cancelled;
       bool stop;
       {
-        std::lock_guard lk(mu);
+        std::lock_guard lock(mu);
         fresh.swap(queue);
         cancelled.swap(cancels);
         stop = stopping;
       }
       if (stop) {
-        for (auto& t : fresh) active.emplace(t->id, std::move(t));
-        for (auto& [id, t] : active) {
-          if (!t->easy) setup(*t);  // finish() expects a handle
-          finish(std::move(t), CURLE_OK, true);
-        }
+        shut_down(std::move(fresh));
         return;
       }
-      for (auto& t : fresh) {
-        setup(*t);
-        curl_multi_add_handle(multi.get(), t->easy.get());
-        const uint64_t id = t->id;
-        active.emplace(id, std::move(t));
-      }
-      for (uint64_t id : cancelled) {
-        auto it = active.find(id);
-        if (it == active.end()) continue;
-        auto t = std::move(it->second);
-        active.erase(it);
-        finish(std::move(t), CURLE_OK, true);
-      }
+      for (auto& t : fresh) add(std::move(t));
+      for (uint64_t id : cancelled) abort(id);
+
       int running = 0;
-      curl_multi_perform(multi.get(), &running);
-      int left = 0;
-      while (CURLMsg* msg = curl_multi_info_read(multi.get(), &left)) {
-        if (msg->msg != CURLMSG_DONE) continue;
-        Transfer* raw = nullptr;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &raw);
-        const CURLcode code = msg->data.result;
-        auto it = active.find(raw->id);
-        auto t = std::move(it->second);
-        active.erase(it);
-        finish(std::move(t), code, false);
+      CURLMcode mc = curl_multi_perform(multi.get(), &running);
+      if (mc != CURLM_OK) http_log()->error("curl_multi_perform: {}", curl_multi_strerror(mc));
+      reap();
+      mc = curl_multi_poll(multi.get(), nullptr, 0, kIdlePollMs, nullptr);
+      if (mc != CURLM_OK) {
+        // Not expected to happen; without the pause the loop would spin.
+        http_log()->error("curl_multi_poll: {}", curl_multi_strerror(mc));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
-      curl_multi_poll(multi.get(), nullptr, 0, 1000, nullptr);
     }
   }
 
-  Options options;
+  const Options options;
   MultiPtr multi;
+
+  // Lock order: mu is a leaf; never held across a curl call or a callback.
   std::mutex mu;
-  std::deque<std::unique_ptr<Transfer>> queue;
-  std::vector<uint64_t> cancels;
-  uint64_t next_id = 1;
-  bool stopping = false;
-  std::thread worker;
+  std::vector<std::unique_ptr<Transfer>> queue;  // guarded by mu
+  std::vector<uint64_t> cancels;                 // guarded by mu
+  uint64_t next_id = 1;                          // guarded by mu
+  bool stopping = false;                         // guarded by mu
+  bool closed = false;                           // guarded by mu
+
+  // Worker thread only.
+  std::unordered_map<uint64_t, std::unique_ptr<Transfer>> active;
+  bool stopping_seen = false;
+
+  std::thread worker;  // started by the constructor once the members above exist
 };
 
 Client::Client(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -430,35 +628,43 @@ const Options& Client::options() const { return impl_->options; }
 
 namespace {
 
-class CollectingSink : public Sink {
+// Collects a streamed body for fetch().
+class PromiseSink : public Sink {
  public:
   bool on_head(const Head&) override { return true; }
   bool on_data(const char* data, size_t len) override {
-    body_.append(data, len);
+    streamed_.append(data, len);
     return true;
   }
   void on_done(Outcome outcome, const Head& head, std::string body, std::string detail) override {
-    Client::Response r;
-    r.outcome = outcome;
-    r.head = head;
-    r.body = body.empty() ? std::move(body_) : std::move(body);
-    r.detail = std::move(detail);
-    promise_.set_value(std::move(r));
+    Client::Response response;
+    response.outcome = outcome;
+    response.head = head;
+    response.body = body.empty() ? std::move(streamed_) : std::move(body);
+    response.detail = std::move(detail);
+    promise_.set_value(std::move(response));
   }
   std::future<Client::Response> future() { return promise_.get_future(); }
 
  private:
-  std::string body_;
+  std::string streamed_;
   std::promise<Client::Response> promise_;
 };
 
 }  // namespace
 
 Client::Response Client::fetch(Request request) {
-  auto sink = std::make_shared<CollectingSink>();
-  auto f = sink->future();
+  if (impl_->on_worker()) {
+    // Waiting here would wait for ourselves.
+    Response refused;
+    refused.outcome = Outcome::kLocal;
+    refused.detail = "fetch() called from an HTTP callback";
+    return refused;
+  }
+  auto sink = std::make_shared<PromiseSink>();
+  auto result = sink->future();
   start(std::move(request), sink);
-  return f.get();
+  return result.get();
 }
 
 }  // namespace netbootfs::http
