@@ -3,6 +3,7 @@
 #include <lmdb.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -10,33 +11,59 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include "cache/blob_store.h"  // is_sha256_hex
 #include "cache/util/log.h"
 
 namespace netbootfs::cache {
 namespace {
 
-Error mdb_error(int rc, const std::string& what) {
-  return Error{rc == MDB_MAP_FULL ? ENOSPC : EIO, what + ": " + mdb_strerror(rc)};
+std::shared_ptr<spdlog::logger> log() { return logger("cache"); }
+
+// LMDB returns either an errno value (positive) or one of its own codes
+// (negative); callers above the index only understand errno.
+int errno_for(int rc) {
+  if (rc > 0) return rc;
+  switch (rc) {
+    case MDB_MAP_FULL:
+      return ENOSPC;
+    case MDB_BAD_VALSIZE:
+      return ENAMETOOLONG;
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+      return EAGAIN;
+    default:
+      return EIO;
+  }
 }
 
-// A transaction that aborts unless committed.
+Error mdb_error(int rc, const std::string& what) {
+  return Error{errno_for(rc), what + ": " + mdb_strerror(rc)};
+}
+
+// A transaction that aborts unless committed. Move-only.
 class Txn {
  public:
   Txn() = default;
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
+  Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)) {}
+  Txn& operator=(Txn&& o) noexcept {
+    if (this != &o) {
+      abort();
+      txn_ = std::exchange(o.txn_, nullptr);
+    }
+    return *this;
+  }
   ~Txn() { abort(); }
+
   int begin(MDB_env* env, MDB_txn* parent, unsigned flags) {
+    abort();
     return mdb_txn_begin(env, parent, flags, &txn_);
   }
-  int commit() {
-    const int rc = mdb_txn_commit(txn_);
-    txn_ = nullptr;
-    return rc;
-  }
+  // The handle is gone after commit whatever the outcome (LMDB frees it).
+  int commit() { return mdb_txn_commit(std::exchange(txn_, nullptr)); }
   void abort() {
-    if (txn_) mdb_txn_abort(txn_);
-    txn_ = nullptr;
+    if (txn_) mdb_txn_abort(std::exchange(txn_, nullptr));
   }
   MDB_txn* get() const { return txn_; }
 
@@ -44,15 +71,39 @@ class Txn {
   MDB_txn* txn_ = nullptr;
 };
 
+// A cursor closed on scope exit. Must not outlive its transaction.
+class Cursor {
+ public:
+  Cursor() = default;
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  ~Cursor() {
+    if (c_) mdb_cursor_close(c_);
+  }
+  int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &c_); }
+  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
+
+ private:
+  MDB_cursor* c_ = nullptr;
+};
+
 MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
-// Serialised forms, little-endian host order (the cache never moves between
-// architectures without an export):
+// Serialised forms, fields in host byte order (a cache moves between machines
+// only through `netbootfsctl export`, never as a raw LMDB file):
+//
 //   PathEntry: u8 format=1, u64 size, i64 last_modified, i64 validated_at,
-//              u16 len + sha256, u16 len + etag
+//              u16 n + n bytes sha256, u16 n + n bytes etag
 //   BlobEntry: u8 format=1, u64 size, u32 refs, i64 last_access
+//   meta "schema": u32 version
+//
+// The leading format byte lets a later release read old records while it
+// rewrites them lazily; a record of an unknown format reads as missing. An
+// ETag longer than 64 KiB (no real server sends one) is stored as empty,
+// which only costs an unconditional GET on revalidation.
 constexpr uint8_t kFormat = 1;
+constexpr std::string_view kSchemaKey = "schema";
 
 template <class T>
 void put_raw(std::string& out, T v) {
@@ -65,7 +116,8 @@ bool get_raw(std::string_view& in, T& v) {
   in.remove_prefix(sizeof v);
   return true;
 }
-void put_str(std::string& out, const std::string& s) {
+void put_str(std::string& out, std::string_view s) {
+  if (s.size() > 0xffff) s = {};
   put_raw<uint16_t>(out, static_cast<uint16_t>(s.size()));
   out += s;
 }
@@ -79,12 +131,13 @@ bool get_str(std::string_view& in, std::string& s) {
 
 std::string encode(const PathEntry& e) {
   std::string out;
+  out.reserve(1 + 8 * 3 + 2 + e.sha256.size() + 2 + e.etag.size());
   put_raw(out, kFormat);
   put_raw(out, e.size);
   put_raw(out, e.last_modified);
   put_raw(out, e.validated_at);
   put_str(out, e.sha256);
-  put_str(out, e.etag.size() > 0xffff ? std::string() : e.etag);
+  put_str(out, e.etag);
   return out;
 }
 std::optional<PathEntry> decode_path(std::string_view in) {
@@ -98,6 +151,7 @@ std::optional<PathEntry> decode_path(std::string_view in) {
 }
 std::string encode(const BlobEntry& e) {
   std::string out;
+  out.reserve(1 + 8 + 4 + 8);
   put_raw(out, kFormat);
   put_raw(out, e.size);
   put_raw(out, e.refs);
@@ -117,58 +171,122 @@ std::optional<BlobEntry> decode_blob(std::string_view in) {
 }  // namespace
 
 struct Index::Impl {
+  // Closed last, after every transaction (they all live in narrower scopes).
+  struct EnvCloser {
+    void operator()(MDB_env* e) const { mdb_env_close(e); }
+  };
+  std::unique_ptr<MDB_env, EnvCloser> env_holder;
   MDB_env* env = nullptr;
   MDB_dbi paths = 0, blobs = 0, meta = 0;
   bool read_only = false;
-  size_t map_size = 0;
+  size_t max_key = 511;
 
-  // Readers and the writer hold it shared; growing the map holds it
-  // exclusively, because mdb_env_set_mapsize needs no transaction active in
-  // this process.
+  // Lock order: env_gate -> env_mu. queue_mu is never held together with
+  // either (the leader drops it before touching the environment); access_mu
+  // is a leaf.
+  //
+  // Every transaction of this process is begun and ended while env_mu is
+  // held shared (readers, and the one writer: the group-commit leader).
+  // mdb_env_set_mapsize() may only be called while no transaction of this
+  // process is active, so it runs with env_mu held exclusively.
   mutable std::shared_mutex env_mu;
+  mutable size_t map_size = 0;  // guarded by env_mu
+  // glibc's rwlock prefers readers: under a steady stream of FUSE reads an
+  // exclusive env_mu could wait forever, and with it every writer. Shared
+  // holders pass through `env_gate` first, and the resizer holds it while it
+  // waits, so new readers queue behind it and the active ones drain.
+  mutable std::mutex env_gate;
+
+  std::shared_lock<std::shared_mutex> share_env() const {
+    std::lock_guard gate(env_gate);
+    return std::shared_lock(env_mu);
+  }
+  std::unique_lock<std::shared_mutex> own_env() const {
+    std::lock_guard gate(env_gate);
+    return std::unique_lock(env_mu);
+  }
 
   // Group commit.
   using Op = std::function<Result<void>(MDB_txn*)>;
   struct Pending {
     Op op;
     Result<void> result;
-    bool done = false;
+    bool done = false;  // guarded by queue_mu
   };
   std::mutex queue_mu;
   std::condition_variable queue_cv;
-  std::vector<std::shared_ptr<Pending>> queue;
-  bool committing = false;
+  std::vector<std::shared_ptr<Pending>> queue;  // guarded by queue_mu
+  bool committing = false;                      // guarded by queue_mu
 
   std::mutex access_mu;
-  std::unordered_map<std::string, int64_t> access;
+  std::unordered_map<std::string, int64_t> access;  // sha256 -> newest noted time
 
-  ~Impl() {
-    if (env) mdb_env_close(env);
+  // Another process (netbootfsctl, or the mount while a tool runs) grew the
+  // map past ours: LMDB refuses new transactions until we adopt its size.
+  void adopt_resized_map() const {
+    auto lk = own_env();
+    if (mdb_env_set_mapsize(env, 0) == 0) {
+      MDB_envinfo info{};
+      mdb_env_info(env, &info);
+      map_size = info.me_mapsize;
+    }
   }
 
+  // Begins a read-only transaction, following a map resize by another process.
   template <class T, class F>
   T read(F&& fn) const {
-    std::shared_lock lk(env_mu);
-    Txn txn;
-    if (txn.begin(env, nullptr, MDB_RDONLY) != 0) return T{};
-    return fn(txn.get());
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto lk = share_env();
+      Txn txn;
+      const int rc = txn.begin(env, nullptr, MDB_RDONLY);
+      if (rc == 0) return fn(txn.get());
+      if (rc != MDB_MAP_RESIZED) {
+        log()->warn("index read transaction: {}", mdb_strerror(rc));
+        return T{};
+      }
+      lk.unlock();
+      adopt_resized_map();
+    }
+    log()->warn("index read transaction: the map keeps being resized");
+    return T{};
   }
 
   std::optional<PathEntry> get_path(MDB_txn* txn, std::string_view path) const {
     MDB_val k = val(path), v;
+    if (path.empty() || path.size() > max_key) return std::nullopt;
     if (mdb_get(txn, paths, &k, &v) != 0) return std::nullopt;
     return decode_path(view(v));
   }
   std::optional<BlobEntry> get_blob(MDB_txn* txn, std::string_view sha) const {
     MDB_val k = val(sha), v;
+    if (!is_sha256_hex(sha)) return std::nullopt;
     if (mdb_get(txn, blobs, &k, &v) != 0) return std::nullopt;
     return decode_blob(view(v));
   }
-  int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, const std::string& value) {
+  static int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, const std::string& value) {
     MDB_val k = val(key), v = val(value);
     return mdb_put(txn, dbi, &k, &v, 0);
   }
+  static int del(MDB_txn* txn, MDB_dbi dbi, std::string_view key) {
+    MDB_val k = val(key);
+    const int rc = mdb_del(txn, dbi, &k, nullptr);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+  }
 
+  Result<void> check_path(std::string_view path) const {
+    if (path.empty()) return Error{EINVAL, "empty path"};
+    if (path.size() > max_key) {
+      return Error{ENAMETOOLONG, "path longer than the index's " + std::to_string(max_key) +
+                                     " byte key limit: " + std::string(path.substr(0, 80)) + "..."};
+    }
+    return {};
+  }
+
+  // Enqueues an op and returns once it is durable or failed. The first
+  // waiter that finds no commit in progress becomes the leader: it takes the
+  // whole queue, commits it in one transaction and wakes everybody; ops
+  // queued meanwhile make the next batch. So N concurrent writers cost about
+  // one fsync per batch instead of one each.
   Result<void> submit(Op op) {
     if (read_only) return Error{EROFS, "the index is open read-only"};
     auto p = std::make_shared<Pending>();
@@ -195,59 +313,90 @@ struct Index::Impl {
     return p->result;
   }
 
-  // One write transaction for the whole batch; each op in a nested
-  // transaction so that one failing op fails alone.
-  void commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      int rc;
-      bool map_full = false;
-      {
-        std::shared_lock lk(env_mu);
-        Txn txn;
-        rc = txn.begin(env, nullptr, 0);
-        if (rc == 0) {
-          for (auto& p : batch) {
-            Txn nested;
-            rc = nested.begin(env, txn.get(), 0);
-            if (rc != 0) break;
-            p->result = p->op(nested.get());
-            if (p->result.ok()) {
-              rc = nested.commit();
-              if (rc != 0) p->result = mdb_error(rc, "index write");
-            }
-            if (!p->result.ok() && p->result.error().code == ENOSPC) map_full = true;
-            rc = 0;
-          }
-          if (!map_full && rc == 0) rc = txn.commit();
-          if (rc == MDB_MAP_FULL) map_full = true;
-        }
+  // Runs the batch in one write transaction, each op in a nested transaction
+  // so that an op that fails (validation, EBUSY, a full map) leaves no
+  // partial writes and fails alone. Sets map_full when some op or the
+  // commit ran out of map. Returns 0, or the error that fails the whole batch.
+  int run_batch(std::vector<std::shared_ptr<Pending>>& batch, bool commit_when_full,
+                bool& map_full) {
+    map_full = false;
+    auto lk = share_env();
+    Txn txn;
+    int rc = txn.begin(env, nullptr, 0);
+    if (rc != 0) return rc;
+    for (auto& p : batch) {
+      Txn nested;
+      rc = nested.begin(env, txn.get(), 0);
+      if (rc != 0) return rc;  // the parent is unusable: the batch fails
+      p->result = p->op(nested.get());
+      if (p->result.ok()) {
+        rc = nested.commit();
+        if (rc != 0) p->result = mdb_error(rc, "index write");
       }
-      if (map_full && attempt == 0 && grow()) continue;
-      for (auto& p : batch) {
-        if (rc != 0) p->result = mdb_error(rc, "index commit");
+      if (!p->result.ok() && p->result.error().code == ENOSPC) map_full = true;
+    }
+    // With a full map, the first try is thrown away so the whole batch can
+    // be replayed once the map has grown; the last try commits what fitted.
+    if (map_full && !commit_when_full) return MDB_MAP_FULL;
+    rc = txn.commit();
+    if (rc == MDB_MAP_FULL) map_full = true;
+    return rc;
+  }
+
+  void commit_batch(std::vector<std::shared_ptr<Pending>>& batch) {
+    bool grown = false;
+    int resized = 0;
+    for (;;) {
+      bool map_full = false;
+      const int rc = run_batch(batch, /*commit_when_full=*/grown, map_full);
+      if (rc == MDB_MAP_RESIZED && resized++ < 3) {
+        adopt_resized_map();
+        continue;
+      }
+      if (map_full && !grown) {
+        grown = true;
+        if (grow()) continue;
+        // Could not grow: commit what fits, the rest fails with ENOSPC.
+        if (rc == MDB_MAP_FULL) continue;
+      }
+      if (rc != 0) {
+        // Nothing of the batch was committed, whatever each op reported.
+        for (auto& p : batch) p->result = mdb_error(rc, "index commit");
       }
       return;
     }
   }
 
+  // Safe without stopping the world: see env_mu. Growth is rare (it doubles),
+  // and only the group-commit leader calls it, between two transactions.
+  // Other processes notice on their next transaction (MDB_MAP_RESIZED).
   bool grow() {
-    std::unique_lock lk(env_mu);
+    auto lk = own_env();
     const size_t bigger = map_size * 2;
-    if (mdb_env_set_mapsize(env, bigger) != 0) return false;
-    map_size = bigger;
-    logger("cache")->info("index map grown to {} MiB", bigger >> 20);
+    if (const int rc = mdb_env_set_mapsize(env, bigger); rc != 0) {
+      log()->error("growing the index map to {} bytes: {}", bigger, mdb_strerror(rc));
+      return false;
+    }
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    map_size = std::max(bigger, info.me_mapsize);
+    log()->info("index map grown to {} KiB", map_size >> 10);
     return true;
   }
 
-  int adjust_refs(MDB_txn* txn, const std::string& sha, int delta, uint64_t size) {
-    auto b = get_blob(txn, sha).value_or(BlobEntry{size, 0, 0});
-    if (delta > 0) {
-      b.refs += static_cast<uint32_t>(delta);
-      if (size) b.size = size;
-    } else {
-      b.refs = b.refs >= static_cast<uint32_t>(-delta) ? b.refs + delta : 0;
-    }
+  // Moves one reference. A decrement of a blob without a record is a no-op:
+  // creating a zero-size garbage record would hide the real size.
+  int add_ref(MDB_txn* txn, const std::string& sha, uint64_t size) {
+    auto b = get_blob(txn, sha).value_or(BlobEntry{});
+    b.refs += 1;
+    b.size = size;  // same address, same bytes: any entry's size is the blob's
     return put(txn, blobs, sha, encode(b));
+  }
+  int drop_ref(MDB_txn* txn, const std::string& sha) {
+    auto b = get_blob(txn, sha);
+    if (!b) return 0;
+    if (b->refs > 0) b->refs -= 1;
+    return put(txn, blobs, sha, encode(*b));
   }
 };
 
@@ -256,42 +405,57 @@ Index::~Index() = default;
 
 Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options options) {
   if (!options.read_only && ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Error{errno, "mkdir " + dir + ": " + std::strerror(errno)};
+    const int e = errno;
+    return Error{e, "mkdir " + dir + ": " + std::strerror(e)};
   }
   auto impl = std::make_unique<Impl>();
   impl->read_only = options.read_only;
-  int rc = mdb_env_create(&impl->env);
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
   if (rc != 0) return mdb_error(rc, "mdb_env_create");
-  // Grow a small configured map to what the file already holds.
+  impl->env_holder.reset(env);
+  impl->env = env;
+  // A configured map smaller than the data already stored would make the
+  // open fail; start from what the file holds.
+  size_t map_size = std::max<size_t>(options.map_size, 1 << 16);
   struct stat st {};
-  size_t map_size = options.map_size;
   if (::stat((dir + "/data.mdb").c_str(), &st) == 0) {
     map_size = std::max(map_size, static_cast<size_t>(st.st_size));
   }
-  impl->map_size = map_size;
-  mdb_env_set_mapsize(impl->env, map_size);
-  mdb_env_set_maxdbs(impl->env, 4);
-  mdb_env_set_maxreaders(impl->env, 512);
+  if ((rc = mdb_env_set_mapsize(env, map_size)) != 0) return mdb_error(rc, "index map size");
+  if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return mdb_error(rc, "index tables");
+  // Each FUSE thread may hold one short read transaction at a time.
+  if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return mdb_error(rc, "index readers");
+  // MDB_NOTLS: read transactions are tied to the Txn object, not to the
+  // thread, so any number of threads (and thread pools) can read.
   unsigned flags = MDB_NOTLS;
   if (options.read_only) flags |= MDB_RDONLY;
-  rc = mdb_env_open(impl->env, dir.c_str(), flags, 0644);
+  rc = mdb_env_open(env, dir.c_str(), flags, 0644);
   if (rc != 0) return mdb_error(rc, "open index " + dir);
   int dead = 0;
-  mdb_reader_check(impl->env, &dead);  // slots of crashed processes
+  // Reader slots of processes that died (kill -9) would pin old pages forever.
+  if (mdb_reader_check(env, &dead) == 0 && dead > 0) {
+    log()->info("index: cleared {} stale reader slot(s)", dead);
+  }
+  MDB_envinfo info{};
+  mdb_env_info(env, &info);
+  impl->map_size = info.me_mapsize;
+  impl->max_key = static_cast<size_t>(mdb_env_get_maxkeysize(env));
 
   Txn txn;
-  rc = txn.begin(impl->env, nullptr, options.read_only ? MDB_RDONLY : 0);
+  rc = txn.begin(env, nullptr, options.read_only ? MDB_RDONLY : 0);
   if (rc != 0) return mdb_error(rc, "index transaction");
   const unsigned create = options.read_only ? 0 : MDB_CREATE;
   if ((rc = mdb_dbi_open(txn.get(), "paths", create, &impl->paths)) != 0 ||
       (rc = mdb_dbi_open(txn.get(), "blobs", create, &impl->blobs)) != 0 ||
       (rc = mdb_dbi_open(txn.get(), "meta", create, &impl->meta)) != 0) {
-    return mdb_error(rc, "index tables");
+    if (rc == MDB_NOTFOUND) return Error{ENOENT, "no netbootfs index in " + dir};
+    return mdb_error(rc, "index tables in " + dir);
   }
-  MDB_val k = val("schema"), v;
+  MDB_val k = val(kSchemaKey), v;
   rc = mdb_get(txn.get(), impl->meta, &k, &v);
   if (rc == MDB_NOTFOUND) {
-    if (options.read_only) return Error{EINVAL, "index has no schema version"};
+    if (options.read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
     uint32_t version = kSchemaVersion;
     MDB_val nv{sizeof version, &version};
     if ((rc = mdb_put(txn.get(), impl->meta, &k, &nv, 0)) != 0) return mdb_error(rc, "schema");
@@ -301,11 +465,12 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
     uint32_t version = 0;
     if (v.mv_size == sizeof version) std::memcpy(&version, v.mv_data, sizeof version);
     if (version != kSchemaVersion) {
-      return Error{EINVAL, "cache index schema version " + std::to_string(version) +
-                               " is not the version " + std::to_string(kSchemaVersion) +
-                               " this netbootfs uses; move the cache away or clear it"};
+      return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
+                               ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
+                               "; move the cache directory away or clear it"};
     }
   }
+  // Committing also makes the dbi handles usable by every later transaction.
   if ((rc = txn.commit()) != 0) return mdb_error(rc, "index open commit");
   return std::unique_ptr<Index>(new Index(std::move(impl)));
 }
@@ -324,19 +489,24 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
   using Out = std::vector<std::pair<std::string, PathEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    MDB_cursor* c = nullptr;
-    if (mdb_cursor_open(t, impl_->paths, &c) != 0) return out;
+    Cursor c;
+    if (c.open(t, impl_->paths) != 0) return out;
     MDB_val k = val(prefix), v;
-    int rc = prefix.empty() ? mdb_cursor_get(c, &k, &v, MDB_FIRST)
-                            : mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    int rc = prefix.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
+    // "a" covers "a" and "a/..." but not "ab" nor "a b"; "a/" covers "a/...".
+    const bool dir_form = !prefix.empty() && prefix.back() == '/';
+    for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
       const std::string_view key = view(k);
-      if (key.compare(0, prefix.size(), prefix) != 0) break;
-      // "a" covers "a" and "a/x", not "ab" or "a b".
-      if (!prefix.empty() && key.size() > prefix.size() && key[prefix.size()] != '/') continue;
+      if (key.substr(0, prefix.size()) != prefix) break;
+      if (!prefix.empty() && !dir_form && key.size() > prefix.size()) {
+        const auto next = static_cast<unsigned char>(key[prefix.size()]);
+        // Keys sort bytewise: "a b", "a-c" and "a.x" come before "a/",
+        // and everything after the "a/" run is past the directory.
+        if (next < '/') continue;
+        if (next > '/') break;
+      }
       if (auto e = decode_path(view(v))) out.emplace_back(std::string(key), std::move(*e));
     }
-    mdb_cursor_close(c);
     return out;
   });
 }
@@ -345,71 +515,86 @@ std::vector<std::pair<std::string, BlobEntry>> Index::list_blobs() const {
   using Out = std::vector<std::pair<std::string, BlobEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    MDB_cursor* c = nullptr;
-    if (mdb_cursor_open(t, impl_->blobs, &c) != 0) return out;
+    Cursor c;
+    if (c.open(t, impl_->blobs) != 0) return out;
     MDB_val k, v;
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
       if (auto e = decode_blob(view(v))) out.emplace_back(std::string(view(k)), *e);
     }
-    mdb_cursor_close(c);
     return out;
   });
 }
 
 std::vector<std::string> Index::unreferenced_blobs() const {
-  std::vector<std::string> out;
-  for (auto& [sha, b] : list_blobs()) {
-    if (b.refs == 0) out.push_back(sha);
-  }
-  return out;
+  using Out = std::vector<std::string>;
+  return impl_->read<Out>([&](MDB_txn* t) {
+    Out out;
+    Cursor c;
+    if (c.open(t, impl_->blobs) != 0) return out;
+    MDB_val k, v;
+    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+      auto e = decode_blob(view(v));
+      if (e && e->refs == 0) out.emplace_back(view(k));
+    }
+    return out;
+  });
 }
 
 IndexStats Index::stats() const {
-  IndexStats s;
-  s.paths = impl_->read<uint64_t>([&](MDB_txn* t) {
+  // One transaction: the three figures describe the same moment.
+  return impl_->read<IndexStats>([&](MDB_txn* t) {
+    IndexStats s;
     MDB_stat st{};
-    return mdb_stat(t, impl_->paths, &st) == 0 ? static_cast<uint64_t>(st.ms_entries) : 0;
+    if (mdb_stat(t, impl_->paths, &st) == 0) s.paths = st.ms_entries;
+    Cursor c;
+    if (c.open(t, impl_->blobs) != 0) return s;
+    MDB_val k, v;
+    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+      if (auto e = decode_blob(view(v))) {
+        s.blobs++;
+        s.blob_bytes += e->size;
+      }
+    }
+    return s;
   });
-  for (auto& [sha, b] : list_blobs()) {
-    s.blobs++;
-    s.blob_bytes += b.size;
-  }
-  return s;
 }
 
 Result<void> Index::put_path(std::string path, PathEntry entry) {
+  // Validated before queuing: a bad op never reaches the write transaction.
+  if (auto r = impl_->check_path(path); !r) return r;
+  if (!is_sha256_hex(entry.sha256)) return Error{EINVAL, "not a sha256: " + entry.sha256};
   return impl_->submit([this, path = std::move(path), entry = std::move(entry)](MDB_txn* t) {
     auto old = impl_->get_path(t, path);
     int rc = 0;
     if (!old || old->sha256 != entry.sha256) {
-      if (old) rc = impl_->adjust_refs(t, old->sha256, -1, 0);
-      if (rc == 0) rc = impl_->adjust_refs(t, entry.sha256, +1, entry.size);
+      if (old) rc = impl_->drop_ref(t, old->sha256);
+      if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
     }
-    if (rc == 0) rc = impl_->put(t, impl_->paths, path, encode(entry));
+    if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode(entry));
     if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
     return Result<void>();
   });
 }
 
 Result<void> Index::remove_path(std::string path) {
+  if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path)](MDB_txn* t) {
     auto old = impl_->get_path(t, path);
     if (!old) return Result<void>();
-    int rc = impl_->adjust_refs(t, old->sha256, -1, 0);
-    MDB_val k = val(path);
-    if (rc == 0) rc = mdb_del(t, impl_->paths, &k, nullptr);
+    int rc = impl_->drop_ref(t, old->sha256);
+    if (rc == 0) rc = Impl::del(t, impl_->paths, path);
     if (rc != 0) return Result<void>(mdb_error(rc, "remove " + path));
     return Result<void>();
   });
 }
 
 Result<void> Index::set_validated(std::string path, int64_t at) {
+  if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path), at](MDB_txn* t) {
     auto e = impl_->get_path(t, path);
     if (!e) return Result<void>(Error{ENOENT, "no entry for " + path});
     e->validated_at = at;
-    if (int rc = impl_->put(t, impl_->paths, path, encode(*e)); rc != 0) {
+    if (int rc = Impl::put(t, impl_->paths, path, encode(*e)); rc != 0) {
       return Result<void>(mdb_error(rc, "validate " + path));
     }
     return Result<void>();
@@ -417,12 +602,17 @@ Result<void> Index::set_validated(std::string path, int64_t at) {
 }
 
 Result<void> Index::remove_blob(std::string sha256) {
+  if (!is_sha256_hex(sha256)) return Error{EINVAL, "not a sha256: " + sha256};
   return impl_->submit([this, sha = std::move(sha256)](MDB_txn* t) {
     auto b = impl_->get_blob(t, sha);
     if (!b) return Result<void>();
-    if (b->refs > 0) return Result<void>(Error{EBUSY, "blob " + sha + " is still referenced"});
-    MDB_val k = val(sha);
-    if (int rc = mdb_del(t, impl_->blobs, &k, nullptr); rc != 0) {
+    // Checked inside the transaction: a put_path earlier in the same batch
+    // may have just taken a reference.
+    if (b->refs > 0) {
+      return Result<void>(Error{EBUSY, "blob " + sha + " is still referenced by " +
+                                           std::to_string(b->refs) + " path(s)"});
+    }
+    if (int rc = Impl::del(t, impl_->blobs, sha); rc != 0) {
       return Result<void>(mdb_error(rc, "remove blob " + sha));
     }
     return Result<void>();
@@ -432,52 +622,57 @@ Result<void> Index::remove_blob(std::string sha256) {
 Result<std::vector<std::string>> Index::rebuild_refs() {
   auto dropped = std::make_shared<std::vector<std::string>>();
   auto r = impl_->submit([this, dropped](MDB_txn* t) {
-    std::unordered_map<std::string, std::pair<uint32_t, uint64_t>> want;  // sha -> refs, size
-    MDB_cursor* c = nullptr;
-    if (int rc = mdb_cursor_open(t, impl_->paths, &c); rc != 0) {
-      return Result<void>(mdb_error(rc, "cursor"));
-    }
+    dropped->clear();  // the op is replayed when the map had to grow
+    struct Want {
+      uint32_t refs = 0;
+      uint64_t size = 0;
+    };
+    std::unordered_map<std::string, Want> want;
     MDB_val k, v;
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-      if (auto e = decode_path(view(v))) {
-        auto& w = want[e->sha256];
-        w.first++;
-        w.second = e->size;
+    {
+      Cursor c;
+      if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
+      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+        if (auto e = decode_path(view(v))) {
+          auto& w = want[e->sha256];
+          w.refs++;
+          w.size = e->size;
+        }
       }
     }
-    mdb_cursor_close(c);
-    std::vector<std::pair<std::string, BlobEntry>> existing;
-    if (int rc = mdb_cursor_open(t, impl_->blobs, &c); rc != 0) {
-      return Result<void>(mdb_error(rc, "cursor"));
+    // Collected first: writing while a cursor walks the same table would
+    // move it under our feet.
+    std::vector<std::pair<std::string, std::optional<BlobEntry>>> existing;
+    {
+      Cursor c;
+      if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
+      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+        existing.emplace_back(std::string(view(k)), decode_blob(view(v)));
+      }
     }
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-      existing.emplace_back(std::string(view(k)), decode_blob(view(v)).value_or(BlobEntry{}));
-    }
-    mdb_cursor_close(c);
     for (auto& [sha, b] : existing) {
       auto it = want.find(sha);
       if (it == want.end()) {
-        MDB_val key = val(sha);
-        if (int rc = mdb_del(t, impl_->blobs, &key, nullptr); rc != 0) {
-          return Result<void>(mdb_error(rc, "drop blob"));
+        if (int rc = Impl::del(t, impl_->blobs, sha); rc != 0) {
+          return Result<void>(mdb_error(rc, "drop blob record " + sha));
         }
         dropped->push_back(sha);
         continue;
       }
-      if (b.refs != it->second.first) {
-        b.refs = it->second.first;
-        if (int rc = impl_->put(t, impl_->blobs, sha, encode(b)); rc != 0) {
-          return Result<void>(mdb_error(rc, "refcount"));
+      BlobEntry fixed = b.value_or(BlobEntry{});  // an unreadable record is rewritten
+      fixed.refs = it->second.refs;
+      fixed.size = it->second.size;
+      if (!b || b->refs != fixed.refs || b->size != fixed.size) {
+        if (int rc = Impl::put(t, impl_->blobs, sha, encode(fixed)); rc != 0) {
+          return Result<void>(mdb_error(rc, "refcount of " + sha));
         }
       }
       want.erase(it);
     }
     for (auto& [sha, w] : want) {  // entries whose blob record was missing
-      if (int rc = impl_->put(t, impl_->blobs, sha, encode(BlobEntry{w.second, w.first, 0}));
-          rc != 0) {
-        return Result<void>(mdb_error(rc, "blob record"));
+      if (!is_sha256_hex(sha)) continue;
+      if (int rc = Impl::put(t, impl_->blobs, sha, encode(BlobEntry{w.size, w.refs, 0})); rc != 0) {
+        return Result<void>(mdb_error(rc, "blob record " + sha));
       }
     }
     return Result<void>();
@@ -499,17 +694,27 @@ Result<void> Index::flush_access() {
     batch.swap(impl_->access);
   }
   if (batch.empty() || impl_->read_only) return {};
-  return impl_->submit([this, batch = std::move(batch)](MDB_txn* t) {
+  auto r = impl_->submit([this, &batch](MDB_txn* t) {
     for (const auto& [sha, at] : batch) {
       auto b = impl_->get_blob(t, sha);
-      if (!b || b->last_access >= at) continue;
+      if (!b || b->last_access >= at) continue;  // gone since, or already newer
       b->last_access = at;
-      if (int rc = impl_->put(t, impl_->blobs, sha, encode(*b)); rc != 0) {
+      if (int rc = Impl::put(t, impl_->blobs, sha, encode(*b)); rc != 0) {
         return Result<void>(mdb_error(rc, "access times"));
       }
     }
     return Result<void>();
   });
+  if (!r) {
+    // Keep the times for the next flush rather than lose them; LRU order
+    // would otherwise forget the reads of this period.
+    std::lock_guard lk(impl_->access_mu);
+    for (const auto& [sha, at] : batch) {
+      auto [it, inserted] = impl_->access.try_emplace(sha, at);
+      if (!inserted && it->second < at) it->second = at;
+    }
+  }
+  return r;
 }
 
 }  // namespace netbootfs::cache

@@ -1,22 +1,28 @@
 #include "cache/recovery.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <map>
+#include <optional>
 #include <set>
 
 namespace netbootfs::cache {
 namespace {
 
 std::optional<std::string> hash_file(int fd) {
+  // Tell the kernel the whole file is read once, front to back.
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   Sha256 h;
-  char buf[1 << 16];
+  std::string buf(size_t{1} << 16, '\0');
   off_t off = 0;
   for (;;) {
-    const ssize_t n = ::pread(fd, buf, sizeof buf, off);
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
     if (n < 0) return std::nullopt;
     if (n == 0) break;
-    h.update(buf, static_cast<size_t>(n));
+    h.update(buf.data(), static_cast<size_t>(n));
     off += n;
   }
   return h.hex_digest();
@@ -24,21 +30,36 @@ std::optional<std::string> hash_file(int fd) {
 
 }  // namespace
 
+// Every step leaves a state that the same procedure repairs, so a crash
+// during recovery is recovered by the next start:
+// - entries are dropped before anything is deleted, so no entry is ever
+//   left pointing at a file we removed;
+// - blob records are dropped (one transaction) before their files, so a
+//   crash in between leaves files without a record, which the last step
+//   deletes next time.
 Result<RecoveryReport> recover(Index& index, BlobStore& blobs) {
   RecoveryReport report;
+  // 1. Nothing in tmp/ belongs to a live download at start-up.
   report.temp_files_removed = blobs.clear_tmp();
-  // Entries must point at a complete blob of their size.
+
+  // 2. An entry must point at a complete blob of its size. A missing file is
+  //    a rename lost with its directory; a wrong size a torn or damaged file.
   for (const auto& [path, entry] : index.list_paths()) {
     const auto size = blobs.blob_size(entry.sha256);
-    if (!size || *size != entry.size) {
-      if (auto r = index.remove_path(path); !r) return r.error();
-      report.entries_dropped++;
-    }
+    if (size && *size == entry.size) continue;
+    if (auto r = index.remove_path(path); !r) return r.error();
+    report.entries_dropped++;
   }
-  // Refcounts are recounted from the entries, so a crash between two writes
-  // never leaves a count that keeps garbage or frees a live blob.
+
+  // 3. Refcounts are recounted from the entries rather than trusted: the
+  //    stored count is what a bug or a damaged record would get wrong, and a
+  //    count that is too low would free a live blob. This also drops the
+  //    records nothing refers to (refs == 0) and creates missing ones.
   auto dropped = index.rebuild_refs();
   if (!dropped) return dropped.error();
+
+  // 4. A blob file without a record is either a publish whose index write
+  //    never happened, or garbage whose record step 3 just dropped.
   std::set<std::string> live;
   for (const auto& [sha, b] : index.list_blobs()) live.insert(sha);
   for (const auto& sha : blobs.list()) {
@@ -51,7 +72,10 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs) {
 
 std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
   std::vector<std::string> problems;
-  std::map<std::string, uint32_t> refs;
+  const auto records_list = index.list_blobs();
+  const std::map<std::string, BlobEntry> records(records_list.begin(), records_list.end());
+  std::map<std::string, uint32_t> refs;  // sha256 -> entries pointing at it
+
   for (const auto& [path, entry] : index.list_paths()) {
     refs[entry.sha256]++;
     const auto size = blobs.blob_size(entry.sha256);
@@ -61,28 +85,45 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
       problems.push_back(path + ": blob " + entry.sha256 + " has " + std::to_string(*size) +
                          " bytes, the entry says " + std::to_string(entry.size));
     }
-    if (!index.get_blob(entry.sha256)) {
+    const auto rec = records.find(entry.sha256);
+    if (rec == records.end()) {
       problems.push_back(path + ": no blob record for " + entry.sha256);
+    } else if (rec->second.size != entry.size) {
+      problems.push_back(path + ": blob record " + entry.sha256 + " says " +
+                         std::to_string(rec->second.size) + " bytes, the entry " +
+                         std::to_string(entry.size));
     }
   }
-  for (const auto& [sha, b] : index.list_blobs()) {
+
+  for (const auto& [sha, b] : records) {
     const auto it = refs.find(sha);
     const uint32_t actual = it == refs.end() ? 0 : it->second;
     if (b.refs != actual) {
       problems.push_back("blob " + sha + ": refcount " + std::to_string(b.refs) + ", " +
                          std::to_string(actual) + " entries point at it");
     }
+    // With entries, the missing file was reported once per entry above.
+    if (actual == 0 && !blobs.blob_size(sha)) {
+      problems.push_back("blob " + sha + ": record without a file");
+    }
   }
+
   for (const auto& sha : blobs.list()) {
-    if (!refs.count(sha)) problems.push_back("blob " + sha + ": no entry refers to it");
+    if (!records.count(sha)) {
+      problems.push_back("blob " + sha + ": file without a blob record");
+    } else if (!refs.count(sha)) {
+      problems.push_back("blob " + sha + ": no entry refers to it");
+    }
     auto fd = blobs.open_blob(sha);
     if (!fd) {
       problems.push_back("blob " + sha + ": unreadable: " + fd.error().message);
       continue;
     }
-    auto digest = hash_file(fd->get());
-    if (!digest || *digest != sha) {
-      problems.push_back("blob " + sha + ": content hashes to " + digest.value_or("(read error)"));
+    const auto digest = hash_file(fd->get());
+    if (!digest) {
+      problems.push_back("blob " + sha + ": read error while hashing");
+    } else if (*digest != sha) {
+      problems.push_back("blob " + sha + ": content hashes to " + *digest);
     }
   }
   return problems;

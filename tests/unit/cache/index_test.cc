@@ -1,0 +1,531 @@
+// Index: records and their encoding, refcounts, prefix listing, the schema
+// check, group commit under concurrency, batched access times, persistence,
+// map growth and read-only use.
+#include "cache/index.h"
+
+#include <gtest/gtest.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/blob_store.h"
+
+namespace netbootfs::cache {
+namespace {
+
+namespace fsys = std::filesystem;
+
+std::string sha(int n) { return Sha256::of("blob " + std::to_string(n)); }
+
+PathEntry entry(const std::string& sha256, uint64_t size, std::string etag = "\"v1\"") {
+  PathEntry e;
+  e.sha256 = sha256;
+  e.size = size;
+  e.etag = std::move(etag);
+  e.last_modified = 1600000000;
+  e.validated_at = 1700000000;
+  return e;
+}
+
+// Raw LMDB access to the index environment, for states no API produces.
+// The Index must be closed: one environment per file per process.
+class RawEnv {
+ public:
+  explicit RawEnv(const std::string& dir) {
+    EXPECT_EQ(mdb_env_create(&env_), 0);
+    mdb_env_set_maxdbs(env_, 4);
+    rc_ = mdb_env_open(env_, dir.c_str(), 0, 0644);
+  }
+  ~RawEnv() { mdb_env_close(env_); }
+  bool ok() const { return rc_ == 0; }
+  void put(const char* db, std::string_view key, std::string value) {
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env_, nullptr, 0, &txn), 0);
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), value.data()};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+  }
+  std::optional<std::string> get(const char* db, std::string_view key) {
+    MDB_txn* txn = nullptr;
+    if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn) != 0) return std::nullopt;
+    std::optional<std::string> out;
+    MDB_dbi dbi;
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
+    if (mdb_dbi_open(txn, db, 0, &dbi) == 0 && mdb_get(txn, dbi, &k, &v) == 0) {
+      out.emplace(static_cast<const char*>(v.mv_data), v.mv_size);
+    }
+    mdb_txn_abort(txn);
+    return out;
+  }
+  size_t last_txnid() {
+    MDB_envinfo info{};
+    mdb_env_info(env_, &info);
+    return info.me_last_txnid;
+  }
+
+ private:
+  MDB_env* env_ = nullptr;
+  int rc_ = -1;
+};
+
+class IndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/netbootfs-index-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    env_dir_ = dir_ + "/index";
+    reopen();
+  }
+  void TearDown() override {
+    index_.reset();
+    std::error_code ec;
+    fsys::remove_all(dir_, ec);
+  }
+  void reopen(size_t map_size = size_t{1} << 30, bool read_only = false) {
+    index_.reset();  // the old environment must be closed first
+    Index::Options o;
+    o.map_size = map_size;
+    o.read_only = read_only;
+    auto idx = Index::open(env_dir_, o);
+    ASSERT_TRUE(idx) << idx.error().message;
+    index_ = std::move(idx).value();
+  }
+  uint32_t refs(const std::string& s) {
+    auto b = index_->get_blob(s);
+    return b ? b->refs : 0xdead;
+  }
+  std::vector<std::string> keys(std::string_view prefix) {
+    std::vector<std::string> out;
+    for (auto& [p, e] : index_->list_paths(prefix)) out.push_back(p);
+    return out;
+  }
+
+  std::string dir_, env_dir_;
+  std::unique_ptr<Index> index_;
+};
+
+TEST_F(IndexTest, OpenCreatesTheEnvironmentAndWritesTheSchema) {
+  EXPECT_TRUE(fsys::is_regular_file(env_dir_ + "/data.mdb"));
+  index_.reset();
+  RawEnv raw(env_dir_);
+  ASSERT_TRUE(raw.ok());
+  auto v = raw.get("meta", "schema");
+  ASSERT_TRUE(v);
+  ASSERT_EQ(v->size(), 4u);
+  uint32_t version;
+  std::memcpy(&version, v->data(), 4);
+  EXPECT_EQ(version, Index::kSchemaVersion);
+}
+
+TEST_F(IndexTest, PathEntriesRoundTrip) {
+  const PathEntry cases[] = {
+      entry(sha(1), 0, ""),
+      entry(sha(2), 123456789012345ull, "W/\"weak-etag\""),
+      [] {
+        PathEntry e = entry(sha(3), 7, std::string(300, 'e'));
+        e.last_modified = -1;  // before 1970: still a number
+        e.validated_at = INT64_MAX;
+        return e;
+      }(),
+  };
+  int i = 0;
+  for (const auto& want : cases) {
+    const std::string path = "dir/file" + std::to_string(i++);
+    ASSERT_TRUE(index_->put_path(path, want));
+    auto got = index_->get_path(path);
+    ASSERT_TRUE(got) << path;
+    EXPECT_EQ(got->sha256, want.sha256);
+    EXPECT_EQ(got->size, want.size);
+    EXPECT_EQ(got->etag, want.etag);
+    EXPECT_EQ(got->last_modified, want.last_modified);
+    EXPECT_EQ(got->validated_at, want.validated_at);
+    auto b = index_->get_blob(want.sha256);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->size, want.size);
+    EXPECT_EQ(b->refs, 1u);
+  }
+  EXPECT_FALSE(index_->get_path("dir/missing")) << "a missing key is an empty optional";
+  EXPECT_FALSE(index_->get_path(""));
+  EXPECT_FALSE(index_->get_blob(sha(99)));
+  EXPECT_FALSE(index_->get_blob("not a sha"));
+}
+
+TEST_F(IndexTest, RefcountsFollowPutOverwriteAndRemove) {
+  const std::string a = sha(1), b = sha(2);
+  struct Step {
+    const char* what;
+    std::function<Result<void>(Index&)> op;
+    uint32_t refs_a, refs_b;  // 0xdead: no record
+  };
+  const Step steps[] = {
+      {"x -> a", [&](Index& i) { return i.put_path("x", entry(a, 1)); }, 1, 0xdead},
+      {"y -> a (shared)", [&](Index& i) { return i.put_path("y", entry(a, 1)); }, 2, 0xdead},
+      {"x -> a again", [&](Index& i) { return i.put_path("x", entry(a, 1, "\"v2\"")); }, 2, 0xdead},
+      {"x -> b", [&](Index& i) { return i.put_path("x", entry(b, 2)); }, 1, 1},
+      {"y -> b", [&](Index& i) { return i.put_path("y", entry(b, 2)); }, 0, 2},
+      {"remove x", [&](Index& i) { return i.remove_path("x"); }, 0, 1},
+      {"remove x again", [&](Index& i) { return i.remove_path("x"); }, 0, 1},
+      {"remove y", [&](Index& i) { return i.remove_path("y"); }, 0, 0},
+      {"y -> a revives", [&](Index& i) { return i.put_path("y", entry(a, 1)); }, 1, 0},
+  };
+  for (const auto& s : steps) {
+    SCOPED_TRACE(s.what);
+    auto r = s.op(*index_);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(refs(a), s.refs_a);
+    EXPECT_EQ(refs(b), s.refs_b);
+  }
+  EXPECT_EQ(index_->get_path("y")->sha256, a);
+  EXPECT_EQ(index_->unreferenced_blobs(), std::vector<std::string>{b});
+}
+
+TEST_F(IndexTest, TwoPathsShareOneBlob) {
+  const std::string k = sha(7);
+  ASSERT_TRUE(index_->put_path("profile1/linux", entry(k, 42)));
+  ASSERT_TRUE(index_->put_path("profile2/linux", entry(k, 42)));
+  EXPECT_EQ(refs(k), 2u);
+  const auto st = index_->stats();
+  EXPECT_EQ(st.paths, 2u);
+  EXPECT_EQ(st.blobs, 1u);
+  EXPECT_EQ(st.blob_bytes, 42u) << "shared content is counted once";
+  ASSERT_TRUE(index_->remove_path("profile1/linux"));
+  EXPECT_EQ(refs(k), 1u);
+  EXPECT_TRUE(index_->unreferenced_blobs().empty());
+}
+
+TEST_F(IndexTest, RemoveBlobIsRefusedWhileReferenced) {
+  const std::string a = sha(1), b = sha(2);
+  ASSERT_TRUE(index_->put_path("x", entry(a, 1)));
+  ASSERT_TRUE(index_->put_path("y", entry(b, 1)));
+  ASSERT_TRUE(index_->remove_path("y"));
+  auto busy = index_->remove_blob(a);
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, EBUSY);
+  EXPECT_EQ(refs(a), 1u) << "a refused op changes nothing";
+  ASSERT_TRUE(index_->remove_blob(b));
+  EXPECT_FALSE(index_->get_blob(b));
+  EXPECT_TRUE(index_->remove_blob(b)) << "removing a missing record is not an error";
+  EXPECT_TRUE(index_->unreferenced_blobs().empty());
+  auto bad = index_->remove_blob("../x");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EINVAL);
+}
+
+TEST_F(IndexTest, InvalidWritesAreRefused) {
+  struct Case {
+    const char* what;
+    std::function<Result<void>(Index&)> op;
+    int code;
+  };
+  const Case cases[] = {
+      {"bad sha", [](Index& i) { return i.put_path("x", entry("abc", 1)); }, EINVAL},
+      {"uppercase sha",
+       [](Index& i) {
+         std::string s = sha(1);
+         std::transform(s.begin(), s.end(), s.begin(), ::toupper);
+         return i.put_path("x", entry(s, 1));
+       },
+       EINVAL},
+      {"empty path", [](Index& i) { return i.put_path("", entry(sha(1), 1)); }, EINVAL},
+      {"path over the key limit",
+       [](Index& i) { return i.put_path(std::string(600, 'p'), entry(sha(1), 1)); }, ENAMETOOLONG},
+      {"validate missing", [](Index& i) { return i.set_validated("nope", 1); }, ENOENT},
+  };
+  for (const auto& c : cases) {
+    auto r = c.op(*index_);
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what << ": " << r.error().message;
+  }
+  EXPECT_EQ(index_->stats().paths, 0u);
+  EXPECT_EQ(index_->stats().blobs, 0u);
+}
+
+TEST_F(IndexTest, SetValidatedChangesOnlyThatField) {
+  ASSERT_TRUE(index_->put_path("k", entry(sha(1), 5)));
+  ASSERT_TRUE(index_->set_validated("k", 1800000000));
+  auto e = index_->get_path("k");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->validated_at, 1800000000);
+  EXPECT_EQ(e->etag, "\"v1\"");
+  EXPECT_EQ(refs(sha(1)), 1u);
+}
+
+TEST_F(IndexTest, ListPathsTakesAWholeDirectory) {
+  for (const char* p : {"a", "a/x", "a/y/z", "a b", "a-c", "a.d", "ab/x", "ab", "b", "\x01int",
+                        "pxelinux.cfg/default", "pxelinux.cfg2/x"}) {
+    ASSERT_TRUE(index_->put_path(p, entry(sha(1), 1)));
+  }
+  using V = std::vector<std::string>;
+  struct Case {
+    std::string prefix;
+    V want;
+  };
+  const Case cases[] = {
+      {"a", V{"a", "a/x", "a/y/z"}},
+      {"a/", V{"a/x", "a/y/z"}},
+      {"a/y", V{"a/y/z"}},
+      {"ab", V{"ab", "ab/x"}},
+      {"a b", V{"a b"}},
+      {"b", V{"b"}},
+      {"pxelinux.cfg", V{"pxelinux.cfg/default"}},
+      {"zzz", V{}},
+      {"a/x/deeper", V{}},
+  };
+  for (const auto& c : cases) EXPECT_EQ(keys(c.prefix), c.want) << "prefix '" << c.prefix << "'";
+  const V all = keys("");
+  EXPECT_EQ(all.size(), 12u);
+  EXPECT_TRUE(std::is_sorted(all.begin(), all.end())) << "in key order";
+  EXPECT_EQ(refs(sha(1)), 12u);
+}
+
+TEST_F(IndexTest, ASchemaMismatchIsRefusedNamingBothVersions) {
+  index_.reset();
+  {
+    RawEnv raw(env_dir_);
+    ASSERT_TRUE(raw.ok());
+    const uint32_t other = 999;
+    raw.put("meta", "schema", std::string(reinterpret_cast<const char*>(&other), 4));
+  }
+  for (bool ro : {false, true}) {
+    Index::Options o;
+    o.read_only = ro;
+    auto idx = Index::open(env_dir_, o);
+    ASSERT_FALSE(idx);
+    const std::string& msg = idx.error().message;
+    EXPECT_NE(msg.find("999"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("version " + std::to_string(Index::kSchemaVersion)), std::string::npos)
+        << msg;
+  }
+}
+
+TEST_F(IndexTest, EverythingSurvivesAReopen) {
+  ASSERT_TRUE(index_->put_path("kept", entry(sha(1), 3)));
+  ASSERT_TRUE(index_->put_path("gone", entry(sha(2), 4)));
+  ASSERT_TRUE(index_->remove_path("gone"));
+  index_->note_access(sha(1), 1234);
+  ASSERT_TRUE(index_->flush_access());
+  reopen();
+  auto e = index_->get_path("kept");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->sha256, sha(1));
+  EXPECT_FALSE(index_->get_path("gone"));
+  EXPECT_EQ(index_->get_blob(sha(1))->last_access, 1234);
+  EXPECT_EQ(refs(sha(2)), 0u);
+}
+
+TEST_F(IndexTest, ReadOnlyReadsButRefusesWrites) {
+  ASSERT_TRUE(index_->put_path("k", entry(sha(1), 3)));
+  reopen(size_t{1} << 30, /*read_only=*/true);
+  EXPECT_TRUE(index_->get_path("k"));
+  auto w = index_->put_path("k2", entry(sha(1), 3));
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, EROFS);
+  index_->note_access(sha(1), 5);
+  EXPECT_TRUE(index_->flush_access()) << "nothing to write is not an error";
+
+  index_.reset();
+  Index::Options o;
+  o.read_only = true;
+  auto missing = Index::open(dir_ + "/no-such-index", o);
+  EXPECT_FALSE(missing);
+  EXPECT_FALSE(fsys::exists(dir_ + "/no-such-index")) << "a read-only open creates nothing";
+}
+
+TEST_F(IndexTest, AccessTimesAreBatchedAndKeepTheNewest) {
+  const std::string a = sha(1), b = sha(2), gone = sha(3);
+  ASSERT_TRUE(index_->put_path("a", entry(a, 1)));
+  ASSERT_TRUE(index_->put_path("b", entry(b, 1)));
+  ASSERT_TRUE(index_->put_path("g", entry(gone, 1)));
+  index_->note_access(a, 1900000000);
+  index_->note_access(a, 1800000000);  // older, noted later: ignored
+  index_->note_access(b, 100);
+  index_->note_access(gone, 100);
+  index_->note_access(sha(4), 100);  // never existed
+  EXPECT_EQ(index_->get_blob(a)->last_access, 0) << "noted in memory only";
+  ASSERT_TRUE(index_->remove_path("g"));
+  ASSERT_TRUE(index_->remove_blob(gone));
+  ASSERT_TRUE(index_->flush_access());
+  EXPECT_EQ(index_->get_blob(a)->last_access, 1900000000);
+  EXPECT_EQ(index_->get_blob(b)->last_access, 100);
+  EXPECT_FALSE(index_->get_blob(gone)) << "a flush never recreates a removed blob";
+  EXPECT_FALSE(index_->get_blob(sha(4)));
+  // A flushed time is never moved backwards by an older note.
+  index_->note_access(a, 5);
+  ASSERT_TRUE(index_->flush_access());
+  EXPECT_EQ(index_->get_blob(a)->last_access, 1900000000);
+  EXPECT_TRUE(index_->flush_access()) << "an empty flush is fine";
+}
+
+TEST_F(IndexTest, RebuildRefsRecountsFromThePaths) {
+  ASSERT_TRUE(index_->put_path("x", entry(sha(1), 1)));
+  ASSERT_TRUE(index_->put_path("y", entry(sha(1), 1)));
+  ASSERT_TRUE(index_->put_path("z", entry(sha(2), 2)));
+  ASSERT_TRUE(index_->remove_path("z"));  // sha(2): refs 0
+  auto dropped = index_->rebuild_refs();
+  ASSERT_TRUE(dropped) << dropped.error().message;
+  EXPECT_EQ(dropped.value(), std::vector<std::string>{sha(2)});
+  EXPECT_EQ(refs(sha(1)), 2u);
+  EXPECT_FALSE(index_->get_blob(sha(2)));
+}
+
+// 8 writers x 200 puts, plus ops that must fail alone in the same batches.
+TEST_F(IndexTest, GroupCommitFromManyThreadsIsDurable) {
+  constexpr int kThreads = 8, kOps = 200;
+  const std::string shared = sha(0);
+  ASSERT_TRUE(index_->put_path("anchor", entry(shared, 6)));
+  index_.reset();
+  size_t txn_before;
+  {
+    RawEnv raw(env_dir_);
+    ASSERT_TRUE(raw.ok());
+    txn_before = raw.last_txnid();
+  }
+  reopen();
+
+  std::atomic<int> failures{0}, busy{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0; i < kOps; ++i) {
+        const std::string path = "t" + std::to_string(t) + "/f" + std::to_string(i);
+        // Half share one blob, half get their own.
+        const std::string s = i % 2 ? shared : sha(t * 1000 + i + 1);
+        auto r = index_->put_path(path, entry(s, 6));
+        if (!r) failures++;
+        if (i % 50 == 0) {
+          auto refused = index_->remove_blob(shared);
+          if (!refused && refused.error().code == EBUSY) busy++;
+        }
+      }
+    });
+  }
+  go = true;
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(busy.load(), kThreads * (kOps / 50));
+
+  const uint32_t shared_refs = 1 + kThreads * kOps / 2;
+  auto check = [&] {
+    EXPECT_EQ(index_->stats().paths, uint64_t{1} + kThreads * kOps);
+    EXPECT_EQ(refs(shared), shared_refs);
+    for (int t = 0; t < kThreads; ++t) {
+      for (int i = 0; i < kOps; ++i) {
+        auto e = index_->get_path("t" + std::to_string(t) + "/f" + std::to_string(i));
+        ASSERT_TRUE(e);
+        EXPECT_EQ(e->sha256, i % 2 ? shared : sha(t * 1000 + i + 1));
+      }
+    }
+  };
+  check();
+  index_.reset();
+  size_t txn_after;
+  {
+    RawEnv raw(env_dir_);
+    txn_after = raw.last_txnid();
+  }
+  const size_t writes = kThreads * kOps + kThreads * (kOps / 50);
+  const size_t txns = txn_after - txn_before;
+  RecordProperty("write_ops", static_cast<int>(writes));
+  RecordProperty("write_txns", static_cast<int>(txns));
+  std::printf("group commit: %zu write ops in %zu transactions\n", writes, txns);
+  EXPECT_LT(txns, writes) << "concurrent writes must share transactions";
+  reopen();  // every acknowledged write is on disk
+  check();
+}
+
+TEST_F(IndexTest, TheMapGrowsWhenFull) {
+  reopen(64 * 1024);
+  const std::string etag(200, 'e');  // fatter records: more pages per entry
+  int i = 0;
+  for (; i < 2000; ++i) {
+    auto r = index_->put_path("some/long/directory/name/file" + std::to_string(i),
+                              entry(sha(i % 10), 1, etag));
+    ASSERT_TRUE(r) << i << ": " << r.error().message;
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat((env_dir_ + "/data.mdb").c_str(), &st), 0);
+  EXPECT_GT(st.st_size, 64 * 1024) << "the data outgrew the initial map";
+  EXPECT_EQ(index_->stats().paths, 2000u);
+  // A reopen with the small configured map must still see everything.
+  reopen(64 * 1024);
+  EXPECT_EQ(index_->stats().paths, 2000u);
+  EXPECT_EQ(refs(sha(3)), 200u);
+  ASSERT_TRUE(index_->put_path("after/reopen", entry(sha(3), 1)));
+}
+
+// netbootfsctl and the mount share the index: when one grows the map, the
+// other must adopt the new size instead of failing every transaction.
+TEST_F(IndexTest, AMapGrownByAnotherProcessIsAdopted) {
+  reopen(64 * 1024);
+  ASSERT_TRUE(index_->put_path("before", entry(sha(1), 1)));
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child never touches the parent's environment, and leaves with
+    // _exit so that no destructor does either.
+    Index::Options o;
+    o.map_size = 64 * 1024;
+    auto other = Index::open(env_dir_, o);
+    if (!other) ::_exit(2);
+    for (int i = 0; i < 1500; ++i) {
+      if (!(*other)->put_path("child/" + std::to_string(i) + std::string(100, 'c'),
+                              entry(sha(i), 1, std::string(200, 'e')))) {
+        ::_exit(3);
+      }
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  struct stat st {};
+  ASSERT_EQ(::stat((env_dir_ + "/data.mdb").c_str(), &st), 0);
+  ASSERT_GT(st.st_size, 64 * 1024) << "the child must have outgrown our map";
+
+  EXPECT_TRUE(index_->get_path("before"));
+  EXPECT_EQ(index_->stats().paths, 1501u);
+  ASSERT_TRUE(index_->put_path("after", entry(sha(1), 1)));
+  EXPECT_EQ(refs(sha(1)), 3u);  // "before", "after" and child/1
+}
+
+TEST_F(IndexTest, TheMapGrowsUnderConcurrentWriters) {
+  reopen(64 * 1024);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        auto r = index_->put_path(
+            "w" + std::to_string(t) + "/" + std::to_string(i) + std::string(100, 'p'),
+            entry(sha(t * 1000 + i), 1, std::string(100, 'e')));
+        if (!r) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  reopen(64 * 1024);
+  EXPECT_EQ(index_->stats().paths, 1200u);
+  EXPECT_EQ(index_->stats().blobs, 1200u);
+}
+
+}  // namespace
+}  // namespace netbootfs::cache
