@@ -70,7 +70,7 @@ _cleanup() {
   for m in "${_mounts[@]}"; do
     if any_mount "$m"; then
       timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 fusermount3 -uz "$m" 2>/dev/null \
-        || echo "cleanup: could not unmount $m" >&2
+        || ! any_mount "$m" || echo "cleanup: could not unmount $m" >&2
     fi
   done
   # Background jobs of this shell (readers, clients) and their children.
@@ -135,6 +135,23 @@ with_timeout() {
   [ $rc -ne 124 ] && [ $rc -ne 137 ] || echo "timed out after ${limit}s: $*" >&2
   return $rc
 }
+
+# The commands tests use on the mount never block forever: a wedged daemon
+# turns into a "timed out" failure, not a hung test. IO_TIMEOUT (120 s) bounds each.
+for _cmd in cat cmp md5sum sha256sum stat ls find getfattr; do
+  eval "$_cmd() { with_timeout \"\${IO_TIMEOUT:-120}\" $_cmd \"\$@\"; }"
+done
+unset _cmd
+
+# A deadline for the whole test (E2E_DEADLINE, 300 s; 0 = none): past it the
+# test shell and its direct children (the command it waits for) get SIGTERM,
+# and the EXIT trap cleans up as usual.
+if [ "${E2E_DEADLINE:-300}" != 0 ]; then
+  ( sleep "${E2E_DEADLINE:-300}"
+    echo "FAIL [$_test_name]: over the ${E2E_DEADLINE:-300}s deadline" >&2
+    kill -TERM $$
+    pkill -TERM -P $$ ) </dev/null >/dev/null &
+fi
 
 # now_ms: monotonic-enough wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
