@@ -107,6 +107,7 @@ struct Fetcher::PathState {
 
 struct Fetcher::Listing {
   bool available = false;
+  int error = 0;  // when not available: ENOENT/EACCES (upstream said so) or EIO (unreachable)
   int64_t fetched_ms = 0;
   std::vector<ListingEntry> entries;  // sorted by name
   const ListingEntry* find(std::string_view name) const {
@@ -852,6 +853,7 @@ void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
       }
     } else {
       log()->debug("no listing for '{}': {} {} {}", dir, http::to_string(o), h.status, detail);
+      listing->error = errno_for(o, h.status);
     }
     std::vector<std::function<void()>> waiters;
     {
@@ -1527,7 +1529,9 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
       }
     }
     if (!path.empty() && names.empty() && !(listing && listing->available)) {
-      cb(Error{ENOENT, "no listing and nothing cached"});
+      // "Unreachable" must not read as "absent".
+      const int err = listing && listing->error == EIO ? EIO : ENOENT;
+      cb(Error{err, "no listing and nothing cached"});
       return;
     }
     std::vector<DirEntry> out;
