@@ -226,7 +226,9 @@ struct Fetcher::Impl {
     return Attr{false, v->size(), v->mtime(), v};
   }
 
-  void lookup(const std::string& path, Fetcher::AttrCallback cb);
+  // `listing_fetched`: the parent's listing was fetched for this lookup, so
+  // it is used whatever its age (with listing_ttl=0 it is never "fresh").
+  void lookup(const std::string& path, Fetcher::AttrCallback cb, bool listing_fetched = false);
   void with_listing(const std::string& dir, std::function<void()> then);
   void fetch_listing(const std::string& dir);
   void start_head(const std::string& path, PathState& ps);
@@ -668,7 +670,8 @@ std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const std::string& path
 
 // --- Impl: lookup -----------------------------------------------------------
 
-void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
+void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
+                           bool listing_fetched) {
   if (path.empty()) {
     cb(Attr{true, 0, 0, nullptr});
     return;
@@ -725,7 +728,7 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
   }
   PathState& pps = state(parent);
   const bool listing_fresh =
-      pps.listing && now - pps.listing->fetched_ms < opt.listing_ttl.count();
+      pps.listing && (listing_fetched || now - pps.listing->fetched_ms < opt.listing_ttl.count());
   if (!listing_fresh) {
     if (ps.current) {
       // Answer from the cache at once; open revalidates anyway. Refresh the
@@ -737,7 +740,7 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb) {
       return;
     }
     lk.unlock();
-    with_listing(parent, [this, path, cb = std::move(cb)]() mutable { lookup(path, cb); });
+    with_listing(parent, [this, path, cb = std::move(cb)]() mutable { lookup(path, cb, true); });
     return;
   }
   const Listing& listing = *pps.listing;
