@@ -10,7 +10,8 @@
 #     --no-fuzz        skip the bounded libFuzzer run of the rewrite engine
 #     --no-package     skip building, linting and trying the Debian package
 #   FUZZ_SECONDS (default 30) bounds the fuzzer run.
-#   BUILD_DIR (default build) chooses the build directory.
+#   BUILD_DIR (default build) chooses the build directory; ASAN_BUILD_DIR
+#   (build-asan) and TSAN_BUILD_DIR (build-tsan) those of the sanitizer passes.
 # The last line is "N passed, N failed"; the exit status is non-zero on any
 # failure (a failed build included).
 set -euo pipefail
@@ -44,11 +45,11 @@ passed=0 failed=0 skipped=0 failures=()
 build_tier() {
   local name=$1 dir=$2; shift 2
   echo "== building $name ($dir)"
-  if configure_and_build "$dir" "$@" >"$dir.build.log" 2>&1 || { mkdir -p "$dir"; false; }; then
-    rm -f "$dir.build.log"
+  mkdir -p "$dir"
+  if configure_and_build "$dir" "$@" >"$dir/check-build.log" 2>&1; then
     return 0
   fi
-  tail -n 60 "$dir.build.log"
+  tail -n 60 "$dir/check-build.log"
   failed=$((failed + 1))
   failures+=("build $name")
   return 1
@@ -90,13 +91,13 @@ if build_tier "default" "$build"; then
   fi
 fi
 if [ $sanitizers = 1 ]; then
-  if build_tier "ASan+UBSan" build-asan -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=address,undefined; then
+  if build_tier "ASan+UBSan" "${ASAN_BUILD_DIR:-build-asan}" -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=address,undefined; then
     ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
-      run_tier "unit tests under ASan+UBSan" build-asan -L unit -j "$(nproc)"
+      run_tier "unit tests under ASan+UBSan" "${ASAN_BUILD_DIR:-build-asan}" -L unit -j "$(nproc)"
   fi
-  if build_tier "TSan" build-tsan -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=thread; then
+  if build_tier "TSan" "${TSAN_BUILD_DIR:-build-tsan}" -DCMAKE_BUILD_TYPE=Debug -DNETBOOTFS_SANITIZE=thread; then
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-      run_tier "unit tests under TSan" build-tsan -L unit -j "$(nproc)"
+      run_tier "unit tests under TSan" "${TSAN_BUILD_DIR:-build-tsan}" -L unit -j "$(nproc)"
   fi
 fi
 
