@@ -28,10 +28,22 @@ stop_mount "$T/mnt"
 # With the default rule (proxy_host differs from the upstream host), ls fetches
 # exactly the files the rule selects, and nothing else.
 : >"$NGINX_LOG"
+# A menu that names the upstream host, so the rule has something to rewrite.
+printf 'DEFAULT linux\nLABEL linux\n  KERNEL http://127.0.0.1:%s/images/linux\n' "$NGINX_PORT" \
+  >"$T/up/pxelinux.cfg/default"
 CACHE_DIR=$T/cache2 start_mount "$NGINX_URL" "$T/mnt" "proxy_host=proxy.example.net"
 with_timeout 30 ls -lR "$T/mnt" >/dev/null || fail "ls -lR failed with rewrite rules"
 grep -E '^GET ' "$NGINX_LOG" | grep -vE '^GET [^ ]*/ ' | awk '{print $2}' | sort >"$T/bodies"
 printf '%s\n' /grub/grub.cfg /pxelinux.cfg/01-52-54-00-12-34-56 /pxelinux.cfg/default >"$T/want_bodies"
 diff "$T/want_bodies" "$T/bodies" || fail "ls with rewrite rules fetched other bodies than the matching files"
+# With rewritten files in the cache, the mount still shows exactly upstream's
+# names (no internal cache entries leak into a listing), also after a remount.
+stop_mount "$T/mnt"
+CACHE_DIR=$T/cache2 start_mount "$NGINX_URL" "$T/mnt" "proxy_host=proxy.example.net"
+(cd "$T/up" && find . -mindepth 1 -printf '%y %P\n' | sort) >"$T/want_names"
+(cd "$T/mnt" && find . -mindepth 1 -printf '%y %P\n' 2>"$T/find.err" | sort) >"$T/got_names" || true
+[ ! -s "$T/find.err" ] || fail "with rewritten files cached, walking the mount failed: $(cat -v "$T/find.err")"
+diff "$T/want_names" "$T/got_names" | cat -v >&2 && [ "${PIPESTATUS[0]}" -eq 0 ] \
+  || fail "with rewritten files cached, the mount lists other names than upstream (< upstream, > mount)"
 check_daemon_log
 pass "$(wc -l <"$T/got") entries right, no bodies, no HEADs; with rules only the 3 matching menus"
