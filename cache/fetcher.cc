@@ -263,7 +263,8 @@ struct Fetcher::Impl {
     std::string note;
   };
   static std::string derived_key(const std::string& fp, const std::string& source_sha) {
-    return "\x01filtered/" + fp + "/" + source_sha;
+    // Split literal: "\x01f..." would read as the single byte 0x1F.
+    return std::string("\x01") + "filtered/" + fp + "/" + source_sha;
   }
   Result<Derived> derive(const ContentFilter& filter, const std::string& path,
                          const PathEntry& source);

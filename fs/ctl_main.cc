@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -54,6 +55,10 @@ int cmd_ls(const std::string& dir, const std::string& path, bool json) {
     prefix = p.value();
   }
   auto entries = (*index)->list_paths(prefix);
+  // Internal entries (rewritten outputs, keyed "\x01...") are not paths of the tree.
+  entries.erase(std::remove_if(entries.begin(), entries.end(),
+                               [](const auto& e) { return !e.first.empty() && e.first[0] == '\x01'; }),
+                entries.end());
   if (json) {
     auto out = nlohmann::json::array();
     for (const auto& [p, e] : entries) {
@@ -82,7 +87,10 @@ int cmd_ls(const std::string& dir, const std::string& path, bool json) {
 int cmd_status(const std::string& dir, bool json) {
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
-  const auto st = (*index)->stats();
+  auto st = (*index)->stats();
+  for (const auto& [p, e] : (*index)->list_paths()) {
+    if (!p.empty() && p[0] == '\x01') st.paths--;  // rewritten outputs: internal
+  }
   size_t tmp_files = 0;
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir + "/tmp", ec);
