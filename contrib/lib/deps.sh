@@ -7,6 +7,7 @@ netbootfs_packages=(
   libgtest-dev libgmock-dev libssl-dev libxml2-dev nlohmann-json3-dev libcli11-dev
   libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev
   nginx tftpd-hpa tftp-hpa atftp python3 curl attr bc psmisc procps iproute2 util-linux openssl squid
+  dnsmasq-base
 )
 
 install_deps() {
@@ -20,7 +21,9 @@ install_deps() {
     return 1
   fi
   # Installing nginx or tftpd-hpa must not start their services on ports 80
-  # and 69: the tests start their own on loopback.
+  # and 69: the tests start their own on loopback. (dnsmasq-base is the
+  # binary and its user without the service: the package dnsmasq would start
+  # one on port 53.)
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
