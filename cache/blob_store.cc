@@ -10,6 +10,8 @@
 #include <memory>
 #include <utility>
 
+#include "cache/util/crash_point.h"
+
 namespace netbootfs::cache {
 namespace {
 
@@ -179,6 +181,7 @@ Result<void> TempBlob::reset() {
 // --- BlobStore --------------------------------------------------------------
 
 Result<std::unique_ptr<BlobStore>> BlobStore::open(const std::string& cache_dir) {
+  crash_point_warn_if_armed();  // the daemon opens its store once, at start-up
   for (const auto& d : {cache_dir, cache_dir + "/blobs", cache_dir + "/tmp"}) {
     if (auto r = ensure_dir(d); !r) return r.error();
   }
@@ -219,6 +222,7 @@ Result<std::string> BlobStore::publish(TempBlob& tmp) {
   // Data before name: the rename must never make visible bytes that a power
   // loss could still take back. fdatasync also writes the file size.
   if (::fdatasync(tmp.fd()) != 0) return sys_error("fdatasync " + tmp.path_);
+  crash_point(CrashPoint::kTempSynced);
   const std::string sha = tmp.hash_.hex_digest();
   auto fail = [&](Error err) -> Result<std::string> {
     rehash(tmp.fd(), tmp.size_, tmp.hash_);
@@ -258,6 +262,9 @@ Result<std::string> BlobStore::publish(TempBlob& tmp) {
   }
   tmp.published_ = true;
   tmp.path_ = target;
+  // The blob is durable at its address (renamed here, or stored before);
+  // no index entry refers to it yet.
+  crash_point(CrashPoint::kBlobRenamed);
   return sha;
 }
 

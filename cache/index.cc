@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "cache/blob_store.h"  // is_sha256_hex
+#include "cache/util/crash_point.h"
 #include "cache/util/log.h"
 
 namespace netbootfs::cache {
@@ -338,6 +339,7 @@ struct Index::Impl {
     // With a full map, the first try is thrown away so the whole batch can
     // be replayed once the map has grown; the last try commits what fitted.
     if (map_full && !commit_when_full) return MDB_MAP_FULL;
+    crash_point(CrashPoint::kIndexBeforeCommit);
     rc = txn.commit();
     if (rc == MDB_MAP_FULL) map_full = true;
     return rc;
@@ -362,6 +364,8 @@ struct Index::Impl {
       if (rc != 0) {
         // Nothing of the batch was committed, whatever each op reported.
         for (auto& p : batch) p->result = mdb_error(rc, "index commit");
+      } else {
+        crash_point(CrashPoint::kIndexAfterCommit);
       }
       return;
     }
