@@ -181,6 +181,7 @@ struct Index::Impl {
   MDB_dbi paths = 0, blobs = 0, meta = 0;
   bool read_only = false;
   size_t max_key = 511;
+  size_t max_map_size = 0;  // 0: no limit
 
   // Lock order: env_gate -> env_mu. queue_mu is never held together with
   // either (the leader drops it before touching the environment); access_mu
@@ -376,7 +377,14 @@ struct Index::Impl {
   // Other processes notice on their next transaction (MDB_MAP_RESIZED).
   bool grow() {
     auto lk = own_env();
-    const size_t bigger = map_size * 2;
+    size_t bigger = map_size * 2;
+    if (max_map_size != 0 && bigger > max_map_size) {
+      if (map_size >= max_map_size) {
+        log()->error("index map full at its limit of {} KiB", max_map_size >> 10);
+        return false;
+      }
+      bigger = max_map_size;
+    }
     if (const int rc = mdb_env_set_mapsize(env, bigger); rc != 0) {
       log()->error("growing the index map to {} bytes: {}", bigger, mdb_strerror(rc));
       return false;
@@ -414,6 +422,7 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   }
   auto impl = std::make_unique<Impl>();
   impl->read_only = options.read_only;
+  impl->max_map_size = options.max_map_size;
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != 0) return mdb_error(rc, "mdb_env_create");

@@ -55,6 +55,11 @@ class Index {
   static constexpr uint32_t kSchemaVersion = 1;
   struct Options {
     size_t map_size = size_t{1} << 30;  // bytes of address space for the map
+    // The map doubles when full, up to this many bytes (0: no limit). Past
+    // it, a write that does not fit fails alone with ENOSPC, leaving nothing
+    // half-written; the index stays readable, and writes succeed again once
+    // there is room (a reopen with a higher limit).
+    size_t max_map_size = 0;
     bool read_only = false;
   };
 

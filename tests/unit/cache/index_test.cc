@@ -1,10 +1,12 @@
 // Index: records and their encoding, refcounts, prefix listing, the schema
 // check, group commit under concurrency, batched access times, persistence,
-// map growth and read-only use.
+// map growth (and its limit), a full disk, and read-only use.
 #include "cache/index.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <lmdb.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -525,6 +527,136 @@ TEST_F(IndexTest, TheMapGrowsUnderConcurrentWriters) {
   reopen(64 * 1024);
   EXPECT_EQ(index_->stats().paths, 1200u);
   EXPECT_EQ(index_->stats().blobs, 1200u);
+}
+
+// Sums the refcounts of every blob record: with one path per put, it must
+// equal the number of paths (a half-applied put would break it).
+uint64_t total_refs(const Index& index) {
+  uint64_t n = 0;
+  for (const auto& [s, b] : index.list_blobs()) n += b.refs;
+  return n;
+}
+
+// A map that may not grow past its limit: the write that does not fit fails
+// alone with ENOSPC and leaves nothing behind; the index stays readable, and
+// once there is room again (a higher limit) writes succeed.
+TEST_F(IndexTest, AFullMapAtItsLimitFailsTheWriteWithEnospcCleanly) {
+  index_.reset();
+  Index::Options o;
+  o.map_size = 64 * 1024;
+  o.max_map_size = 256 * 1024;  // two doublings, then the limit
+  auto idx = Index::open(env_dir_, o);
+  ASSERT_TRUE(idx) << idx.error().message;
+  index_ = std::move(idx).value();
+  const std::string etag(200, 'e');
+  auto name = [](int i) { return "full/" + std::to_string(i) + std::string(100, 'p'); };
+  int stored = 0;
+  Result<void> r;
+  for (; stored < 5000; ++stored) {
+    r = index_->put_path(name(stored), entry(sha(stored % 10), 1, etag));
+    if (!r) break;
+  }
+  ASSERT_FALSE(r) << "a 256 KiB map held 5000 fat entries";
+  EXPECT_EQ(r.error().code, ENOSPC) << r.error().message;
+  ASSERT_GT(stored, 100) << "the map did not grow up to its limit";
+  EXPECT_FALSE(index_->get_path(name(stored))) << "the failed put left its entry";
+  EXPECT_EQ(index_->stats().paths, static_cast<uint64_t>(stored));
+  EXPECT_EQ(total_refs(*index_), static_cast<uint64_t>(stored)) << "the failed put moved a ref";
+  // Still full: the same write fails the same way, reads still work.
+  auto again = index_->put_path(name(stored), entry(sha(1), 1, etag));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ENOSPC);
+  EXPECT_TRUE(index_->get_path(name(0)));
+  struct stat st {};
+  ASSERT_EQ(::stat((env_dir_ + "/data.mdb").c_str(), &st), 0);
+  EXPECT_LE(st.st_size, 256 * 1024) << "the map grew past its limit";
+
+  // Even a delete copies pages (LMDB reuses freed pages only two commits
+  // later), so at the limit removals may fail too, but only with ENOSPC and
+  // without half-applying.
+  for (int i = 0; i < 20; ++i) {
+    auto rm = index_->remove_path(name(i));
+    if (!rm) {
+      EXPECT_EQ(rm.error().code, ENOSPC) << rm.error().message;
+    }
+  }
+  EXPECT_EQ(total_refs(*index_), index_->stats().paths);
+
+  // A higher limit: the map grows again and takes what did not fit.
+  index_.reset();
+  o.max_map_size = 1024 * 1024;
+  idx = Index::open(env_dir_, o);
+  ASSERT_TRUE(idx) << idx.error().message;
+  index_ = std::move(idx).value();
+  ASSERT_TRUE(index_->put_path(name(stored), entry(sha(1), 1, etag)));
+  for (int i = stored + 1; i < stored + 1 + stored; ++i) {
+    auto w = index_->put_path(name(i), entry(sha(i % 10), 1, etag));
+    ASSERT_TRUE(w) << i << ": " << w.error().message;
+  }
+  EXPECT_EQ(total_refs(*index_), index_->stats().paths);
+  ASSERT_TRUE(index_->remove_path(name(0)));
+}
+
+// The disk under the index fills up (the map itself has room): the commit
+// fails with ENOSPC, nothing of it is kept, and once space is freed the same
+// write succeeds on the same open index, and a reopen sees a sound index.
+TEST_F(IndexTest, ADiskFullCommitFailsWithEnospcAndLaterWritesWork) {
+  index_.reset();
+  const std::string small = dir_ + "/small";
+  ASSERT_EQ(::mkdir(small.c_str(), 0755), 0);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=512k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{small};
+  {
+    Index::Options o;
+    o.map_size = 8 * 1024 * 1024;  // larger than the disk: the disk fills first
+    auto idx = Index::open(small + "/index", o);
+    ASSERT_TRUE(idx) << idx.error().message;
+    auto& index = *idx.value();
+    const std::string etag(200, 'e');
+    auto name = [](int i) { return "disk/" + std::to_string(i) + std::string(100, 'p'); };
+    ASSERT_TRUE(index.put_path(name(0), entry(sha(0), 1, etag)));
+    // Fill what is left of the disk.
+    const std::string filler_path = small + "/filler";
+    {
+      const int fd = ::open(filler_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      ASSERT_GE(fd, 0);
+      const std::string chunk(4096, 'x');
+      while (::write(fd, chunk.data(), chunk.size()) > 0) {
+      }
+      ::close(fd);
+    }
+    int stored = 1;
+    Result<void> r;
+    for (; stored < 3000; ++stored) {
+      r = index.put_path(name(stored), entry(sha(stored % 10), 1, etag));
+      if (!r) break;
+    }
+    ASSERT_FALSE(r) << "3000 entries fitted on a full disk";
+    EXPECT_EQ(r.error().code, ENOSPC) << r.error().message;
+    EXPECT_FALSE(index.get_path(name(stored)));
+    EXPECT_EQ(index.stats().paths, static_cast<uint64_t>(stored));
+    EXPECT_EQ(total_refs(index), static_cast<uint64_t>(stored));
+
+    ASSERT_EQ(::unlink(filler_path.c_str()), 0);
+    auto w = index.put_path(name(stored), entry(sha(1), 1, etag));
+    ASSERT_TRUE(w) << "the index did not recover from a full disk: " << w.error().message;
+    for (int i = stored + 1; i < stored + 50; ++i) {
+      ASSERT_TRUE(index.put_path(name(i), entry(sha(i % 10), 1, etag)));
+    }
+    stored += 50;
+    EXPECT_EQ(index.stats().paths, static_cast<uint64_t>(stored));
+  }
+  Index::Options o;
+  o.map_size = 8 * 1024 * 1024;
+  auto idx = Index::open(small + "/index", o);
+  ASSERT_TRUE(idx) << idx.error().message;
+  EXPECT_EQ(total_refs(**idx), (*idx)->stats().paths);
+  EXPECT_TRUE((*idx)->get_path("disk/0" + std::string(100, 'p')));
 }
 
 }  // namespace
