@@ -108,5 +108,36 @@ for spec in temp_synced:3 blob_renamed:2 index_before_commit:3 index_after_commi
   stop_mount "$M"
   note "$spec: remount consistent, ${#files[@]} files byte-identical"
 done
+
+# A crash during start-up recovery itself (its first write transaction), with
+# a leftover temp file and an orphan blob to clean: the daemon dies before
+# mounting, and the next start finishes the job.
+C=$T/cache-index_after_commit
+export CACHE_DIR=$C
+head -c 5000 /dev/urandom >"$C/tmp/dl-leftover"
+head -c 7000 /dev/urandom >"$T/orphan"
+osha=$(sha256sum "$T/orphan" | cut -d' ' -f1)
+mkdir -p "$C/blobs/${osha:0:2}"
+cp "$T/orphan" "$C/blobs/${osha:0:2}/$osha"
+echo "=== recovery crash" >>"$T/daemon.log"
+rc=0
+NETBOOTFS_CRASH_AT=index_before_commit:1 with_timeout 30 "$NBFS" "$NGINX_URL" "$M" -f \
+  -o "allow_other,cache_dir=$C,log_level=debug" >>"$T/daemon.log" 2>&1 || rc=$?
+[ $rc -eq 137 ] || fail "recovery crash: the daemon exited with status $rc, not by SIGKILL (137)"
+[ "$(grep -c "crash point index_before_commit reached" "$T/daemon.log")" -eq 2 ] \
+  || fail "recovery crash: the daemon died elsewhere"
+! live_mount "$M" || fail "recovery crash: the daemon mounted before its recovery ended"
+[ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "recovery crash: the orphan went before the crash point"
+start_mount "$NGINX_URL" "$M" read_stall_timeout=5
+[ -z "$(find "$C/tmp" -type f)" ] || soft_fail "recovery crash: temp files left: $(ls "$C/tmp")"
+[ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "recovery crash: the orphan blob is still there"
+[ -z "$(orphans)" ] || soft_fail "recovery crash: orphan blobs: $(orphans | tr '\n' ' ')"
+for f in "${files[@]}"; do
+  cmp "$T/up/$f" "$M/$f" || soft_fail "recovery crash: $f differs"
+done
+"$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "recovery crash: verify: $(cat "$T/verify.out")"
+stop_mount "$M"
+note "a crash inside start-up recovery: the next start cleans up, verify clean"
+
 check_daemon_log
-pass "4 crash points: recovery leaves no temp file, no orphan blob, every file byte-identical"
+pass "4 crash points and a crash inside recovery: no temp file, no orphan blob, every file byte-identical"
