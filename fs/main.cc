@@ -29,6 +29,7 @@
 #include "cache/recovery.h"
 #include "cache/util/log.h"
 #include "fs/fuse_fs.h"
+#include "fs/mount_checks.h"
 #include "fs/options.h"
 #include "fs/rewrite_filter.h"
 
@@ -76,34 +77,6 @@ Result<void> prepare_cache_dir(const std::string& dir) {
   return {};
 }
 
-// A netbootfs that died (kill -9, crash) leaves its mount behind: every
-// access answers ENOTCONN and a new mount on top would hide nothing but help
-// nobody. Detach such a mount of ours before mounting again.
-void detach_dead_mount(const std::string& mountpoint) {
-  // statfs always reaches the filesystem; stat may be answered from the
-  // kernel's attribute cache of a connection that is already gone.
-  struct statvfs sv {};
-  if (::statvfs(mountpoint.c_str(), &sv) == 0 || errno != ENOTCONN) return;
-  std::ifstream mounts("/proc/self/mounts");
-  std::string dev, dir, type, rest;
-  bool ours = false;
-  char resolved[PATH_MAX];
-  std::string want = mountpoint;
-  if (::realpath(fsys::path(mountpoint).parent_path().c_str(), resolved)) {
-    want = (fsys::path(resolved) / fsys::path(mountpoint).filename()).string();
-  }
-  while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
-    if (dir == want && type == "fuse.netbootfs") ours = true;
-  }
-  if (!ours) return;
-  if (::umount2(want.c_str(), MNT_DETACH) == 0) {
-    logger("main")->warn("detached a dead netbootfs mount on {}", want);
-    return;
-  }
-  const std::string cmd = "fusermount3 -uz '" + want + "' 2>/dev/null";
-  if (std::system(cmd.c_str()) == 0) logger("main")->warn("detached a dead netbootfs mount on {}", want);
-}
-
 struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
@@ -118,11 +91,13 @@ int fail(const std::string& msg) {
 int main(int argc, char** argv) {
   fs::MountOptions opts;
   fuse_args args{};
+  // libfuse's own complaints become part of our one line.
+  fs::FuseLogCapture fuse_log;
   auto parsed = fs::parse_mount_args(argc, argv, opts, args);
   if (!parsed) {
     fuse_opt_free_args(&args);
-    std::fprintf(stderr, "netbootfs: %s\n%s", parsed.error().message.c_str(), fs::usage_text());
-    return 1;
+    std::string detail = fs::fuse_error_line(fuse_log.text(), "");
+    return fail(parsed.error().message + (detail.empty() ? "" : ": " + detail));
   }
   if (opts.show_help) {
     std::fputs(fs::usage_text(), stdout);
@@ -139,16 +114,8 @@ int main(int argc, char** argv) {
   }
   setup_logging(opts, false);
   raise_nofile();
-  {
-    struct stat st {};
-    const int err = ::stat(opts.mountpoint.c_str(), &st) == 0 ? 0 : errno;
-    if (err != 0 && err != ENOTCONN) {  // ENOTCONN: our own dead mount, detached below
-      return fail("mountpoint " + opts.mountpoint + ": " + std::strerror(err));
-    }
-    if (err == 0 && !S_ISDIR(st.st_mode)) {
-      return fail("mountpoint " + opts.mountpoint + " is not a directory");
-    }
-  }
+  // An empty directory nobody mounted on; a dead mount of ours is detached.
+  if (auto r = fs::prepare_mountpoint(opts.mountpoint); !r) return fail(r.error().message);
 
   // The session parses the FUSE options: an unknown one fails here, before
   // anything touches the cache directory.
@@ -156,7 +123,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<fuse_session, SessionDeleter> se(
       fuse_session_new(&args, &fs::FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fsimpl));
   fuse_opt_free_args(&args);
-  if (!se) return fail("invalid FUSE options (see the line above)");
+  if (!se) return fail(fs::fuse_error_line(fuse_log.text(), "invalid FUSE options"));
+  fuse_log.release();
 
   auto filter = fs::load_rewrite_filter(opts);
   if (!filter) return fail(filter.error().message);
@@ -219,7 +187,6 @@ int main(int argc, char** argv) {
     fuse_session* se;
     ~HandlersGuard() { fuse_remove_signal_handlers(se); }
   } handlers{se.get()};
-  detach_dead_mount(opts.mountpoint);
   if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
     return fail("cannot mount on " + opts.mountpoint);
   }
