@@ -20,9 +20,12 @@ Control endpoints (never logged, never faulted):
 
 Fault fields: "path" (decoded request path, e.g. "/images/initrd" or "/dir/";
 "*" matches every path without a fault of its own), "mode", "times" (how many
-requests it applies to, default -1 = until cleared) and per mode:
+requests it applies to, default -1 = until cleared), "then" (optional: a fault
+object, without "path", that takes this one's place once its `times` are used
+up, e.g. a cut once followed by a cut at byte 0 for ever) and per mode:
 
-  cut            send `after` body bytes (default 0), then close
+  cut            send `after` body bytes (default 0), then close; with "reset":
+                 true, abort the connection with a TCP RST (unsent bytes dropped)
   short          send the body minus its last `missing` bytes (default 1), then close
   stall          send the headers and `after` body bytes, then hang
   stall_headers  read the request and never answer
@@ -33,7 +36,12 @@ requests it applies to, default -1 = until cleared) and per mode:
   big_headers    add a header of `size` bytes (default 262144)
   overlong       send `extra` bytes (default 16) beyond Content-Length, then close
   change         every request to the path flips between the file and `content`
-                 (its own ETag and Last-Modified), starting with the file
+                 (its own ETag and Last-Modified), starting with the file (or
+                 with `content` when "first" is 1)
+
+Redirect targets are any string: another path ("/other"), another server
+("http://127.0.0.1:PORT/x"), another scheme ("file:///etc/passwd"), or the path
+itself (a loop).
 
 Body modes (cut, short, stall, drip, overlong) apply to, and are used up by,
 GET answers that carry a body (200/206) only. A hang ends within ~0.2 s of the
@@ -52,6 +60,7 @@ import posixpath
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -75,13 +84,18 @@ class Faults:
         self.faults = {}
         self.log = []
 
-    def set(self, spec):
+    @staticmethod
+    def _prepare(spec):
         spec = dict(spec)
         spec.setdefault("times", -1)
         if spec["mode"] == "notfound_for":
             spec["until"] = time.monotonic() + float(spec.get("seconds", 1))
         if spec["mode"] == "change":
-            spec["flips"] = 0
+            spec["flips"] = 1 if int(spec.get("first", 0)) == 1 else 0
+        return spec
+
+    def set(self, spec):
+        spec = self._prepare(spec)
         with self.lock:
             self.faults[spec["path"]] = spec
             return self._public(spec)
@@ -111,12 +125,18 @@ class Faults:
             return spec
 
     def use(self, spec):
-        """Counts one application of `spec`; the last one removes it."""
+        """Counts one application of `spec`; the last one removes it (or puts
+        its "then" in its place)."""
         with self.lock:
             if spec["times"] > 0:
                 spec["times"] -= 1
                 if spec["times"] == 0 and self.faults.get(spec["path"]) is spec:
-                    del self.faults[spec["path"]]
+                    # In one step: no request in between sees the path unfaulted.
+                    if isinstance(spec.get("then"), dict):
+                        self.faults[spec["path"]] = self._prepare(
+                            dict(spec["then"], path=spec["path"]))
+                    else:
+                        del self.faults[spec["path"]]
 
     def flip(self, spec):
         """change: which version this request sees (0 = the file), then flips."""
@@ -280,8 +300,13 @@ class Handler(BaseHTTPRequestHandler):
                     spec = json.loads(body or b"{}")
                     if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
                         raise ValueError("a fault needs a string 'path'")
-                    if spec.get("mode") not in MODES:
-                        raise ValueError("mode must be one of " + ", ".join(sorted(MODES)))
+                    then = spec
+                    while then is not None:
+                        if then.get("mode") not in MODES:
+                            raise ValueError("mode must be one of " + ", ".join(sorted(MODES)))
+                        then = then.get("then")
+                        if then is not None and not isinstance(then, dict):
+                            raise ValueError("'then' must be a fault object")
                 except ValueError as e:
                     return self.simple(400, ("bad fault: %s\n" % e).encode())
                 spec = FAULTS.set(spec)
@@ -504,6 +529,13 @@ class Handler(BaseHTTPRequestHandler):
             self.hang()
         elif mode == "overlong":
             self.write(b"X" * int(fault.get("extra", 16)))
+        elif mode == "cut" and fault.get("reset"):
+            # Linger 0: close() sends a RST instead of a FIN. The socket is
+            # closed here; the server's own shutdown/close of it then fail
+            # harmlessly.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
         if mode is not None:
             self.close_connection = True
 
