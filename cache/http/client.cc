@@ -167,7 +167,7 @@ Outcome outcome_of(CURLcode code) {
 
 // Owned by the worker thread from the moment it leaves the queue.
 struct Transfer {
-  enum class Stop { kNone, kSinkRefused, kProtocol };
+  enum class Stop { kNone, kSinkRefused, kProtocol, kStalled };
 
   uint64_t id = 0;
   Request req;
@@ -183,6 +183,11 @@ struct Transfer {
   bool has_location = false;
 
   bool head_delivered = false;
+  bool retried_fresh = false;  // replayed once on a new connection (retry_fresh)
+  // on_progress: no byte for idle_limit once the request is sent = a stall.
+  std::chrono::milliseconds idle_limit{0};
+  curl_off_t last_received = -1;
+  std::chrono::steady_clock::time_point last_change{};
   bool cancelled = false;  // cancel() from a callback: refuse further bytes
   Stop stop = Stop::kNone;
   std::string detail;
@@ -305,6 +310,32 @@ size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   return t->cancelled ? 0 : len;
 }
 
+// libcurl's low-speed check averages the rate over the last ~5 s, so a body
+// that stops after a burst counts as slow only seconds after low_speed_time.
+// This watches for "no byte at all" directly: a transfer that was sent (the
+// connect phase has its own timeout) and then receives nothing for
+// low_speed_time is stopped as a timeout. Called about once a second when idle.
+int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t /*ultotal*/,
+                curl_off_t /*ulnow*/) {
+  auto* t = static_cast<Transfer*>(user);
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow != t->last_received) {
+    t->last_received = dlnow;
+    t->last_change = now;
+    return 0;
+  }
+  if (t->idle_limit.count() <= 0 || now - t->last_change < t->idle_limit) return 0;
+  curl_off_t sent_at = 0;
+  if (curl_easy_getinfo(t->easy.get(), CURLINFO_PRETRANSFER_TIME_T, &sent_at) != CURLE_OK ||
+      sent_at <= 0) {
+    t->last_change = now;  // still connecting: connect_timeout's business
+    return 0;
+  }
+  t->stop = Transfer::Stop::kStalled;
+  t->detail = "no byte received for " + std::to_string(t->idle_limit.count() / 1000.0) + " s";
+  return 1;
+}
+
 }  // namespace
 
 const char* to_string(Outcome outcome) {
@@ -417,6 +448,11 @@ struct Client::Impl {
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.connect_timeout.count()));
     set(CURLOPT_LOW_SPEED_LIMIT, options.low_speed_limit);
     set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
+    t->idle_limit = options.low_speed_time;
+    t->last_change = std::chrono::steady_clock::now();
+    set(CURLOPT_XFERINFOFUNCTION, on_progress);
+    set(CURLOPT_XFERINFODATA, static_cast<void*>(t));
+    set(CURLOPT_NOPROGRESS, 0L);
     if (head_only || t->req.body_in_memory) {
       set(CURLOPT_TIMEOUT_MS, static_cast<long>(options.request_timeout.count()));
     }
@@ -495,6 +531,8 @@ struct Client::Impl {
       }
     } else if (t->stop == Transfer::Stop::kProtocol) {
       outcome = Outcome::kProtocol;
+    } else if (t->stop == Transfer::Stop::kStalled) {
+      outcome = Outcome::kTimeout;
     } else if (t->stop == Transfer::Stop::kSinkRefused) {
       outcome = Outcome::kAborted;
     } else if (code == CURLE_OK && !t->head_delivered) {
@@ -531,6 +569,53 @@ struct Client::Impl {
     finish(std::move(t), CURLE_OK, true);
   }
 
+  // A reused connection can fail a request before its status line: the
+  // server closed it while idle, or an earlier response sent more than its
+  // Content-Length and the surplus sits where this answer should be (curl:
+  // "Received HTTP/0.9"). Nothing of this request was seen, so it is replayed
+  // once on a new connection rather than failing a file whose upstream is
+  // fine. True when replayed.
+  bool retry_fresh(Transfer* t, CURLcode code) {
+    if (t->retried_fresh || t->cancelled || t->head_delivered || t->head.status != 0 ||
+        t->stop != Transfer::Stop::kNone) {
+      return false;
+    }
+    switch (code) {
+      case CURLE_UNSUPPORTED_PROTOCOL:  // "Received HTTP/0.9" before curl 8
+      case CURLE_WEIRD_SERVER_REPLY:
+      case CURLE_GOT_NOTHING:
+      case CURLE_RECV_ERROR:
+      case CURLE_SEND_ERROR:
+        break;
+      default:
+        return false;
+    }
+    long new_connections = -1;
+    char* ip = nullptr;
+    CURL* e = t->easy.get();
+    if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &new_connections) != CURLE_OK ||
+        new_connections != 0 || curl_easy_getinfo(e, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK || !ip ||
+        !*ip) {
+      return false;  // a connection of its own failed it, or none was made
+    }
+    curl_multi_remove_handle(multi.get(), e);
+    http_log()->debug("{} {}: {} on a reused connection; retrying on a new one", t->method(),
+                      t->req.url, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
+    t->retried_fresh = true;
+    t->head = Head{};
+    t->content_encoding.clear();
+    t->has_location = false;
+    t->errbuf[0] = '\0';
+    t->last_received = -1;
+    t->last_change = std::chrono::steady_clock::now();
+    if (curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK ||
+        curl_multi_add_handle(multi.get(), e) != CURLM_OK) {
+      t->added = false;
+      return false;
+    }
+    return true;
+  }
+
   void reap() {
     int left = 0;
     while (CURLMsg* msg = curl_multi_info_read(multi.get(), &left)) {
@@ -540,6 +625,7 @@ struct Client::Impl {
       const CURLcode code = msg->data.result;
       auto it = raw ? active.find(raw->id) : active.end();
       if (it == active.end()) continue;
+      if (retry_fresh(it->second.get(), code)) continue;
       auto t = std::move(it->second);
       active.erase(it);
       finish(std::move(t), code, false);

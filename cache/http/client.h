@@ -9,16 +9,21 @@
 //   in order, then on_done exactly once (also after cancel(), an abort from the
 //   sink, or ~Client). Callbacks must not block for long and must not call back
 //   into the Client except start()/cancel(), which are safe from callbacks.
-// - Connections are reused between requests to the same host. No
+// - Connections are reused between requests to the same host. A request that
+//   fails on a reused connection before any status line arrived (a keep-alive
+//   the server had closed, or bytes a previous response sent beyond its
+//   Content-Length) is replayed once on a new connection. No
 //   Accept-Encoding is sent; a response that carries a Content-Encoding is
 //   refused (Outcome::kProtocol): the bytes must be the file's.
 // - Only http and https URLs are fetched, including redirect targets; at most
 //   Options::max_redirects redirects are followed. TLS peers are verified
 //   unless Options::insecure.
 // - Timeouts: connect_timeout for connecting; low_speed_limit/low_speed_time
-//   for every transfer (a stalled body); request_timeout as a total limit only
-//   for HEAD and in-memory requests, never for streamed bodies (a slow 1 GB
-//   download must not be killed for taking long).
+//   for every transfer (a stalled body: once the request is sent, no byte at
+//   all for low_speed_time is a kTimeout, however fast the bytes before came;
+//   a rate under the limit is libcurl's averaged check); request_timeout as a
+//   total limit only for HEAD and in-memory requests, never for streamed
+//   bodies (a slow 1 GB download must not be killed for taking long).
 // - Outcome tells how the exchange ended; the HTTP status is in Head::status.
 //   An HTTP error status (404, 500...) is Outcome::kOk with that status: the
 //   caller decides what a status means.

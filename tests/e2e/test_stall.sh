@@ -10,7 +10,9 @@ head -c 3000000 /dev/urandom >"$T/up/images/probed"
 start_fault_server "$T/up"
 start_mount "$FAULT_URL" "$T/mnt" "read_stall_timeout=3,low_speed_time=1"
 ls "$T/mnt/images" >/dev/null
-fault '{"path":"/images/stalls","mode":"stall","after":500000}'
+# 500000 bytes, then nothing on every resume (a stall that gives 500000 more
+# bytes per resume would complete the file, correctly).
+fault '{"path":"/images/stalls","mode":"stall","after":500000,"times":1,"then":{"mode":"stall","after":0}}'
 python3 - "$T/mnt/images/stalls" >"$T/reader.out" <<'PY' || fail "reader: $(cat "$T/reader.out")"
 import errno, sys, time
 t0 = time.monotonic()

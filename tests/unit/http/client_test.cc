@@ -44,6 +44,7 @@ struct Reply {
   bool hang = false;                   // read the request and never answer
   size_t chunk = 0;                    // with pause: send the body in chunks ...
   std::chrono::milliseconds pause{0};  // ... this far apart
+  std::string extra;                   // sent after the body, beyond Content-Length
 };
 
 struct Seen {
@@ -249,6 +250,12 @@ class TestServer {
     if (reply.hang_after) {
       idle(30s);
       return false;
+    }
+    if (!reply.extra.empty()) {
+      // Overlong: the surplus stays unread on a connection the client may
+      // reuse; the next request's answer would come after it.
+      if (!send_all(fd, reply.extra.data(), reply.extra.size())) return false;
+      buffer->clear();
     }
     return !reply.cut_after && reply.send_length;
   }
@@ -817,6 +824,40 @@ TEST(Client, AStalledServerTimesOut) {
   EXPECT_LT(Clock::now() - t0, 2800ms);
 }
 
+// With the default limit of 1 B/s, libcurl's averaged rate alone would see a
+// stall after a fast burst only ~5 s late; no byte for low_speed_time is a
+// timeout whatever came before. A slow but steady body is not one.
+TEST(Client, NoByteForLowSpeedTimeAfterABurstTimesOut) {
+  TestServer server;
+  Reply burst;
+  burst.body = pattern(2000000);
+  burst.hang_after = 1000000;
+  server.on("burst", burst);
+  Reply steady;
+  steady.body = pattern(3000);
+  steady.chunk = 500;
+  steady.pause = 400ms;  // 2.4 s in all, never 1 s without a byte
+  server.on("steady", steady);
+  Options o = fast();
+  o.low_speed_limit = 1;
+  o.low_speed_time = 1s;
+  Client client(o);
+  const auto t0 = Clock::now();
+  auto stalled = std::make_shared<RecordingSink>();
+  auto slow = std::make_shared<RecordingSink>();
+  client.start(get(server.url("burst")), stalled);
+  client.start(get(server.url("steady")), slow);
+  ASSERT_TRUE(stalled->wait_done());
+  EXPECT_EQ(stalled->outcome_, Outcome::kTimeout) << stalled->detail_;
+  EXPECT_TRUE(is_transient(stalled->outcome_));
+  EXPECT_EQ(stalled->body_.size(), 1000000u);
+  EXPECT_GE(Clock::now() - t0, 900ms);
+  EXPECT_LT(Clock::now() - t0, 3500ms) << "the stall was seen late: " << stalled->detail_;
+  ASSERT_TRUE(slow->wait_done());
+  EXPECT_EQ(slow->outcome_, Outcome::kOk) << slow->detail_;
+  EXPECT_EQ(slow->body_, steady.body);
+}
+
 TEST(Client, TheTotalLimitSparesStreamedBodies) {
   TestServer server;
   Reply slow;
@@ -1066,6 +1107,33 @@ TEST(Client, SequentialRequestsReuseOneConnection) {
   client.fetch(get(server.url("menu")));
   EXPECT_EQ(server.requests().size(), 8u);
   EXPECT_EQ(server.connections(), 1);
+}
+
+// A server that sends more than Content-Length leaves bytes on the
+// connection: the next request on it must not read them as its answer (curl
+// says "Received HTTP/0.9"), and the surplus never reaches the sink.
+TEST(Client, BytesBeyondContentLengthDoNotPoisonTheNextRequest) {
+  TestServer server;
+  Reply overlong;
+  overlong.body = pattern(5000);
+  overlong.extra = std::string(4096, 'X');
+  server.on("overlong", overlong);
+  Reply menu;
+  menu.body = "menu";
+  server.on("menu", menu);
+  Client client(fast());
+  auto first = client.fetch(get(server.url("overlong")));
+  EXPECT_EQ(first.outcome, Outcome::kOk) << first.detail;
+  EXPECT_EQ(first.body, overlong.body);
+  for (int i = 0; i < 3; ++i) {
+    auto next = client.fetch(get(server.url(i == 1 ? "overlong" : "menu")));
+    EXPECT_EQ(next.outcome, Outcome::kOk) << i << ": " << next.detail;
+    EXPECT_EQ(next.head.status, 200) << i;
+    EXPECT_EQ(next.body, i == 1 ? overlong.body : menu.body) << i;
+  }
+  auto h = client.fetch(head(server.url("menu")));
+  EXPECT_EQ(h.outcome, Outcome::kOk) << h.detail;
+  EXPECT_EQ(h.head.content_length, 4u);
 }
 
 TEST(Client, AProxyIsUsedWhenConfigured) {
