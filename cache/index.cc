@@ -573,18 +573,29 @@ IndexStats Index::stats() const {
 }
 
 Result<void> Index::put_path(std::string path, PathEntry entry) {
+  std::vector<std::pair<std::string, PathEntry>> one;
+  one.emplace_back(std::move(path), std::move(entry));
+  return put_paths(std::move(one));
+}
+
+Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> entries) {
   // Validated before queuing: a bad op never reaches the write transaction.
-  if (auto r = impl_->check_path(path); !r) return r;
-  if (!is_sha256_hex(entry.sha256)) return Error{EINVAL, "not a sha256: " + entry.sha256};
-  return impl_->submit([this, path = std::move(path), entry = std::move(entry)](MDB_txn* t) {
-    auto old = impl_->get_path(t, path);
-    int rc = 0;
-    if (!old || old->sha256 != entry.sha256) {
-      if (old) rc = impl_->drop_ref(t, old->sha256);
-      if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
+  for (const auto& [path, entry] : entries) {
+    if (auto r = impl_->check_path(path); !r) return r;
+    if (!is_sha256_hex(entry.sha256)) return Error{EINVAL, "not a sha256: " + entry.sha256};
+  }
+  // One op, so one nested transaction: a failure part-way leaves nothing.
+  return impl_->submit([this, entries = std::move(entries)](MDB_txn* t) {
+    for (const auto& [path, entry] : entries) {
+      auto old = impl_->get_path(t, path);
+      int rc = 0;
+      if (!old || old->sha256 != entry.sha256) {
+        if (old) rc = impl_->drop_ref(t, old->sha256);
+        if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
+      }
+      if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode(entry));
+      if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
     }
-    if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode(entry));
-    if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
     return Result<void>();
   });
 }

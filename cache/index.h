@@ -77,6 +77,8 @@ class Index {
   IndexStats stats() const;
 
   Result<void> put_path(std::string path, PathEntry entry);
+  // Every entry in one transaction: all of them become visible, or none.
+  Result<void> put_paths(std::vector<std::pair<std::string, PathEntry>> entries);
   Result<void> remove_path(std::string path);
   Result<void> set_validated(std::string path, int64_t at);
   // Drops a blob entry; refused (EBUSY) while refs > 0.

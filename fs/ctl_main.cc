@@ -3,6 +3,8 @@
 // The index is opened read-only: LMDB lets the mount and this tool use the
 // same environment at the same time, so nothing here disturbs a live mount.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -13,6 +15,8 @@
 #include <string>
 
 #include "cache/blob_store.h"
+#include "cache/bundle.h"
+#include "cache/cache_lock.h"
 #include "cache/http/url.h"
 #include "cache/index.h"
 #include "cache/recovery.h"
@@ -131,9 +135,219 @@ int cmd_verify(const std::string& dir, bool json) {
   return problems.empty() ? 0 : 1;
 }
 
+// "--since" values: unix seconds ("@1700000000" or "1700000000"), a UTC date
+// ("2026-11-30") or a UTC time ("2026-11-30T12:00:00Z").
+Result<int64_t> parse_time(const std::string& s) {
+  std::string digits = !s.empty() && s[0] == '@' ? s.substr(1) : s;
+  if (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos) {
+    return static_cast<int64_t>(std::stoll(digits));
+  }
+  for (const char* fmt : {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"}) {
+    std::tm tm{};
+    const char* end = strptime(s.c_str(), fmt, &tm);
+    if (end && *end == '\0') return static_cast<int64_t>(timegm(&tm));
+  }
+  return Error{EINVAL, "bad time '" + s + "' (unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)"};
+}
+
+nlohmann::json summary_json(const cache::BundleSummary& s) {
+  return {{"entries", s.entries}, {"blobs", s.blobs}, {"bytes", s.bytes},
+          {"blobs_present", s.blobs_present}};
+}
+
+int cmd_export(const std::string& dir, const std::string& since_text, const std::string& file,
+               bool json) {
+  int64_t since = 0;
+  if (!since_text.empty()) {
+    auto t = parse_time(since_text);
+    if (!t) return fail(t.error().message);
+    since = *t;
+  }
+  auto index = open_index(dir);
+  if (!index) return fail(index.error().message);
+  auto blobs = cache::BlobStore::open(dir);
+  if (!blobs) return fail(blobs.error().message);
+  auto r = cache::export_bundle(**index, **blobs, since, file);
+  if (!r) return fail(r.error().message);
+  if (json) {
+    std::cout << summary_json(*r).dump(2) << "\n";
+  } else {
+    std::printf("exported %llu entries (%llu blobs, %llu bytes) to %s\n",
+                static_cast<unsigned long long>(r->entries),
+                static_cast<unsigned long long>(r->blobs),
+                static_cast<unsigned long long>(r->bytes), file.c_str());
+  }
+  return 0;
+}
+
+int cmd_import(const std::string& dir, const std::string& file, bool json) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return fail("cannot create " + dir + ": " + ec.message());
+  // Changing the cache under a running mount would leave it serving from a
+  // view of the index it no longer has: one writer at a time.
+  auto lock = cache::CacheLock::acquire(dir);
+  if (!lock) return fail(lock.error().message + "; unmount it first");
+  auto blobs = cache::BlobStore::open(dir);
+  if (!blobs) return fail(blobs.error().message);
+  auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
+  if (!index) return fail(index.error().message);
+  auto r = cache::import_bundle(**index, **blobs, file);
+  if (!r) return fail(r.error().message);
+  if (json) {
+    std::cout << summary_json(*r).dump(2) << "\n";
+  } else {
+    std::printf("imported %llu entries (%llu blobs, %llu bytes; %llu blobs already cached)\n",
+                static_cast<unsigned long long>(r->entries),
+                static_cast<unsigned long long>(r->blobs),
+                static_cast<unsigned long long>(r->bytes),
+                static_cast<unsigned long long>(r->blobs_present));
+  }
+  return 0;
+}
+
+// "--older-than" values: seconds, or a number with s, m, h or d.
+Result<int64_t> parse_duration(const std::string& s) {
+  size_t used = 0;
+  double n = 0;
+  try {
+    n = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = s.substr(used);
+  int64_t mul = 0;
+  if (unit.empty() || unit == "s") mul = 1;
+  if (unit == "m") mul = 60;
+  if (unit == "h") mul = 3600;
+  if (unit == "d") mul = 86400;
+  if (used == 0 || mul == 0 || n < 0) {
+    return Error{EINVAL, "bad duration '" + s + "' (e.g. 3600, 30m, 12h, 7d)"};
+  }
+  return static_cast<int64_t>(n * static_cast<double>(mul));
+}
+
+int cmd_stat(const std::string& dir, const std::string& path, bool json) {
+  auto index = open_index(dir);
+  if (!index) return fail(index.error().message);
+  auto p = http::normalize_rel_path(path);
+  if (!p) return fail("bad path '" + path + "': " + p.error().message);
+  auto e = (*index)->get_path(p.value());
+  if (!e) {
+    std::fprintf(stderr, "netbootfsctl: %s is not cached\n", p.value().c_str());
+    return 1;
+  }
+  auto blob = (*index)->get_blob(e->sha256);
+  if (json) {
+    std::cout << nlohmann::json{{"path", p.value()},
+                                {"size", e->size},
+                                {"sha256", e->sha256},
+                                {"etag", e->etag},
+                                {"last_modified", e->last_modified},
+                                {"validated_at", e->validated_at},
+                                {"last_access", blob ? blob->last_access : 0},
+                                {"blob_refs", blob ? blob->refs : 0}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::printf("path:          %s\nsize:          %llu\nsha256:        %s\netag:          %s\n"
+              "last-modified: %s\nvalidated:     %s\naccessed:      %s\nshared by:     %u path(s)\n",
+              p.value().c_str(), static_cast<unsigned long long>(e->size), e->sha256.c_str(),
+              e->etag.empty() ? "-" : e->etag.c_str(), iso_time(e->last_modified).c_str(),
+              iso_time(e->validated_at).c_str(), iso_time(blob ? blob->last_access : 0).c_str(),
+              blob ? blob->refs : 0u);
+  return 0;
+}
+
+// Removes entries from an unmounted cache, then the blobs (and the rewritten
+// outputs derived from them) that nothing refers to any more.
+int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, bool all,
+              const std::string& older_than, bool json) {
+  int64_t cutoff = 0;
+  if (!older_than.empty()) {
+    auto d = parse_duration(older_than);
+    if (!d) return fail(d.error().message);
+    cutoff = ::time(nullptr) - *d;
+  }
+  if (paths.empty() && !all && older_than.empty()) return fail("evict: name PATHs, --all or --older-than");
+  auto lock = cache::CacheLock::acquire(dir);
+  if (!lock) return fail(lock.error().message + "; unmount it first");
+  auto blobs = cache::BlobStore::open(dir);
+  if (!blobs) return fail(blobs.error().message);
+  auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
+  if (!index) return fail(index.error().message);
+  auto& ix = **index;
+
+  std::vector<std::string> victims;
+  std::vector<std::string> prefixes;
+  for (const auto& raw : paths) {
+    auto p = http::normalize_rel_path(raw);
+    if (!p) return fail("bad path '" + raw + "': " + p.error().message);
+    prefixes.push_back(p.value());
+  }
+  for (const auto& [p, e] : ix.list_paths()) {
+    if (!p.empty() && p[0] == '\x01') continue;  // internal: follows its source
+    bool hit = all;
+    for (const auto& pre : prefixes) {
+      if (p == pre || (p.size() > pre.size() && p.compare(0, pre.size(), pre) == 0 &&
+                       p[pre.size()] == '/')) {
+        hit = true;
+      }
+    }
+    if (!hit && cutoff > 0) {
+      auto b = ix.get_blob(e.sha256);
+      hit = !b || b->last_access < cutoff;
+    }
+    if (hit) victims.push_back(p);
+  }
+  uint64_t bytes = 0, removed_blobs = 0;
+  std::vector<std::string> touched;
+  for (const auto& p : victims) {
+    auto e = ix.get_path(p);
+    if (!e) continue;
+    if (auto r = ix.remove_path(p); !r) return fail(r.error().message);
+    touched.push_back(e->sha256);
+  }
+  // Rewritten outputs of a source blob that is gone are garbage too.
+  for (const auto& [key, e] : ix.list_paths("\x01filtered")) {
+    const auto slash = key.rfind('/');
+    const std::string source = key.substr(slash + 1);
+    auto b = ix.get_blob(source);
+    if (!b || b->refs == 0) {
+      if (ix.remove_path(key)) touched.push_back(e.sha256);
+    }
+  }
+  for (const auto& sha : touched) {
+    auto b = ix.get_blob(sha);
+    if (b && b->refs > 0) continue;
+    if (b && !ix.remove_blob(sha)) continue;
+    if (auto size = blobs.value()->blob_size(sha); size && blobs.value()->remove(sha)) {
+      bytes += *size;
+      removed_blobs++;
+    }
+  }
+  if (json) {
+    std::cout << nlohmann::json{{"entries", victims.size()}, {"blobs", removed_blobs}, {"bytes", bytes}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::printf("evicted %zu entries (%llu blobs, %llu bytes freed)\n", victims.size(),
+                static_cast<unsigned long long>(removed_blobs), static_cast<unsigned long long>(bytes));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Library logs go to stderr, warnings and worse only: stdout is the
+  // command's output (and --json must stay parseable).
+  auto log = std::make_shared<spdlog::logger>("netbootfsctl",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_level(spdlog::level::warn);
+  log->set_pattern("netbootfsctl: %l: %v");
+  spdlog::set_default_logger(log);
   CLI::App app{"Inspect a netbootfs cache directory, mounted or not.\n"
                "Exit codes: 0 success, 1 an inconsistency was found, 2 usage or I/O error."};
   std::string dir = "/var/cache/netbootfs";
@@ -141,12 +355,41 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dir", dir, "cache directory")->capture_default_str();
   app.add_flag("--json", json, "machine-readable output");
   app.require_subcommand(1);
+  app.fallthrough();  // --json and --cache-dir also after the command
 
   std::string ls_path;
   auto* ls = app.add_subcommand("ls", "list cached entries (path, size, sha256, etag, times)");
   ls->add_option("PATH", ls_path, "only entries at or below PATH");
   auto* status = app.add_subcommand("status", "print cache totals");
   auto* verify = app.add_subcommand("verify", "re-hash every blob and check index <-> blobs");
+  std::string export_file, export_since;
+  bool export_all = false;
+  auto* exp = app.add_subcommand(
+      "export", "write cached entries to a bundle (tar) for a site without a link to the server");
+  exp->add_option("FILE", export_file, "the bundle to write")->required();
+  auto* since_opt = exp->add_option(
+      "--since", export_since,
+      "only entries fetched or revalidated since TIME (unix seconds, YYYY-MM-DD[THH:MM:SSZ])");
+  auto* all_opt = exp->add_flag("--all", export_all, "every entry");
+  since_opt->excludes(all_opt);
+  exp->callback([&] {
+    if (export_since.empty() && !export_all) throw CLI::RequiredError("--since TIME or --all");
+  });
+  std::string stat_path;
+  auto* stat = app.add_subcommand("stat", "one cached entry: size, sha256, etag, times, sharing");
+  stat->add_option("PATH", stat_path, "a path of the tree")->required();
+  std::vector<std::string> evict_paths;
+  bool evict_all = false;
+  std::string evict_older;
+  auto* evict = app.add_subcommand(
+      "evict", "drop entries (and blobs nothing else uses) from an unmounted cache");
+  evict->add_option("PATH", evict_paths, "entries at or below PATH");
+  evict->add_flag("--all", evict_all, "every entry");
+  evict->add_option("--older-than", evict_older, "entries not read for this long (30m, 12h, 7d)");
+  std::string import_file;
+  auto* imp = app.add_subcommand(
+      "import", "add a bundle's entries to the cache, all or nothing (the cache must not be mounted)");
+  imp->add_option("FILE", import_file, "the bundle to read")->required();
 
   try {
     app.parse(argc, argv);
@@ -157,5 +400,9 @@ int main(int argc, char** argv) {
   if (*ls) return cmd_ls(dir, ls_path, json);
   if (*status) return cmd_status(dir, json);
   if (*verify) return cmd_verify(dir, json);
+  if (*stat) return cmd_stat(dir, stat_path, json);
+  if (*evict) return cmd_evict(dir, evict_paths, evict_all, evict_older, json);
+  if (*exp) return cmd_export(dir, export_since, export_file, json);
+  if (*imp) return cmd_import(dir, import_file, json);
   return 2;
 }

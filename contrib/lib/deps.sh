@@ -5,7 +5,7 @@ netbootfs_packages=(
   build-essential cmake ninja-build ccache pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev liblmdb-dev lmdb-utils robin-map-dev libspdlog-dev
   libgtest-dev libgmock-dev libssl-dev libxml2-dev nlohmann-json3-dev libcli11-dev
-  libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev
+  libtomlplusplus-dev libsystemd-dev libmicrohttpd-dev libarchive-dev
   nginx tftpd-hpa tftp-hpa atftp python3 curl attr bc psmisc procps iproute2 util-linux openssl squid
   dnsmasq-base
 )
