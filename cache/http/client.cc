@@ -156,6 +156,9 @@ Outcome outcome_of(CURLcode code) {
     case CURLE_BAD_CONTENT_ENCODING:
     case CURLE_FILESIZE_EXCEEDED:
     case CURLE_RANGE_ERROR:
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE:  // e.g. a header over libcurl's 100 KiB limit
+#endif
       return Outcome::kProtocol;
     default:
       // Out of memory, bad options, missing features: nothing the network did.
@@ -535,6 +538,11 @@ struct Client::Impl {
       outcome = Outcome::kTimeout;
     } else if (t->stop == Transfer::Stop::kSinkRefused) {
       outcome = Outcome::kAborted;
+    } else if (code == CURLE_OUT_OF_MEMORY && t->head.status != 0 && !t->head_delivered) {
+      // Before curl 8.6, headers over libcurl's 100 KiB limit end so: the
+      // response is at fault, not this process.
+      outcome = Outcome::kProtocol;
+      t->detail = "response headers too large";
     } else if (code == CURLE_OK && !t->head_delivered) {
       // No body and a head not yet seen as final (e.g. a 304 with a Location).
       if (t->head.status < 200) {

@@ -1136,6 +1136,31 @@ TEST(Client, BytesBeyondContentLengthDoNotPoisonTheNextRequest) {
   EXPECT_EQ(h.head.content_length, 4u);
 }
 
+// A 256 KiB header is over libcurl's limit: a refused response (not a local
+// failure, not worth retrying), and the connection still serves what follows.
+TEST(Client, AHugeHeaderIsAProtocolError) {
+  TestServer server;
+  Reply big;
+  big.body = "body";
+  big.headers = {"X-Padding: " + std::string(262144, 'x')};
+  server.on("big", big);
+  Reply menu;
+  menu.body = "menu";
+  server.on("menu", menu);
+  Client client(fast());
+  const auto t0 = Clock::now();
+  auto r = client.fetch(get(server.url("big")));
+  EXPECT_EQ(r.outcome, Outcome::kProtocol) << r.detail;
+  EXPECT_FALSE(is_transient(r.outcome));
+  EXPECT_TRUE(r.body.empty());
+  EXPECT_LT(Clock::now() - t0, 1500ms);
+  auto h = client.fetch(head(server.url("big")));
+  EXPECT_EQ(h.outcome, Outcome::kProtocol) << h.detail;
+  auto next = client.fetch(get(server.url("menu")));
+  EXPECT_EQ(next.outcome, Outcome::kOk) << next.detail;
+  EXPECT_EQ(next.body, "menu");
+}
+
 TEST(Client, AProxyIsUsedWhenConfigured) {
   TestServer proxy;
   Reply r;
