@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <random>
@@ -72,6 +74,37 @@ int errno_for(http::Outcome outcome, long status) {
   }
 }
 
+bool is_retryable(http::Outcome outcome, long status) {
+  if (outcome != http::Outcome::kOk) return http::is_transient(outcome);
+  switch (status) {
+    case 500:
+    case 502:
+    case 503:
+    case 504:
+    case 429: return true;
+    default: return false;
+  }
+}
+
+bool is_connection_failure(http::Outcome outcome) {
+  return outcome == http::Outcome::kConnectFailed || outcome == http::Outcome::kTimeout ||
+         outcome == http::Outcome::kTls;
+}
+
+std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budget_ms,
+                                  std::optional<int64_t> retry_after_s, double jitter) {
+  if (attempt < 0 || budget_ms <= 0) return std::nullopt;
+  const int64_t base = std::min<int64_t>(3200, int64_t{200} << std::min(attempt, 4));
+  jitter = std::clamp(jitter, 0.0, std::nextafter(1.0, 0.0));
+  int64_t delay = base / 2 + static_cast<int64_t>(jitter * static_cast<double>(base / 2));
+  // Upstream asked for more time: coming back earlier would only fail again.
+  if (retry_after_s && *retry_after_s > 0) {
+    delay = std::max<int64_t>(delay, std::min<int64_t>(*retry_after_s, 86400) * 1000);
+  }
+  if (elapsed_ms + delay >= budget_ms) return std::nullopt;
+  return delay;
+}
+
 // ---------------------------------------------------------------------------
 // Download: one upstream transfer of one path, shared by every reader.
 
@@ -91,6 +124,8 @@ struct Fetcher::PathState {
   bool is_dir = false;
   int64_t negative_until_ms = 0;
   int negative_errno = 0;
+  // First time upstream said the cached `current` is gone (missing_grace).
+  int64_t missing_since_ms = 0;
   // A request that will establish the current version (GET, conditional GET
   // or HEAD) and the callers waiting for it.
   std::shared_ptr<Download> pending;
@@ -133,7 +168,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
             std::shared_ptr<std::atomic<int64_t>> handle_progress);
   // Fails parked readers whose deadline passed; true while any remain.
   bool sweep(int64_t now, int64_t stall_ms);
-  size_t fail_all(int err);  // returns how many readers it answered
+  size_t fail_all(int err, const char* why = "shutting down");  // how many it answered
 
   Fetcher::Impl* impl_;
   const std::string path_;
@@ -160,6 +195,13 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   // on its content) or a response without Content-Length.
   bool whole_ = false;
   int write_errno_ = 0;         // the cache write that failed, if any
+  // Failed for a reason waiting cannot cure (the cache's disk): reads of
+  // missing bytes fail at once.
+  bool fatal_ = false;
+  // Retries before any size was reported (HTTP thread and timer only).
+  int attempts_ = 0;
+  int64_t first_try_ms_ = 0;
+  std::optional<int64_t> retry_after_;  // from the last refused resume
   std::vector<ReadWaiter> readers_;
   // Weak: the version owns its download while it is in flight, not the
   // other way round.
@@ -233,6 +275,27 @@ struct Fetcher::Impl {
   void fetch_listing(const std::string& dir);
   void start_head(const std::string& path, PathState& ps);
   void start_download(const std::string& path, PathState& ps, bool conditional);
+  // The requests behind them, sent again by retries (mu_ held). While
+  // upstream is down they fail at once without a request.
+  void send_listing(const std::string& dir, int attempt, int64_t first_ms);
+  void send_head(const std::string& path, int attempt, int64_t first_ms);
+  void send_download(const std::shared_ptr<Download>& dl);
+  // The delay before the next attempt of a request first sent at
+  // `first_ms`, or nullopt when it must fail now.
+  std::optional<int64_t> retry_delay(int attempt, int64_t first_ms, http::Outcome o, long status,
+                                     std::optional<int64_t> retry_after);
+  // missing_grace: true while the cached `current` may still be served
+  // although upstream says it is gone (mu_ held).
+  bool within_missing_grace(const std::string& path, PathState& ps, int64_t now);
+
+  // Upstream health.
+  std::mutex health_mu_;
+  int conn_failures_ = 0;  // consecutive, guarded by health_mu_
+  std::atomic<bool> down_{false};
+  bool down() const { return down_.load(std::memory_order_relaxed); }
+  void note_outcome(http::Outcome o);
+  void schedule_probe();
+  void marked_up();
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
   void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb);
   void open_resolved(const std::shared_ptr<FileVersion>& want,
@@ -241,12 +304,15 @@ struct Fetcher::Impl {
   // Download events.
   void on_download_head(const std::shared_ptr<Download>& dl);
   void on_download_early_failure(const std::shared_ptr<Download>& dl, http::Outcome outcome,
-                                 long status, const std::string& detail);
+                                 long status, std::optional<int64_t> retry_after,
+                                 const std::string& detail);
   void on_not_modified(const std::shared_ptr<Download>& dl);
   void on_download_body_done(const std::shared_ptr<Download>& dl, http::Outcome outcome,
                              const std::string& detail);
   void publish(const std::shared_ptr<Download>& dl);
-  void fail_download(const std::shared_ptr<Download>& dl, const std::string& why);
+  // `fatal`: the cache could not be written; parked readers fail at once.
+  void fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
+                     bool fatal = false);
   void try_resume(const std::shared_ptr<Download>& dl);
   void remove_cached(const std::string& path);
   void collect_garbage(const std::string& sha);
@@ -285,6 +351,11 @@ bool Download::on_head(const http::Head& head) {
     // stopped. Anything else means the validator changed (or Range is not
     // supported): the bytes would be another version's.
     if (head.status == 206 && head.range_start && *head.range_start == frontier_) return true;
+    if (is_retryable(http::Outcome::kOk, head.status)) {
+      // Upstream is busy or failing, not changed: on_done resumes again.
+      retry_after_ = head.retry_after;
+      return true;
+    }
     log()->warn("{}: resume refused by upstream (status {}): the file changed", path_, head.status);
     resume_refused_ = true;
     return false;
@@ -358,7 +429,7 @@ void Download::on_done(http::Outcome outcome, const http::Head& head, std::strin
     if (conditional_ && outcome == http::Outcome::kOk && head.status == 304) {
       impl_->on_not_modified(self);
     } else {
-      impl_->on_download_early_failure(self, outcome, head.status, detail);
+      impl_->on_download_early_failure(self, outcome, head.status, head.retry_after, detail);
     }
     return;
   }
@@ -376,6 +447,11 @@ void Download::read(uint64_t offset, size_t len, ReadCallback cb,
   }
   const uint64_t end = std::min<uint64_t>(offset + len, size);
   const bool ready = state_ == State::kComplete || (end < size && end <= frontier_);
+  if (!ready && state_ == State::kFailed && fatal_) {
+    lk.unlock();
+    cb(Error{EIO, "the download failed: the cache could not be written"});
+    return;
+  }
   if (!ready) {
     const int64_t stall = impl_->opt.read_stall_timeout.count();
     if (std::max(handle_progress->load(), last_progress_ms_) + stall <= now_ms()) {
@@ -416,13 +492,13 @@ bool Download::sweep(int64_t now, int64_t stall_ms) {
   return remaining;
 }
 
-size_t Download::fail_all(int err) {
+size_t Download::fail_all(int err, const char* why) {
   std::vector<ReadWaiter> all;
   {
     std::lock_guard lk(mu_);
     all.swap(readers_);
   }
-  for (auto& w : all) w.cb(Error{err, "shutting down"});
+  for (auto& w : all) w.cb(Error{err, why});
   return all.size();
 }
 
@@ -452,12 +528,14 @@ namespace {
 
 class TrackedSink : public http::Sink {
  public:
-  TrackedSink(std::shared_ptr<http::Sink> inner, std::function<void(uint64_t)> done)
-      : inner_(std::move(inner)), done_(std::move(done)) {}
+  TrackedSink(std::shared_ptr<http::Sink> inner, std::function<void(http::Outcome)> note,
+              std::function<void(uint64_t)> done)
+      : inner_(std::move(inner)), note_(std::move(note)), done_(std::move(done)) {}
   bool on_head(const http::Head& h) override { return inner_->on_head(h); }
   bool on_data(const char* d, size_t n) override { return inner_->on_data(d, n); }
   void on_done(http::Outcome o, const http::Head& h, std::string body,
                std::string detail) override {
+    note_(o);  // first: what the sink decides (retry or not) sees upstream's health
     inner_->on_done(o, h, std::move(body), std::move(detail));
     done_(id.load());
   }
@@ -465,6 +543,7 @@ class TrackedSink : public http::Sink {
 
  private:
   std::shared_ptr<http::Sink> inner_;
+  std::function<void(http::Outcome)> note_;
   std::function<void(uint64_t)> done_;
 };
 
@@ -472,7 +551,8 @@ class TrackedSink : public http::Sink {
 
 void Fetcher::Impl::start_request(http::Request req, std::shared_ptr<http::Sink> sink) {
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  auto tracked = std::make_shared<TrackedSink>(std::move(sink), [this, finished](uint64_t id) {
+  auto note = [this](http::Outcome o) { note_outcome(o); };
+  auto tracked = std::make_shared<TrackedSink>(std::move(sink), note, [this, finished](uint64_t id) {
     std::lock_guard lk(inflight_mu_);
     finished->store(true);
     if (id) inflight_ids_.erase(id);
@@ -500,6 +580,92 @@ void Fetcher::Impl::cancel_all_requests() {
   if (!inflight_cv_.wait_for(lk, std::chrono::seconds(10), [this] { return inflight_ == 0; })) {
     log()->warn("{} upstream requests did not stop in time", inflight_);
   }
+}
+
+namespace {
+
+class MemorySink : public http::Sink {
+ public:
+  using Done = std::function<void(http::Outcome, const http::Head&, std::string, std::string)>;
+  explicit MemorySink(Done done) : done_(std::move(done)) {}
+  bool on_head(const http::Head&) override { return true; }
+  bool on_data(const char*, size_t) override { return true; }
+  void on_done(http::Outcome o, const http::Head& h, std::string body,
+               std::string detail) override {
+    done_(o, h, std::move(body), std::move(detail));
+  }
+
+ private:
+  Done done_;
+};
+
+}  // namespace
+
+// --- Impl: upstream health -------------------------------------------------
+
+void Fetcher::Impl::note_outcome(http::Outcome o) {
+  bool went_down = false, went_up = false;
+  {
+    std::lock_guard lk(health_mu_);
+    if (o == http::Outcome::kOk) {
+      conn_failures_ = 0;
+      went_up = down_.exchange(false);
+    } else if (is_connection_failure(o)) {
+      stats.upstream_failures++;
+      ++conn_failures_;
+      if (opt.down_after > 0 && conn_failures_ >= opt.down_after && !down_.load()) {
+        down_.store(true);
+        went_down = true;
+      }
+    }
+  }
+  if (went_down) {
+    stats.upstream_down_events++;
+    log()->warn("upstream {} is down after {} connection failures: serving the cache only, "
+                "probing every {} ms",
+                opt.base_url, opt.down_after, opt.probe_interval.count());
+    schedule_probe();
+  }
+  if (went_up) marked_up();
+}
+
+void Fetcher::Impl::marked_up() {
+  log()->info("upstream {} is up again", opt.base_url);
+  std::lock_guard lk(mu_);
+  // Listings that failed while down (or on the way down) say nothing about
+  // upstream's tree: fetch them again at the next lookup.
+  for (auto& [path, ps] : states_) {
+    if (ps->listing && !ps->listing->available && ps->listing->error == EIO &&
+        !ps->listing_in_flight) {
+      ps->listing.reset();
+    }
+  }
+}
+
+void Fetcher::Impl::schedule_probe() {
+  schedule(now_ms() + std::max<int64_t>(50, opt.probe_interval.count()), [this] {
+    std::lock_guard lk(mu_);
+    if (stopping_ || !down()) return;
+    stats.upstream_probes++;
+    http::Request req;
+    req.method = http::Request::Method::kHead;
+    req.url = opt.base_url;
+    // Any HTTP answer marks upstream up (note_outcome, before this runs).
+    start_request(std::move(req), std::make_shared<MemorySink>(
+                                      [this](http::Outcome, const http::Head&, std::string,
+                                             std::string) {
+                                        if (down()) schedule_probe();
+                                      }));
+  });
+}
+
+std::optional<int64_t> Fetcher::Impl::retry_delay(int attempt, int64_t first_ms,
+                                                  http::Outcome o, long status,
+                                                  std::optional<int64_t> retry_after) {
+  if (!is_retryable(o, status) || down()) return std::nullopt;
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  return plan_retry(attempt, now_ms() - first_ms, opt.retry_timeout.count(), retry_after, jitter);
 }
 
 // --- Impl: threads ----------------------------------------------------------
@@ -747,7 +913,18 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
   const Listing& listing = *pps.listing;
   if (listing.available) {
     const ListingEntry* e = listing.find(name);
+    if (!e && within_missing_grace(path, ps, now)) {
+      stats.missing_served++;
+      auto a = attr_of(ps.current);
+      lk.unlock();
+      cb(std::move(a));
+      return;
+    }
+    // Only a listing fetched after the missing answer says it is back.
+    if (e && listing.fetched_ms >= ps.missing_since_ms) ps.missing_since_ms = 0;
     if (!e) {
+      const bool was_cached = ps.current && !ps.current->sha256_.empty();
+      if (was_cached) post([this, path] { remove_cached(path); });
       ps.negative_until_ms = std::min(now + opt.negative_ttl.count(),
                                       listing.fetched_ms + opt.listing_ttl.count());
       ps.negative_errno = ENOENT;
@@ -813,36 +990,29 @@ void Fetcher::Impl::with_listing(const std::string& dir, std::function<void()> t
   }
 }
 
-namespace {
-
-class MemorySink : public http::Sink {
- public:
-  using Done = std::function<void(http::Outcome, const http::Head&, std::string, std::string)>;
-  explicit MemorySink(Done done) : done_(std::move(done)) {}
-  bool on_head(const http::Head&) override { return true; }
-  bool on_data(const char*, size_t) override { return true; }
-  void on_done(http::Outcome o, const http::Head& h, std::string body,
-               std::string detail) override {
-    done_(o, h, std::move(body), std::move(detail));
-  }
-
- private:
-  Done done_;
-};
-
-}  // namespace
 
 void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
   PathState& ps = state(dir);
   ps.listing_in_flight = true;
-  stats.listings++;
-  http::Request req;
-  req.url = dir.empty() ? opt.base_url : http::join_url(opt.base_url, dir, true);
-  req.body_in_memory = true;
-  start_request(std::move(req), std::make_shared<MemorySink>([this, dir](http::Outcome o,
-                                                                        const http::Head& h,
-                                                                        std::string body,
-                                                                        std::string detail) {
+  send_listing(dir, 0, now_ms());
+}
+
+void Fetcher::Impl::send_listing(const std::string& dir, int attempt,
+                                 int64_t first_ms) {  // mu_ held
+  auto done = [this, dir, attempt, first_ms](http::Outcome o, const http::Head& h,
+                                             std::string body, std::string detail) {
+    if (o != http::Outcome::kOk || h.status != 200) {
+      if (auto d = retry_delay(attempt, first_ms, o, h.status, h.retry_after)) {
+        log()->debug("listing of '{}': {} {} {}, retry in {} ms", dir, http::to_string(o),
+                     h.status, detail, *d);
+        stats.retries++;
+        schedule(now_ms() + *d, [this, dir, attempt, first_ms] {
+          std::lock_guard lk(mu_);
+          if (!stopping_) send_listing(dir, attempt + 1, first_ms);
+        });
+        return;
+      }
+    }
     auto listing = std::make_shared<Listing>();
     listing->fetched_ms = now_ms();
     if (o == http::Outcome::kOk && h.status == 200) {
@@ -868,23 +1038,44 @@ void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
       waiters.swap(ps2.listing_waiters);
     }
     for (auto& w : waiters) w();
-  }));
+  };
+  if (down()) {  // no request: answered from a worker, never under mu_
+    post([done] { done(http::Outcome::kConnectFailed, http::Head{}, "", "upstream is down"); });
+    return;
+  }
+  stats.listings++;
+  http::Request req;
+  req.url = dir.empty() ? opt.base_url : http::join_url(opt.base_url, dir, true);
+  req.body_in_memory = true;
+  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)));
 }
 
 void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_ held
   ps.head_in_flight = true;
-  stats.heads++;
-  http::Request req;
-  req.method = http::Request::Method::kHead;
-  req.url = http::join_url(opt.base_url, path);
-  start_request(std::move(req), std::make_shared<MemorySink>([this, path](http::Outcome o,
-                                                                         const http::Head& h,
-                                                                         std::string,
-                                                                         std::string detail) {
+  send_head(path, 0, now_ms());
+}
+
+void Fetcher::Impl::send_head(const std::string& path, int attempt,
+                              int64_t first_ms) {  // mu_ held
+  auto done = [this, path, attempt, first_ms](http::Outcome o, const http::Head& h, std::string,
+                                              std::string detail) {
     std::unique_lock lk(mu_);
     PathState& ps2 = state(path);
+    if (o != http::Outcome::kOk || h.status != 200) {
+      if (auto d = retry_delay(attempt, first_ms, o, h.status, h.retry_after)) {
+        log()->info("HEAD {}: {} {} {}, retry in {} ms", path, http::to_string(o), h.status,
+                    detail, *d);
+        stats.retries++;
+        schedule(now_ms() + *d, [this, path, attempt, first_ms] {
+          std::lock_guard lk2(mu_);
+          if (!stopping_) send_head(path, attempt + 1, first_ms);
+        });
+        return;  // head_in_flight stays: its waiters wait for the retry
+      }
+    }
     ps2.head_in_flight = false;
     if (o == http::Outcome::kOk && h.status == 200) {
+      ps2.missing_since_ms = 0;
       const std::string& eff = h.effective_url;
       if (!eff.empty() && eff.back() == '/') {  // redirected to "path/": a directory
         ps2.is_dir = true;
@@ -918,7 +1109,17 @@ void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_
     }
     lk.unlock();
     resolve(path, Error{err, "upstream HEAD failed"});
-  }));
+  };
+  if (down()) {
+    stats.down_fast_failures++;
+    post([done] { done(http::Outcome::kConnectFailed, http::Head{}, "", "upstream is down"); });
+    return;
+  }
+  stats.heads++;
+  http::Request req;
+  req.method = http::Request::Method::kHead;
+  req.url = http::join_url(opt.base_url, path);
+  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)));
 }
 
 void Fetcher::Impl::resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r) {
@@ -1045,21 +1246,36 @@ void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
                                    bool conditional) {  // mu_ held
   auto dl = std::make_shared<Download>(this, path, http::join_url(opt.base_url, path));
   dl->whole_ = filter_for(path) != nullptr;
-  http::Request req;
-  req.url = dl->url_;
   if (conditional && ps.current) {
     dl->conditional_ = true;
     dl->cond_etag_ = ps.current->validator_etag_;
     dl->cond_last_modified_ = ps.current->validator_last_modified_;
+  }
+  ps.pending = dl;
+  active_.push_back(dl);
+  dl->first_try_ms_ = now_ms();
+  stats.downloads++;
+  send_download(dl);
+}
+
+void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_ held
+  if (down()) {
+    if (!dl->conditional_) stats.down_fast_failures++;
+    post([this, dl] {
+      on_download_early_failure(dl, http::Outcome::kConnectFailed, 0, std::nullopt,
+                                "upstream is down");
+    });
+    return;
+  }
+  http::Request req;
+  req.url = dl->url_;
+  if (dl->conditional_) {
     if (!dl->cond_etag_.empty()) {
       req.if_none_match = dl->cond_etag_;
     } else if (dl->cond_last_modified_ > 0) {
       req.if_modified_since = dl->cond_last_modified_;
     }
   }
-  ps.pending = dl;
-  active_.push_back(dl);
-  stats.downloads++;
   start_request(std::move(req), dl);
 }
 
@@ -1094,6 +1310,7 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     ps.validated_ms = now_ms();
     ps.pending.reset();
     ps.negative_until_ms = 0;
+    ps.missing_since_ms = 0;
     waiters.swap(ps.version_waiters);
   }
   {
@@ -1113,6 +1330,8 @@ void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
     PathState& ps = state(dl->path_);
     ps.pending.reset();
     ps.validated_ms = now;
+    if (ps.missing_since_ms) log()->info("{}: back upstream", dl->path_);
+    ps.missing_since_ms = 0;
     v = ps.current;
     waiters.swap(ps.version_waiters);
   }
@@ -1124,8 +1343,25 @@ void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
   for (auto& w : waiters) w(v);
 }
 
+bool Fetcher::Impl::within_missing_grace(const std::string& path, PathState& ps,
+                                         int64_t now) {  // mu_ held
+  if (!ps.current || ps.current->sha256_.empty() || opt.missing_grace.count() <= 0) return false;
+  if (ps.missing_since_ms == 0 || ps.missing_since_ms > now) {
+    ps.missing_since_ms = now;
+    log()->warn("{}: missing upstream; serving the cached copy for up to {} ms", path,
+                opt.missing_grace.count());
+  }
+  if (now - ps.missing_since_ms < opt.missing_grace.count()) return true;
+  log()->info("{}: still missing upstream after {} ms: removed from the cache", path,
+              opt.missing_grace.count());
+  stats.missing_removed++;
+  ps.missing_since_ms = 0;
+  return false;
+}
+
 void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& dl,
                                               http::Outcome outcome, long status,
+                                              std::optional<int64_t> retry_after,
                                               const std::string& detail) {
   Result<std::shared_ptr<FileVersion>> result = Error{EIO, "upstream failed"};
   std::vector<VersionCallback> waiters;
@@ -1133,19 +1369,49 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
   {
     std::lock_guard lk(mu_);
     PathState& ps = state(dl->path_);
-    if (ps.pending == dl) ps.pending.reset();
     int write_errno;
     {
       std::lock_guard dlk(dl->mu_);
       write_errno = dl->write_errno_;
+    }
+    // A miss (no size reported to anyone yet): send it again while that may
+    // help. Revalidations serve the cached copy at once instead.
+    if (!dl->conditional_ && write_errno == 0 && ps.pending == dl && !stopping_) {
+      if (auto d = retry_delay(dl->attempts_, dl->first_try_ms_, outcome, status, retry_after)) {
+        dl->attempts_++;
+        stats.retries++;
+        log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path_, http::to_string(outcome),
+                    status, detail, dl->attempts_, *d);
+        schedule(now_ms() + *d, [this, dl] {
+          std::lock_guard lk2(mu_);
+          if (stopping_ || state(dl->path_).pending != dl) return;
+          send_download(dl);
+        });
+        return;  // pending stays: opens keep coalescing on this download
+      }
+    }
+    if (ps.pending == dl) ps.pending.reset();
+    {
+      std::lock_guard dlk(dl->mu_);
       dl->state_ = Download::State::kFailed;
     }
-    if (dl->conditional_ && write_errno == 0) {
-      switch (judge_revalidation(outcome, status)) {
+    const int64_t now = now_ms();
+    auto verdict = dl->conditional_ && write_errno == 0 ? judge_revalidation(outcome, status)
+                                                        : RevalidationVerdict::kServeStale;
+    if (dl->conditional_ && write_errno == 0 && verdict == RevalidationVerdict::kDeleted &&
+        within_missing_grace(dl->path_, ps, now)) {
+      stats.missing_served++;
+      result = ps.current;
+    } else if (dl->conditional_ && write_errno == 0) {
+      switch (verdict) {
         case RevalidationVerdict::kServeStale:
           stats.stale_served++;
-          log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path_,
-                      http::to_string(outcome), status, detail);
+          if (down()) {
+            log()->debug("{}: upstream down, serving the cached copy", dl->path_);
+          } else {
+            log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path_,
+                        http::to_string(outcome), status, detail);
+          }
           result = ps.current;
           break;
         case RevalidationVerdict::kDeleted:
@@ -1165,7 +1431,7 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
     } else {
       const int err = write_errno ? EIO : errno_for(outcome, status);
       if (err == ENOENT || err == EACCES) {
-        ps.negative_until_ms = now_ms() + opt.negative_ttl.count();
+        ps.negative_until_ms = now + opt.negative_ttl.count();
         ps.negative_errno = err;
         ps.current.reset();
       } else {
@@ -1200,7 +1466,8 @@ void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
     }
   }
   if (write_errno) {
-    fail_download(dl, "the cache could not be written");
+    fail_download(dl, std::string("the cache could not be written: ") + std::strerror(write_errno),
+                  true);
     return;
   }
   if (refused) {
@@ -1239,7 +1506,17 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
   // Capped exponential back-off with jitter: 0.2 s, 0.4 s, ... at most 5 s.
   static thread_local std::mt19937 rng{std::random_device{}()};
   const int64_t base = std::min<int64_t>(5000, 200LL << std::min(attempt, 5));
-  const int64_t delay = base / 2 + std::uniform_int_distribution<int64_t>(0, base / 2)(rng);
+  int64_t delay = base / 2 + std::uniform_int_distribution<int64_t>(0, base / 2)(rng);
+  {
+    // A resume answered 503/429 with Retry-After: wait as asked, within the
+    // read stall budget.
+    std::lock_guard dlk(dl->mu_);
+    if (dl->retry_after_ && *dl->retry_after_ > 0) {
+      delay = std::max<int64_t>(
+          delay, std::min<int64_t>(*dl->retry_after_ * 1000, opt.read_stall_timeout.count() / 2));
+    }
+    dl->retry_after_.reset();
+  }
   schedule(now_ms() + delay, [this, dl] {
     http::Request req;
     req.url = dl->url_;
@@ -1256,16 +1533,27 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
   });
 }
 
-void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std::string& why) {
+void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
+                                  bool fatal) {
   log()->error("{}: download failed: {}", dl->path_, why);
   {
-    // The temp file stays until the Download is gone: readers still pread
-    // the bytes below the frontier through its fd.
+    // The temp file stays until the Download is gone (the last handle that
+    // holds it closes): readers still pread the bytes below the frontier
+    // through its fd.
     std::lock_guard dlk(dl->mu_);
     dl->state_ = Download::State::kFailed;
+    dl->fatal_ = fatal;
   }
-  // Parked readers are not failed here: they wait for read_stall_timeout so
-  // that a TFTP client sees a timeout, never a short file (sweep fails them).
+  if (fatal) {
+    // Waiting cannot help a full or failing disk: parked readers fail now,
+    // later reads of missing bytes at once (Download::read), and the next
+    // open starts a new download.
+    stats.write_failures++;
+    dl->fail_all(EIO, "the cache could not be written");
+  }
+  // Otherwise parked readers are not failed here: they wait for
+  // read_stall_timeout so that a TFTP client sees a timeout, never a short
+  // file (sweep fails them).
   std::vector<VersionCallback> waiters;
   {
     std::lock_guard lk(mu_);
@@ -1290,7 +1578,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     std::shared_lock gc(gc_mu_);
     auto r = blobs.publish(dl->tmp_);
     if (!r) {
-      fail_download(dl, "publishing failed: " + r.error().message);
+      fail_download(dl, "publishing failed: " + r.error().message, true);
       return;
     }
     sha = r.value();
@@ -1304,7 +1592,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     }
     before = index.get_path(dl->path_);
     if (auto w = index.put_path(dl->path_, entry); !w) {
-      fail_download(dl, "index update failed: " + w.error().message);
+      fail_download(dl, "index update failed: " + w.error().message, true);
       return;
     }
   }
@@ -1555,6 +1843,8 @@ Fetcher::Fetcher(FetcherOptions options, http::Client& client, Index& index, Blo
 Fetcher::~Fetcher() { shutdown(); }
 
 void Fetcher::lookup(const std::string& path, AttrCallback cb) { impl_->lookup(path, std::move(cb)); }
+
+bool Fetcher::upstream_up() const { return !impl_->down(); }
 
 void Fetcher::list_dir(const std::string& path, ListCallback cb) {
   impl_->list_dir(path, std::move(cb));

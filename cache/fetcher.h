@@ -16,10 +16,23 @@
 // - Errors carry errno: ENOENT (404/410), EACCES (403), EIO (transport,
 //   timeouts, 5xx, verification), ESTALE (see above), EINTR is never produced
 //   here (interrupts are the caller's business).
-// - Failure timing: before any size was reported for a download, errors are
-//   reported at once. After, a read past the downloaded bytes waits while the
+// - Failure timing: before any size was reported (a GET for a miss, a HEAD, a
+//   listing), transient failures (connect, timeout, broken transfer, 5xx,
+//   429) are retried with capped exponential back-off (plan_retry) for at most
+//   retry_timeout in total, still one request at a time per path; 404, 403,
+//   410, 401 and other answers are reported at once. After, a read past the downloaded bytes waits while the
 //   download retries and resumes (Range + If-Range) and fails with EIO only
 //   when neither it nor the download made progress for read_stall_timeout.
+//   A cache write that fails (ENOSPC, EIO, publish) fails the download and
+//   every parked and later read of missing bytes with EIO at once.
+// - Upstream health: after down_after consecutive connection-level failures
+//   (connect, timeout, TLS) upstream is "down": cached files are served
+//   without asking it (counted as stale), misses fail with EIO at once, and a
+//   HEAD of the base URL every probe_interval (or any HTTP answer) brings it
+//   back up.
+// - A cached file that upstream reports missing (404/410 on revalidation, or
+//   absent from a fresh listing) is still served for missing_grace after the
+//   first such answer (a 200/304 clears it), then removed (ENOENT).
 // - A read is answered with the whole requested range (clamped to the size)
 //   or an error, never a short slice; the read that touches the last byte is
 //   held until the download is verified and published.
@@ -78,6 +91,11 @@ struct FetcherOptions {
   std::chrono::milliseconds read_stall_timeout{150000};
   std::chrono::milliseconds access_flush_interval{30000};
   int completion_threads = 2;  // fsync + rename + index commit run here
+  // Total time a request that reported no size yet is retried for; 0: never.
+  std::chrono::milliseconds retry_timeout{5000};
+  std::chrono::milliseconds missing_grace{60000};  // 0: a 404 removes at once
+  int down_after = 3;  // consecutive connection-level failures; 0: never down
+  std::chrono::milliseconds probe_interval{5000};
 };
 
 // One version of one file. Immutable after construction except for the
@@ -174,6 +192,14 @@ struct FetcherStats {
   std::atomic<uint64_t> heads{0};
   std::atomic<uint64_t> listings{0};
   std::atomic<uint64_t> read_stall_failures{0};
+  std::atomic<uint64_t> retries{0};             // requests sent again after a transient failure
+  std::atomic<uint64_t> missing_served{0};      // opens/lookups served within missing_grace
+  std::atomic<uint64_t> missing_removed{0};     // cached files removed after missing_grace
+  std::atomic<uint64_t> upstream_failures{0};   // connection-level failures
+  std::atomic<uint64_t> upstream_down_events{0};
+  std::atomic<uint64_t> upstream_probes{0};
+  std::atomic<uint64_t> down_fast_failures{0};  // misses failed at once while down
+  std::atomic<uint64_t> write_failures{0};      // downloads failed by the cache's disk
 };
 
 class Fetcher {
@@ -202,6 +228,8 @@ class Fetcher {
 
   void shutdown();
   const FetcherStats& stats() const { return stats_; }
+  // False while upstream is considered down (see the contract).
+  bool upstream_up() const;
   const FetcherOptions& options() const { return options_; }
 
  private:
@@ -226,5 +254,20 @@ RevalidationVerdict judge_revalidation(http::Outcome outcome, long status);
 
 // errno for an upstream answer that is not a success.
 int errno_for(http::Outcome outcome, long status);
+
+// Whether a failed exchange may succeed if sent again: transient outcomes and
+// 500, 502, 503, 504, 429. Never 404/403/410/401.
+bool is_retryable(http::Outcome outcome, long status);
+// A failure that says upstream cannot be reached at all (connect, timeout,
+// TLS): what upstream health counts.
+bool is_connection_failure(http::Outcome outcome);
+
+// The delay before retry number `attempt` (0 = the first retry), or nullopt
+// to give up: capped exponential back-off 200 ms, 400 ms, ... 3.2 s with
+// `jitter` in [0, 1) spreading it over [base/2, base); a Retry-After (seconds)
+// longer than that is honoured when it fits. Gives up when the retry would
+// start after `elapsed_ms` + delay >= `budget_ms`.
+std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budget_ms,
+                                  std::optional<int64_t> retry_after_s, double jitter);
 
 }  // namespace netbootfs::cache

@@ -322,6 +322,8 @@ void FuseFs::statfs(fuse_req_t req) {
 namespace {
 
 constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
+// On the root only: "up" or "down", the fetcher's view of upstream health.
+constexpr char kXattrUpstream[] = "user.netbootfs.upstream";
 
 void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
   if (size == 0) {
@@ -341,6 +343,10 @@ void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t s
     fuse_reply_err(req, ENOENT);
     return;
   }
+  if (ino == FUSE_ROOT_ID && std::strcmp(name, kXattrUpstream) == 0) {
+    reply_xattr_value(req, fetcher_->upstream_up() ? "up" : "down", size);
+    return;
+  }
   if (n->is_dir || std::strcmp(name, kXattrRewritten) != 0) {
     fuse_reply_err(req, ENODATA);
     return;
@@ -355,7 +361,8 @@ void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     fuse_reply_err(req, ENOENT);
     return;
   }
-  const std::string names = n->is_dir ? std::string() : std::string(kXattrRewritten) + '\0';
+  std::string names = n->is_dir ? std::string() : std::string(kXattrRewritten) + '\0';
+  if (ino == FUSE_ROOT_ID) names = std::string(kXattrUpstream) + '\0';
   reply_xattr_value(req, names, size);
 }
 

@@ -182,6 +182,10 @@ int main(int argc, char** argv) {
   fo.negative_ttl = ms(opts.negative_ttl);
   fo.listing_ttl = ms(opts.listing_ttl);
   fo.read_stall_timeout = ms(opts.read_stall_timeout);
+  fo.retry_timeout = ms(opts.retry_timeout);
+  fo.missing_grace = ms(opts.missing_grace);
+  fo.down_after = static_cast<int>(opts.down_after);
+  fo.probe_interval = ms(opts.probe_interval);
   if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
   struct HandlersGuard {
     fuse_session* se;

@@ -26,6 +26,8 @@ struct RawOptions {
   double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
   double connect_timeout = -1, request_timeout = -1, low_speed_time = -1;
   double entry_timeout = -1, attr_timeout = -1;
+  double retry_timeout = -1, missing_grace = -1, probe_interval = -1;
+  int down_after = -1;
   int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
   int positional = 0;
   char* url = nullptr;
@@ -57,6 +59,10 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("low_speed_time=%lf", low_speed_time),
     NBFS_OPT("entry_timeout=%lf", entry_timeout),
     NBFS_OPT("attr_timeout=%lf", attr_timeout),
+    NBFS_OPT("retry_timeout=%lf", retry_timeout),
+    NBFS_OPT("missing_grace=%lf", missing_grace),
+    NBFS_OPT("down_after=%d", down_after),
+    NBFS_OPT("probe_interval=%lf", probe_interval),
     NBFS_OPT("uid=%d", uid),
     NBFS_OPT("gid=%d", gid),
     NBFS_OPT("umask=%o", umask),
@@ -120,6 +126,12 @@ const char* usage_text() {
          "  connect_timeout=S        upstream connect timeout (10)\n"
          "  request_timeout=S        total timeout of HEAD and listing requests (30)\n"
          "  low_speed_time=S         a body stalled for S is broken and resumed (30)\n"
+         "  retry_timeout=S          retry transient upstream failures of uncached files for\n"
+         "                           at most S in all (5; 0 = never retry)\n"
+         "  missing_grace=S          keep serving a cached file gone upstream for S (60)\n"
+         "  down_after=N             mark upstream down after N connection failures in a row\n"
+         "                           (3; 0 = never): cache only, misses fail at once\n"
+         "  probe_interval=S         probe a down upstream every S (5)\n"
          "  entry_timeout=S          kernel name cache timeout (1)\n"
          "  attr_timeout=S           kernel attribute cache timeout (3600)\n"
          "  uid=N,gid=N,umask=OCT    owner and mode of files (0, 0, 022)\n"
@@ -177,6 +189,10 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   set_if(opts.low_speed_time, raw.low_speed_time);
   set_if(opts.entry_timeout, raw.entry_timeout);
   set_if(opts.attr_timeout, raw.attr_timeout);
+  set_if(opts.retry_timeout, raw.retry_timeout);
+  set_if(opts.missing_grace, raw.missing_grace);
+  set_if(opts.down_after, raw.down_after);
+  set_if(opts.probe_interval, raw.probe_interval);
   set_if(opts.uid, raw.uid);
   set_if(opts.gid, raw.gid);
   set_if(opts.umask, raw.umask);
@@ -191,6 +207,7 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   if (!base) return Error{EINVAL, "bad upstream URL '" + opts.url + "': " + base.error().message};
   opts.url = base.value();
   if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
+  if (opts.probe_interval < 0.05) return Error{EINVAL, "probe_interval must be at least 0.05"};
   static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warning",
                                                  "error", "critical", "off"};
   bool level_ok = false;

@@ -28,6 +28,10 @@ struct MountOptions {
   double connect_timeout = 10;
   double request_timeout = 30;       // HEAD and listings
   double low_speed_time = 30;        // a body transfer stalled this long is broken
+  double retry_timeout = 5;          // total retry time of a request that reported no size
+  double missing_grace = 60;         // a cached file gone upstream is served this long
+  unsigned down_after = 3;           // connection failures in a row that mark upstream down
+  double probe_interval = 5;         // how often a down upstream is probed
   double entry_timeout = 1;          // kernel name cache
   double attr_timeout = 3600;        // an inode's attributes never change
   unsigned uid = 0;

@@ -5,6 +5,8 @@
 #include "cache/fetcher.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -315,6 +317,331 @@ TEST_F(FetcherTest, TheCacheSurvivesARestart) {
   auto got = cat("boot/ldlinux.c32");
   ASSERT_TRUE(got) << got.error().message;
   EXPECT_EQ(got.value(), "ldlinux");
+}
+
+// --- Retries of transient failures -----------------------------------------
+
+TEST_F(FetcherTest, AMissIsRetriedThrough503sAndHonoursRetryAfter) {
+  const std::string body = random_bytes(200000, 4);
+  server_.put("images/linux", body);
+  auto a = lookup("images/linux");
+  ASSERT_TRUE(a);
+  server_.fail_status("images/linux", 503, 2, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto got = cat("images/linux");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_TRUE(got.value() == body);
+  EXPECT_EQ(server_.count("GET", "images/linux"), 3u);
+  EXPECT_EQ(server_.count("GET", "images/linux", 503), 2u);
+  EXPECT_GE(took, 1900ms) << "Retry-After: 1 was not honoured";
+  EXPECT_EQ(fetcher_->stats().retries.load(), 2u);
+  EXPECT_TRUE(index_->get_path("images/linux"));
+}
+
+TEST_F(FetcherTest, CoalescedOpensWaitForTheOneRetriedRequest) {
+  const std::string body = random_bytes(300000, 5);
+  server_.put("initrd", body);
+  auto a = lookup("initrd");
+  ASSERT_TRUE(a);
+  server_.fail_status("initrd", 502, 3);
+  std::vector<std::future<std::string>> readers;
+  for (int i = 0; i < 8; ++i) {
+    readers.push_back(std::async(std::launch::async, [&] {
+      auto of = open(a->version);
+      if (!of) return "open failed: " + of.error().message;
+      auto data = read_all(*of.value());
+      return data ? data.value() : "read failed: " + data.error().message;
+    }));
+  }
+  for (auto& r : readers) {
+    const std::string got = r.get();
+    ASSERT_EQ(got.size(), body.size()) << got.substr(0, 80);
+    EXPECT_TRUE(got == body);
+  }
+  EXPECT_EQ(server_.count("GET", "initrd"), 4u) << "one request at a time for the path";
+}
+
+TEST_F(FetcherTest, NotFoundAndForbiddenAreNeverRetried) {
+  server_.put("gone", "x");
+  server_.put("denied", "y");
+  ASSERT_TRUE(lookup("gone"));
+  ASSERT_TRUE(lookup("denied"));
+  server_.fail_status("gone", 404, -1);
+  server_.fail_status("denied", 403, -1);
+  auto g = cat("gone");
+  ASSERT_FALSE(g);
+  EXPECT_EQ(g.error().code, ENOENT);
+  auto d = cat("denied");
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, EACCES);
+  EXPECT_EQ(server_.count("GET", "gone"), 1u);
+  EXPECT_EQ(server_.count("GET", "denied"), 1u);
+  EXPECT_EQ(fetcher_->stats().retries.load(), 0u);
+}
+
+TEST_F(FetcherTest, AnUpstreamThatKeepsFailingFailsWithinRetryTimeout) {
+  FetcherOptions o;
+  o.retry_timeout = 1500ms;
+  restart(o);
+  server_.put("k", "kernel");
+  ASSERT_TRUE(lookup("k"));
+  server_.fail_status("k", 503, -1);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto got = cat("k");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, EIO);
+  EXPECT_LT(took, 1500ms + 1500ms);
+  EXPECT_GE(server_.count("GET", "k"), 3u);
+  EXPECT_FALSE(index_->get_path("k")) << "nothing cached";
+  EXPECT_TRUE(fetcher_->upstream_up()) << "HTTP answers are not connection failures";
+}
+
+TEST_F(FetcherTest, AHeadIsRetried) {
+  server_.put("nolist/f", "abc");
+  server_.no_listing("nolist/");
+  server_.fail_status("nolist/f", 504, 1);
+  auto a = lookup("nolist/f");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->size, 3u);
+  EXPECT_EQ(server_.count("HEAD", "nolist/f"), 2u);
+}
+
+TEST_F(FetcherTest, AFailedRevalidationServesStaleWithoutRetrying) {
+  FetcherOptions o;
+  o.revalidate = 0ms;
+  restart(o);
+  server_.put("menu", "m");
+  ASSERT_EQ(cat("menu").value(), "m");
+  server_.fail_status("menu", 503, -1);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(cat("menu").value(), "m");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(server_.count("GET", "menu"), 2u);
+  EXPECT_EQ(fetcher_->stats().stale_served.load(), 1u);
+}
+
+TEST_F(FetcherTest, AResumeAnswered503IsResumedAgain) {
+  const std::string body = random_bytes(1 << 20, 6);
+  server_.put("big", body);
+  ASSERT_TRUE(lookup("big"));
+  server_.cut("big", 300000, 1);
+  auto reader = std::async(std::launch::async, [&] { return cat("big"); });
+  // The resume comes after a back-off of at least 100 ms: fail it once.
+  ASSERT_TRUE(server_.wait_for([](const auto& log) { return !log.empty(); }));
+  ASSERT_TRUE(server_.wait_for([](const auto& log) {
+    return std::count_if(log.begin(), log.end(), [](auto& r) { return r.path == "big"; }) >= 1;
+  }));
+  server_.fail_status("big", 503, 1);
+  auto got = reader.get();
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_TRUE(got.value() == body);
+  EXPECT_EQ(server_.count("GET", "big", 503), 1u);
+  EXPECT_EQ(server_.count("GET", "big", 206), 1u) << "resumed after the 503, not restarted";
+  EXPECT_EQ(server_.count("GET", "big", 200), 1u);
+}
+
+// --- missing_grace ------------------------------------------------------------
+
+TEST_F(FetcherTest, ACachedFileGoneUpstreamIsServedUntilMissingGraceEnds) {
+  FetcherOptions o;
+  o.revalidate = 0ms;
+  o.missing_grace = 1500ms;
+  restart(o);
+  server_.put("boot/menu", "menu v1");
+  ASSERT_EQ(cat("boot/menu").value(), "menu v1");
+  server_.remove("boot/menu");
+  for (int i = 0; i < 3; ++i) {
+    auto got = cat("boot/menu");
+    ASSERT_TRUE(got) << got.error().message;
+    EXPECT_EQ(got.value(), "menu v1");
+  }
+  EXPECT_GE(fetcher_->stats().missing_served.load(), 3u);
+  std::this_thread::sleep_for(1600ms);
+  auto gone = cat("boot/menu");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ENOENT);
+  EXPECT_TRUE(server_.wait_for([&](const auto&) { return !index_->get_path("boot/menu"); }, 2s))
+      << "removed from the cache after the grace";
+  EXPECT_EQ(fetcher_->stats().missing_removed.load(), 1u);
+  auto again = lookup("boot/menu");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ENOENT);
+}
+
+TEST_F(FetcherTest, AnAnswerInTheGraceWindowClearsIt) {
+  FetcherOptions o;
+  o.revalidate = 0ms;
+  o.missing_grace = 1200ms;
+  restart(o);
+  server_.put("cfg", "same");
+  ASSERT_EQ(cat("cfg").value(), "same");
+  server_.fail_status("cfg", 404, 1);  // a sync deleting and recreating the tree
+  ASSERT_EQ(cat("cfg").value(), "same");
+  ASSERT_EQ(cat("cfg").value(), "same");  // 304: the window is cleared
+  std::this_thread::sleep_for(800ms);
+  server_.fail_status("cfg", 410, 1);  // a new window starts now
+  std::this_thread::sleep_for(600ms);  // 1.4 s after the first 404
+  auto got = cat("cfg");
+  ASSERT_TRUE(got) << got.error().message << ": the first window should have been cleared";
+  EXPECT_EQ(got.value(), "same");
+}
+
+TEST_F(FetcherTest, ACachedFileAbsentFromAFreshListingIsServedThroughTheGrace) {
+  FetcherOptions o;
+  o.listing_ttl = 400ms;
+  o.revalidate = 0ms;
+  o.missing_grace = 1000ms;
+  restart(o);
+  server_.put("d/a", "aaa");
+  server_.put("d/b", "bbb");
+  ASSERT_EQ(cat("d/a").value(), "aaa");
+  server_.remove("d/a");
+  // A lookup past listing_ttl answers from the cache and refreshes the
+  // listing; the next one judges the fresh listing.
+  auto refreshed_lookup = [&](size_t listings) {
+    std::this_thread::sleep_for(450ms);
+    EXPECT_TRUE(lookup("d/a"));
+    EXPECT_TRUE(server_.wait_for([&](const auto& log) {
+      return static_cast<size_t>(std::count_if(log.begin(), log.end(), [](const auto& r) {
+               return r.method == "GET" && r.path == "d/";
+             })) >= listings;
+    }));
+    std::this_thread::sleep_for(50ms);
+    return lookup("d/a");
+  };
+  auto a = refreshed_lookup(2);
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->size, 3u);
+  EXPECT_EQ(fetcher_->stats().missing_served.load(), 1u);
+  std::this_thread::sleep_for(600ms);
+  auto gone = refreshed_lookup(3);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ENOENT);
+  ASSERT_TRUE(server_.wait_for([&](const auto&) { return !index_->get_path("d/a"); }, 2s))
+      << "removed from the cache";
+  EXPECT_EQ(cat("d/b").value(), "bbb") << "its neighbours are not affected";
+}
+
+TEST_F(FetcherTest, AnUncachedFileThat404sIsENOENTAtOnce) {
+  server_.put("x/y", "z");
+  ASSERT_TRUE(lookup("x/y"));
+  server_.fail_status("x/y", 404, -1);
+  auto r = cat("x/y");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOENT);
+  EXPECT_EQ(fetcher_->stats().missing_served.load(), 0u);
+}
+
+// --- Upstream health ------------------------------------------------------------
+
+TEST_F(FetcherTest, AfterConnectionFailuresUpstreamIsDownUntilAProbeAnswers) {
+  FetcherOptions o;
+  o.revalidate = 0ms;
+  o.down_after = 2;
+  o.probe_interval = 200ms;
+  restart(o);
+  server_.put("cached", "cached bytes");
+  server_.put("later", "later bytes");
+  ASSERT_EQ(cat("cached").value(), "cached bytes");
+  auto later = lookup("later");
+  ASSERT_TRUE(later);
+  const int port = server_.port();
+  server_.stop();
+  // Revalidations fail (connection refused) and serve the cache.
+  ASSERT_EQ(cat("cached").value(), "cached bytes");
+  ASSERT_EQ(cat("cached").value(), "cached bytes");
+  EXPECT_FALSE(fetcher_->upstream_up());
+  EXPECT_EQ(fetcher_->stats().upstream_down_events.load(), 1u);
+  const uint64_t failures = fetcher_->stats().upstream_failures.load();
+  // While down: no request at all, cached files served, misses fail at once.
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(cat("cached").value(), "cached bytes");
+  auto miss = open(later->version);
+  ASSERT_FALSE(miss);
+  EXPECT_EQ(miss.error().code, EIO);
+  EXPECT_GE(fetcher_->stats().down_fast_failures.load(), 1u);
+  EXPECT_LE(fetcher_->stats().upstream_failures.load(), failures + 3) << "only probes ask";
+  // Upstream comes back on the same port: a probe flips it up.
+  testing::TestHttpServer back(port);
+  back.put("later", "later bytes");
+  back.put("cached", "cached bytes");
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!fetcher_->upstream_up() && std::chrono::steady_clock::now() - t0 < 5s) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(fetcher_->upstream_up());
+  EXPECT_GE(back.count("HEAD", ""), 1u) << "the probe is a HEAD of the base URL";
+  auto l2 = lookup("later");
+  ASSERT_TRUE(l2) << l2.error().message;
+  auto of = open(l2->version);
+  ASSERT_TRUE(of) << of.error().message;
+  EXPECT_EQ(read_all(*of.value()).value(), "later bytes");
+}
+
+TEST_F(FetcherTest, ZeroDownAfterNeverMarksDown) {
+  FetcherOptions o;
+  o.down_after = 0;
+  o.retry_timeout = 0ms;
+  restart(o);
+  server_.put("f", "x");
+  ASSERT_TRUE(lookup("f"));
+  server_.stop();
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(cat("g" + std::to_string(i)));
+  EXPECT_TRUE(fetcher_->upstream_up());
+}
+
+// --- Cache write failures -------------------------------------------------------
+
+TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAtOnceAndTheNextOpenStartsOver) {
+  FetcherOptions o;
+  o.read_stall_timeout = 30s;  // parked readers must not wait for this
+  restart(o);
+  const std::string body = random_bytes(3 << 20, 7);
+  server_.put("huge", body);
+  auto a = lookup("huge");
+  ASSERT_TRUE(a);
+  // A full disk, as far as this process is concerned: writes past 1 MiB fail.
+  ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = 1 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    auto of = open(a->version);
+    ASSERT_TRUE(of) << of.error().message;
+    auto got = read_all(*of.value(), 1 << 20);
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    ASSERT_FALSE(got);
+    EXPECT_EQ(got.error().code, EIO);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "waited for read_stall_timeout";
+    // A read of missing bytes on the same handle fails at once too.
+    std::promise<Result<Slice>> p;
+    auto f = p.get_future();
+    of.value()->read(2 << 20, 4096, [&p](Result<Slice> r) { p.set_value(std::move(r)); });
+    auto r = await(f, 2s);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EIO);
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_EQ(fetcher_->stats().write_failures.load(), 1u);
+  // The handle is gone: so is the temp file (once the HTTP thread has let
+  // go of the failed transfer, a moment after the readers were answered).
+  auto temps = [&] {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir_ + "/tmp")) {
+      n += e.path().filename().string().rfind("dl-", 0) == 0;
+    }
+    return n;
+  };
+  for (int i = 0; i < 100 && temps() > 0; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(temps(), 0u);
+  auto again = cat("huge");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(again.value() == body);
+  EXPECT_EQ(server_.count("GET", "huge"), 2u);
 }
 
 }  // namespace

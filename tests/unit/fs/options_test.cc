@@ -78,6 +78,27 @@ TEST(Options, FlagsAndRewriteOptions) {
   EXPECT_TRUE(q.opts.rewrite_default);
 }
 
+TEST(Options, UpstreamResilienceOptions) {
+  auto d = parse({"http://h/", "/m"});
+  ASSERT_TRUE(d.result.ok());
+  EXPECT_DOUBLE_EQ(d.opts.retry_timeout, 5);
+  EXPECT_DOUBLE_EQ(d.opts.missing_grace, 60);
+  EXPECT_EQ(d.opts.down_after, 3u);
+  EXPECT_DOUBLE_EQ(d.opts.probe_interval, 5);
+  auto p = parse({"http://h/", "/m", "-o",
+                  "retry_timeout=2.5,missing_grace=0.5,down_after=0,probe_interval=0.25"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_DOUBLE_EQ(p.opts.retry_timeout, 2.5);
+  EXPECT_DOUBLE_EQ(p.opts.missing_grace, 0.5);
+  EXPECT_EQ(p.opts.down_after, 0u);
+  EXPECT_DOUBLE_EQ(p.opts.probe_interval, 0.25);
+  EXPECT_FALSE(has_arg(p, "retry_timeout"));
+  EXPECT_FALSE(has_arg(p, "probe_interval"));
+  auto bad = parse({"http://h/", "/m", "-o", "probe_interval=0"});
+  ASSERT_FALSE(bad.result.ok());
+  EXPECT_NE(bad.result.error().message.find("probe_interval"), std::string::npos);
+}
+
 TEST(Options, MountAndFstabNoiseIsAccepted) {
   auto p = parse({"http://h/", "/m", "-o", "rw,_netdev,nofail,defaults,noauto,x-systemd.automount"});
   ASSERT_TRUE(p.result.ok()) << p.result.error().message;

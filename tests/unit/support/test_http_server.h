@@ -34,12 +34,14 @@ class TestHttpServer {
     int status = 0;
   };
 
-  TestHttpServer() {
+  // `port` 0: an ephemeral one; else that port (an upstream that comes back).
+  explicit TestHttpServer(int port = 0) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
     ::listen(listen_fd_, 128);
@@ -70,6 +72,7 @@ class TestHttpServer {
     for (auto& t : conns) t.join();
   }
 
+  int port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/"; }
 
   // Files are "a/b" (no leading slash); the ETag changes with each put.
@@ -117,6 +120,13 @@ class TestHttpServer {
     cuts_[path] = {after, times};
   }
 
+  // The next `times` requests (any method; -1: until cleared with times=0) of
+  // `path` answer `status` with an empty body, with Retry-After when given.
+  void fail_status(const std::string& path, int status, int times = 1, int retry_after = -1) {
+    std::lock_guard lk(mu_);
+    status_faults_[path] = StatusFault{status, times, retry_after};
+  }
+
   std::vector<Request> requests() const {
     std::lock_guard lk(mu_);
     return log_;
@@ -146,6 +156,9 @@ class TestHttpServer {
   struct File {
     std::string body, etag;
     int64_t mtime;
+  };
+  struct StatusFault {
+    int status, times, retry_after;
   };
 
   void accept_loop() {
@@ -247,7 +260,14 @@ class TestHttpServer {
     if (stopping_) return false;
     std::string status_line, extra, body;
     std::optional<size_t> cut_after;
-    if (auto r = redirects_.find(req.path); r != redirects_.end()) {
+    auto sf = status_faults_.find(req.path);
+    if (sf != status_faults_.end() && sf->second.times != 0) {
+      if (sf->second.times > 0) sf->second.times--;
+      status_line = std::to_string(sf->second.status) + " Injected";
+      if (sf->second.retry_after >= 0) {
+        extra = "Retry-After: " + std::to_string(sf->second.retry_after) + "\r\n";
+      }
+    } else if (auto r = redirects_.find(req.path); r != redirects_.end()) {
       status_line = "302 Found";
       extra = "Location: " + r->second + "\r\n";
     } else if (req.path.empty() || req.path.back() == '/') {
@@ -346,6 +366,7 @@ class TestHttpServer {
   std::map<std::string, std::pair<size_t, int>> cuts_;
   std::map<std::string, std::string> extra_headers_;
   std::map<std::string, std::string> redirects_;
+  std::map<std::string, StatusFault> status_faults_;
   std::vector<std::string> no_length_;
   std::vector<std::string> no_listing_;
   std::vector<Request> log_;
