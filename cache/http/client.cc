@@ -335,7 +335,7 @@ int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t
     return 0;
   }
   t->stop = Transfer::Stop::kStalled;
-  t->detail = "no byte received for " + std::to_string(t->idle_limit.count() / 1000.0) + " s";
+  t->detail = "no byte received for " + std::to_string(t->idle_limit.count()) + " ms";
   return 1;
 }
 
