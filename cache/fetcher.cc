@@ -197,7 +197,6 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   int write_errno_ = 0;         // the cache write that failed, if any
   // Failed for a reason waiting cannot cure (the cache's disk): reads of
   // missing bytes fail at once.
-  bool fatal_ = false;
   // Retries before any size was reported (HTTP thread and timer only).
   int attempts_ = 0;
   int64_t first_try_ms_ = 0;
@@ -310,7 +309,7 @@ struct Fetcher::Impl {
   void on_download_body_done(const std::shared_ptr<Download>& dl, http::Outcome outcome,
                              const std::string& detail);
   void publish(const std::shared_ptr<Download>& dl);
-  // `fatal`: the cache could not be written; parked readers fail at once.
+  // `fatal`: the cache could not be written (counted apart).
   void fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
                      bool fatal = false);
   void try_resume(const std::shared_ptr<Download>& dl);
@@ -447,11 +446,6 @@ void Download::read(uint64_t offset, size_t len, ReadCallback cb,
   }
   const uint64_t end = std::min<uint64_t>(offset + len, size);
   const bool ready = state_ == State::kComplete || (end < size && end <= frontier_);
-  if (!ready && state_ == State::kFailed && fatal_) {
-    lk.unlock();
-    cb(Error{EIO, "the download failed: the cache could not be written"});
-    return;
-  }
   if (!ready) {
     const int64_t stall = impl_->opt.read_stall_timeout.count();
     if (std::max(handle_progress->load(), last_progress_ms_) + stall <= now_ms()) {
@@ -531,11 +525,16 @@ class TrackedSink : public http::Sink {
   TrackedSink(std::shared_ptr<http::Sink> inner, std::function<void(http::Outcome)> note,
               std::function<void(uint64_t)> done)
       : inner_(std::move(inner)), note_(std::move(note)), done_(std::move(done)) {}
-  bool on_head(const http::Head& h) override { return inner_->on_head(h); }
+  bool on_head(const http::Head& h) override {
+    answered_.store(true);
+    return inner_->on_head(h);
+  }
   bool on_data(const char* d, size_t n) override { return inner_->on_data(d, n); }
   void on_done(http::Outcome o, const http::Head& h, std::string body,
                std::string detail) override {
-    note_(o);  // first: what the sink decides (retry or not) sees upstream's health
+    // First: what the sink decides (retry or not) sees upstream's health. A
+    // transfer that stalls after the headers came from a live upstream.
+    note_(answered_.load() ? http::Outcome::kOk : o);
     inner_->on_done(o, h, std::move(body), std::move(detail));
     done_(id.load());
   }
@@ -544,6 +543,7 @@ class TrackedSink : public http::Sink {
  private:
   std::shared_ptr<http::Sink> inner_;
   std::function<void(http::Outcome)> note_;
+  std::atomic<bool> answered_{false};
   std::function<void(uint64_t)> done_;
 };
 
@@ -954,6 +954,14 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
     auto a = attr_of(ps.current);
     lk.unlock();
     cb(std::move(a));
+    return;
+  }
+  if (!listing.available && (listing.error == EIO || down()) &&
+      !index.list_paths(path + "/", 1).empty()) {
+    // Upstream cannot be asked, but the cache holds files below this name:
+    // a directory (an offline or imported cache serves its whole tree).
+    lk.unlock();
+    cb(Attr{true, 0, 0, nullptr});
     return;
   }
   // No listing with an exact size: one HEAD per path, shared; a filtered
@@ -1542,18 +1550,14 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
     // through its fd.
     std::lock_guard dlk(dl->mu_);
     dl->state_ = Download::State::kFailed;
-    dl->fatal_ = fatal;
   }
-  if (fatal) {
-    // Waiting cannot help a full or failing disk: parked readers fail now,
-    // later reads of missing bytes at once (Download::read), and the next
-    // open starts a new download.
-    stats.write_failures++;
-    dl->fail_all(EIO, "the cache could not be written");
-  }
-  // Otherwise parked readers are not failed here: they wait for
-  // read_stall_timeout so that a TFTP client sees a timeout, never a short
-  // file (sweep fails them).
+  if (fatal) stats.write_failures++;
+  // Parked readers are not failed here, not even for a full disk: they wait
+  // for read_stall_timeout (sweep fails them), so that a TFTP client sees a
+  // timeout, never a short file. Through the page cache, an error for one
+  // page after bytes of the pages before it reach read(2) as a short read,
+  // which in.tftpd and atftpd send as the end of a complete file. New opens
+  // start a new download.
   std::vector<VersionCallback> waiters;
   {
     std::lock_guard lk(mu_);
