@@ -8,7 +8,7 @@
 #     --no-sanitizers  skip the ASan+UBSan and TSan passes
 #     --no-e2e         skip the end-to-end tests
 #     --no-fuzz        skip the bounded libFuzzer run of the rewrite engine
-#     --no-package     skip building, linting and trying the Debian package
+#     --no-package     skip building, linting and trying the Debian package and the RPM
 #   FUZZ_SECONDS (default 30) bounds the fuzzer run.
 #   BUILD_DIR (default build) chooses the build directory; ASAN_BUILD_DIR
 #   (build-asan) and TSAN_BUILD_DIR (build-tsan) those of the sanitizer passes.
@@ -35,7 +35,7 @@ done
 
 extra=()
 [ $fuzz = 1 ] && extra+=(clang libclang-rt-14-dev)
-[ $package = 1 ] && extra+=(debhelper lintian fakeroot dpkg-dev)
+[ $package = 1 ] && extra+=(debhelper lintian fakeroot dpkg-dev rpm rpmlint)
 install_deps "${extra[@]}"
 build=${BUILD_DIR:-build}
 
@@ -126,25 +126,58 @@ fi
 if [ $package = 1 ]; then
   # The .deb from a copy of the tree (tests already ran: nocheck), lintian
   # without errors, then the packaged binary mounted through
-  # `mount -t fuse.netbootfs` (mount(8) finds it in /usr/bin only).
-  echo "== Debian package"
+  # `mount -t fuse.netbootfs` (mount(8) finds it in /usr/bin only) and
+  # refusing bad configurations. The RPM spec: rpmlint clean, parsed, and
+  # built (SRPM and binary RPM, tests off) from the same copy as Source0 with
+  # Fedora's cmake and systemd macros stood in for (packaging/rpm/debian-build.macros).
+  echo "== Debian package and RPM"
   work=$(mktemp -d)
   mkdir "$work/netbootfs"
   tar --exclude='./build*' --exclude=./.git --exclude=./obj-* -cf - . | tar -x -C "$work/netbootfs"
+  ok=1 rpm_ok=1
+  spec=packaging/rpm/netbootfs.spec
+  rpmver=$(rpmspec -q --srpm --qf '%{version}\n' "$spec" 2>"$work/rpm.log") || rpm_ok=0
+  mkdir -p "$work/rpm/SOURCES"
+  tar -C "$work" --transform "s,^netbootfs,netbootfs-$rpmver," \
+    -czf "$work/rpm/SOURCES/netbootfs-$rpmver.tar.gz" netbootfs 2>>"$work/rpm.log" || rpm_ok=0
   cp -r packaging/debian "$work/netbootfs/debian"
-  ok=1
   if ! (cd "$work/netbootfs" && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -us -uc -b) \
        >"$work/build.log" 2>&1; then
     tail -n 30 "$work/build.log"; ok=0
   fi
-  deb=$(ls "$work"/netbootfs_*.deb 2>/dev/null | head -1)
+  deb=$(ls "$work"/netbootfs_*.deb 2>/dev/null | head -1 || true)
   if [ $ok = 1 ] && ! lintian --fail-on error "$deb"; then ok=0; fi
   if [ $ok = 1 ]; then
     dpkg -i "$deb" >/dev/null
     NETBOOTFS_BIN_DIR=/usr/bin bash tests/e2e/test_mount_helper.sh || ok=0
+    NETBOOTFS_BIN_DIR=/usr/bin bash tests/e2e/test_bad_config.sh || ok=0
     dpkg -r netbootfs >/dev/null
   fi
-  if [ $ok = 1 ]; then passed=$((passed + 1)); echo "package: built, lintian clean, mounted"
+  # The RPM, whatever became of the .deb.
+  if [ $rpm_ok = 1 ] && ! { rpmlint -r packaging/rpm/netbootfs.rpmlintrc "$spec" &&
+       rpmspec -P "$spec" >/dev/null; } >"$work/rpmlint.log" 2>&1; then
+    cat "$work/rpm.log" "$work/rpmlint.log"; rpm_ok=0
+  fi
+  if [ $rpm_ok = 1 ] && ! grep -q ' 0 errors, 0 warnings' "$work/rpmlint.log"; then
+    cat "$work/rpmlint.log"; rpm_ok=0
+  fi
+  if [ $rpm_ok = 1 ] && ! { rpmbuild -bs --define "_topdir $work/rpm" "$spec" &&
+       rpmbuild -bb --nodeps --without check --define "_topdir $work/rpm" \
+         --load packaging/rpm/debian-build.macros "$spec"; } >>"$work/rpm.log" 2>&1; then
+    tail -n 30 "$work/rpm.log"; rpm_ok=0
+  fi
+  rpm_bin=$(ls "$work"/rpm/RPMS/*/netbootfs-"$rpmver"-*.rpm 2>/dev/null | head -1 || true)
+  if [ $rpm_ok = 1 ]; then
+    # The binary RPM as Debian's rpm makes it, less what this environment
+    # causes (packaging/rpm/debian-build.rpmlintrc says why), and its files.
+    rpmlint -r packaging/rpm/debian-build.rpmlintrc "$rpm_bin" >"$work/rpmlint-bin.log" 2>&1 \
+      && grep -q ' 0 errors, 0 warnings' "$work/rpmlint-bin.log" \
+      || { cat "$work/rpmlint-bin.log"; rpm_ok=0; }
+    rpmfiles=$(rpm -qlp "$rpm_bin" 2>/dev/null | grep -cE '^/usr/(bin/netbootfs|bin/netbootfsctl|share/man/man8/netbootfs(ctl)?\.8.*|lib/systemd/system/netbootfs\.service|share/doc/netbootfs[^/]*/examples/(dnsmasq|tftpd-hpa)\.service\.d/netbootfs\.conf)$' || true)
+    [ "$rpmfiles" -eq 7 ] || { echo "the RPM lacks files:"; rpm -qlp "$rpm_bin"; rpm_ok=0; }
+  fi
+  [ $rpm_ok = 1 ] || { echo "RPM: failed (see above)"; ok=0; }
+  if [ $ok = 1 ]; then passed=$((passed + 1)); echo "package: built, lintian clean, mounted, bad configurations refused; RPM: spec lint clean, SRPM and RPM built"
   else failed=$((failed + 1)); failures+=("package"); fi
   rm -rf "$work"
 fi
