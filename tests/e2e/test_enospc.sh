@@ -71,7 +71,7 @@ note "reading big.img (10 MiB into 6 MiB): '$res' after $got bytes, $(($(now_ms)
 [ "$res" != ok ] || fail "reading a file larger than the cache disk succeeded ($got bytes)"
 [ "${res% short}" = 5 ] || soft_fail "the failed read ended with errno '$res', expected EIO (5)"
 cmp -s -n "$got" "$T/up/big.img" "$T/big.out" || soft_fail "the bytes read before the failure are not upstream's"
-grep -qE "writing the cache failed: .*No space left on device" "$T/daemon.log" \
+wait_until 5 grep -qE "writing the cache failed: .*No space left on device" "$T/daemon.log" \
   || soft_fail "the daemon log does not name the write failure (ENOSPC)"
 
 # The space comes back once the failed download is dropped.
