@@ -1599,6 +1599,9 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
       fail_download(dl, "index update failed: " + w.error().message, true);
       return;
     }
+    // Its readers read it from the download: count that as its last use,
+    // or eviction would take a file just fetched for "never read".
+    index.note_access(sha, entry.validated_at);
   }
   std::vector<ReadWaiter> ready;
   int fd;

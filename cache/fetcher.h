@@ -23,8 +23,9 @@
 //   410, 401 and other answers are reported at once. After, a read past the downloaded bytes waits while the
 //   download retries and resumes (Range + If-Range) and fails with EIO only
 //   when neither it nor the download made progress for read_stall_timeout.
-//   A cache write that fails (ENOSPC, EIO, publish) fails the download and
-//   every parked and later read of missing bytes with EIO at once.
+//   A cache write that fails (ENOSPC, EIO, publish) fails the download the
+//   same way: its readers wait out read_stall_timeout (a short read would
+//   reach a TFTP client as a complete file), the next open starts over.
 // - Upstream health: after down_after consecutive connection-level failures
 //   (connect, timeout, TLS) upstream is "down": cached files are served
 //   without asking it (counted as stale), misses fail with EIO at once, and a

@@ -498,7 +498,8 @@ std::optional<BlobEntry> Index::get_blob(std::string_view sha256) const {
       [&](MDB_txn* t) { return impl_->get_blob(t, sha256); });
 }
 
-std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_view prefix) const {
+std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_view prefix,
+                                                                size_t max) const {
   using Out = std::vector<std::pair<std::string, PathEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
@@ -508,7 +509,7 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
     int rc = prefix.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
     // "a" covers "a" and "a/..." but not "ab" nor "a b"; "a/" covers "a/...".
     const bool dir_form = !prefix.empty() && prefix.back() == '/';
-    for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+    for (; rc == 0 && out.size() < max; rc = c.get(&k, &v, MDB_NEXT)) {
       const std::string_view key = view(k);
       if (key.substr(0, prefix.size()) != prefix) break;
       if (!prefix.empty() && !dir_form && key.size() > prefix.size()) {

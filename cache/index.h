@@ -18,6 +18,7 @@
 // - Thread safety: every method may be called from any thread.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -70,8 +71,10 @@ class Index {
 
   std::optional<PathEntry> get_path(std::string_view path) const;
   std::optional<BlobEntry> get_blob(std::string_view sha256) const;
-  // Entries whose path equals `prefix` or lies below it ("" = all), in key order.
-  std::vector<std::pair<std::string, PathEntry>> list_paths(std::string_view prefix = {}) const;
+  // Entries whose path equals `prefix` or lies below it ("" = all), in key
+  // order; at most `max` of them.
+  std::vector<std::pair<std::string, PathEntry>> list_paths(std::string_view prefix = {},
+                                                            size_t max = SIZE_MAX) const;
   std::vector<std::pair<std::string, BlobEntry>> list_blobs() const;
   std::vector<std::string> unreferenced_blobs() const;
   IndexStats stats() const;

@@ -29,7 +29,10 @@ struct DirHandle {
   std::vector<cache::DirEntry> entries;
 };
 
-void erofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+void erofs(fuse_req_t req) {
+  self(req)->count(FuseFs::Op::kWrite);
+  fuse_reply_err(req, EROFS);
+}
 
 }  // namespace
 
@@ -206,6 +209,7 @@ void FuseFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void FuseFs::reply_slice(fuse_req_t req, const cache::Slice& s) {
+  served_bytes_.fetch_add(s.len, std::memory_order_relaxed);
   if (s.len == 0) {
     fuse_reply_buf(req, nullptr, 0);
     return;
@@ -366,41 +370,53 @@ void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   reply_xattr_value(req, names, size);
 }
 
+const char* FuseFs::op_name(Op op) {
+  static const char* const kNames[kOpCount] = {
+      "lookup", "forget",     "getattr", "open",   "read",     "release",   "flush", "opendir",
+      "readdir", "releasedir", "statfs", "access", "getxattr", "listxattr", "write"};
+  return kNames[static_cast<size_t>(op)];
+}
+
 const fuse_lowlevel_ops& FuseFs::operations() {
   static const fuse_lowlevel_ops ops = [] {
     fuse_lowlevel_ops o{};
+    using Op = FuseFs::Op;
     o.init = [](void* ud, fuse_conn_info* conn) { static_cast<FuseFs*>(ud)->init(conn); };
-    o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->lookup(r, p, n); };
+    o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->count(Op::kLookup)->lookup(r, p, n); };
     o.forget = [](fuse_req_t r, fuse_ino_t i, uint64_t n) {
-      self(r)->forget(i, n);
+      self(r)->count(Op::kForget)->forget(i, n);
       fuse_reply_none(r);
     };
     o.forget_multi = [](fuse_req_t r, size_t count, fuse_forget_data* f) {
-      for (size_t i = 0; i < count; ++i) self(r)->forget(f[i].ino, f[i].nlookup);
+      for (size_t i = 0; i < count; ++i) self(r)->count(Op::kForget)->forget(f[i].ino, f[i].nlookup);
       fuse_reply_none(r);
     };
-    o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->getattr(r, i); };
-    o.open = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->open(r, i, fi); };
+    o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->count(Op::kGetattr)->getattr(r, i); };
+    o.open = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->count(Op::kOpen)->open(r, i, fi); };
     o.read = [](fuse_req_t r, fuse_ino_t, size_t s, off_t off, fuse_file_info* fi) {
-      self(r)->read(r, s, off, fi);
+      self(r)->count(Op::kRead)->read(r, s, off, fi);
     };
-    o.release = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { self(r)->release(r, fi); };
-    o.flush = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
-    o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->opendir(r, i, fi); };
+    o.release = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { self(r)->count(Op::kRelease)->release(r, fi); };
+    o.flush = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) {
+      self(r)->count(Op::kFlush);
+      fuse_reply_err(r, 0);
+    };
+    o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->count(Op::kOpendir)->opendir(r, i, fi); };
     o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t off, fuse_file_info* fi) {
-      self(r)->readdir(r, i, s, off, fi);
+      self(r)->count(Op::kReaddir)->readdir(r, i, s, off, fi);
     };
     o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) {
-      self(r)->releasedir(r, fi);
+      self(r)->count(Op::kReleasedir)->releasedir(r, fi);
     };
-    o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->statfs(r); };
+    o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->count(Op::kStatfs)->statfs(r); };
     o.access = [](fuse_req_t r, fuse_ino_t, int mask) {
+      self(r)->count(Op::kAccess);
       fuse_reply_err(r, (mask & W_OK) ? EROFS : 0);
     };
     o.getxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
-      self(r)->getxattr(r, i, n, s);
+      self(r)->count(Op::kGetxattr)->getxattr(r, i, n, s);
     };
-    o.listxattr = [](fuse_req_t r, fuse_ino_t i, size_t s) { self(r)->listxattr(r, i, s); };
+    o.listxattr = [](fuse_req_t r, fuse_ino_t i, size_t s) { self(r)->count(Op::kListxattr)->listxattr(r, i, s); };
     // Read-only: every write-type operation.
     o.setattr = [](fuse_req_t r, fuse_ino_t, struct stat*, int, fuse_file_info*) { erofs(r); };
     o.mknod = [](fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { erofs(r); };

@@ -15,6 +15,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -72,6 +73,20 @@ class FuseFs {
   void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   PendingReplies& pending() { return pending_; }
 
+  // Requests by operation, for the metrics (relaxed counters).
+  enum class Op { kLookup, kForget, kGetattr, kOpen, kRead, kRelease, kFlush, kOpendir, kReaddir,
+                  kReleasedir, kStatfs, kAccess, kGetxattr, kListxattr, kWrite, kCount };
+  static constexpr size_t kOpCount = static_cast<size_t>(Op::kCount);
+  static const char* op_name(Op op);
+  FuseFs* count(Op op) {
+    ops_[static_cast<size_t>(op)].fetch_add(1, std::memory_order_relaxed);
+    return this;
+  }
+  uint64_t op_count(Op op) const {
+    return ops_[static_cast<size_t>(op)].load(std::memory_order_relaxed);
+  }
+  uint64_t served_bytes() const { return served_bytes_.load(std::memory_order_relaxed); }
+
  private:
   struct stat make_stat(const NodeInfo& n) const;
   void reply_slice(fuse_req_t req, const cache::Slice& s);
@@ -81,6 +96,8 @@ class FuseFs {
   InodeTable inodes_;
   PendingReplies pending_;
   const int64_t mount_time_;
+  std::array<std::atomic<uint64_t>, kOpCount> ops_{};
+  std::atomic<uint64_t> served_bytes_{0};
 };
 
 }  // namespace netbootfs::fs

@@ -23,6 +23,7 @@
 #include <memory>
 
 #include "cache/blob_store.h"
+#include "cache/cache_lock.h"
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
@@ -130,6 +131,10 @@ int main(int argc, char** argv) {
   if (!filter) return fail(filter.error().message);
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
+  // One writer per cache: a second mount, or netbootfsctl import, on the
+  // same cache_dir is refused instead of corrupting what this one serves.
+  auto cache_lock = cache::CacheLock::acquire(opts.cache_dir);
+  if (!cache_lock) return fail(cache_lock.error().message);
   auto blobs = cache::BlobStore::open(opts.cache_dir);
   if (!blobs) return fail("cache_dir " + opts.cache_dir + ": " + blobs.error().message);
   cache::Index::Options io;
@@ -197,6 +202,7 @@ int main(int argc, char** argv) {
   log->info("mounted {} on {} (cache {})", opts.url, opts.mountpoint, opts.cache_dir);
   if (!opts.foreground) {
     fuse_daemonize(0);
+    cache_lock->note_holder();
     setup_logging(opts, true);
   }
   // Threads start only now: fuse_daemonize() forks, and a fork keeps only
