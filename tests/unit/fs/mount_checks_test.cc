@@ -1,5 +1,6 @@
 #include "fs/mount_checks.h"
 
+#include <fuse_log.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -115,6 +116,23 @@ TEST(FuseErrorLine, OtherMessagesOnOneLine) {
             "invalid parameter in option 'uid=abc'");
   EXPECT_EQ(fuse_error_line("fuse: one\nfuse: two\n", "x"), "one; two");
   EXPECT_EQ(fuse_error_line("", "fallback"), "fallback");
+}
+
+TEST(FuseLogCapture, CollectsLibfuseMessagesPieceByPiece) {
+  {
+    FuseLogCapture capture;
+    // libfuse writes its unknown-option line in several calls.
+    fuse_log(FUSE_LOG_ERR, "fuse: unknown option(s): `");
+    fuse_log(FUSE_LOG_ERR, "%s ", "-o");
+    fuse_log(FUSE_LOG_ERR, "%s'\n", "a,b");
+    EXPECT_EQ(capture.text(), "fuse: unknown option(s): `-o a,b'\n");
+    EXPECT_EQ(fuse_error_line(capture.text(), "x"),
+              "unknown options 'a', 'b' (netbootfs --help lists the options)");
+    capture.release();
+    EXPECT_EQ(capture.text(), "");
+  }
+  FuseLogCapture again;
+  EXPECT_EQ(again.text(), "");
 }
 
 }  // namespace
