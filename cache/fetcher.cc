@@ -157,7 +157,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   enum class State { kConnecting, kStreaming, kComplete, kFailed };
 
   Download(Fetcher::Impl* impl, std::string path, std::string url)
-      : impl_(impl), path_(std::move(path)), url_(std::move(url)) {}
+      : impl_(impl), path_(std::move(path)), url_(std::move(url)), started_ms_(now_ms()) {}
 
   bool on_head(const http::Head& head) override;
   bool on_data(const char* data, size_t len) override;
@@ -173,6 +173,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   Fetcher::Impl* impl_;
   const std::string path_;
   const std::string url_;
+  const int64_t started_ms_;
   // Set before start, read-only afterwards.
   bool conditional_ = false;
   std::string cond_etag_;
@@ -1603,6 +1604,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     // or eviction would take a file just fetched for "never read".
     index.note_access(sha, entry.validated_at);
   }
+  stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
   std::vector<ReadWaiter> ready;
   int fd;
   {

@@ -54,6 +54,7 @@
 #include "cache/blob_store.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
+#include "cache/util/histogram.h"
 #include "cache/util/result.h"
 #include "cache/util/unique_fd.h"
 
@@ -201,6 +202,8 @@ struct FetcherStats {
   std::atomic<uint64_t> upstream_probes{0};
   std::atomic<uint64_t> down_fast_failures{0};  // misses failed at once while down
   std::atomic<uint64_t> write_failures{0};      // downloads failed by the cache's disk
+  // Seconds from the request to the published blob, per completed download.
+  Histogram download_seconds{{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
 };
 
 class Fetcher {

@@ -29,7 +29,9 @@
 #include "cache/index.h"
 #include "cache/recovery.h"
 #include "cache/util/log.h"
+#include "fs/daemon_metrics.h"
 #include "fs/fuse_fs.h"
+#include "fs/metrics.h"
 #include "fs/mount_checks.h"
 #include "fs/options.h"
 #include "fs/rewrite_filter.h"
@@ -135,6 +137,13 @@ int main(int argc, char** argv) {
   // same cache_dir is refused instead of corrupting what this one serves.
   auto cache_lock = cache::CacheLock::acquire(opts.cache_dir);
   if (!cache_lock) return fail(cache_lock.error().message);
+  // Bound now, served after daemonizing: an address in use is a start-up error.
+  UniqueFd metrics_socket;
+  if (!opts.metrics.empty()) {
+    auto sock = fs::MetricsServer::listen_socket(opts.metrics);
+    if (!sock) return fail(sock.error().message);
+    metrics_socket = std::move(sock).value();
+  }
   auto blobs = cache::BlobStore::open(opts.cache_dir);
   if (!blobs) return fail("cache_dir " + opts.cache_dir + ": " + blobs.error().message);
   cache::Index::Options io;
@@ -226,6 +235,23 @@ int main(int argc, char** argv) {
   describe(filter.value());
   fetcher.set_filter(filter.value());
   fsimpl.attach(&fetcher);
+  fs::MetricsRegistry metrics;
+  fs::register_daemon_metrics(metrics, fetcher, fsimpl, **index);
+  std::unique_ptr<fs::MetricsServer> metrics_server;
+  if (metrics_socket.valid()) {
+    // Mounted already: a failure here costs the metrics, not the mount.
+    if (auto server = fs::MetricsServer::start(std::move(metrics_socket), metrics); server) {
+      metrics_server = std::move(server).value();
+      log->info("metrics on http://{}/metrics", metrics_server->address());
+    } else {
+      log->error("{}", server.error().message);
+    }
+  }
+  std::unique_ptr<fs::MetricsFileWriter> metrics_file;
+  if (!opts.metrics_file.empty()) {
+    metrics_file = std::make_unique<fs::MetricsFileWriter>(opts.metrics_file,
+                                                           ms(opts.metrics_interval), metrics);
+  }
   std::atomic<bool> stopping{false};
   std::thread reloader([&] {
     for (;;) {

@@ -219,31 +219,63 @@ struct MetricsServerAccess {
   }
 };
 
-Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& listen,
-                                                            const MetricsRegistry& registry) {
+Result<UniqueFd> MetricsServer::listen_socket(const std::string& listen) {
   auto addr = parse_listen(listen);
   if (!addr) return addr.error();
+  UniqueFd fd(::socket(addr->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error{errno, std::string("metrics socket: ") + std::strerror(errno)};
+  const int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr->addr.ss_family == AF_INET6) {
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr->addr), addr->len) != 0 ||
+      ::listen(fd.get(), 16) != 0) {
+    return Error{errno, "cannot listen for metrics on " + addr->text + ": " + std::strerror(errno)};
+  }
+  return fd;
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(UniqueFd socket,
+                                                            const MetricsRegistry& registry) {
   std::unique_ptr<MetricsServer> s(new MetricsServer(registry));
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(socket.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    return Error{errno, std::string("metrics socket: ") + std::strerror(errno)};
+  }
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+    s->port_ = ntohs(v6->sin6_port);
+    s->address_ = std::string("[") + host + "]:" + std::to_string(s->port_);
+  } else {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+    s->port_ = ntohs(v4->sin_port);
+    s->address_ = std::string(host) + ":" + std::to_string(s->port_);
+  }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-  if (addr->addr.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+  if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   s->daemon_ = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &MetricsServerAccess::handle, s.get(),
-      MHD_OPTION_SOCK_ADDR, reinterpret_cast<const sockaddr*>(&addr->addr),
+      MHD_OPTION_LISTEN_SOCKET, socket.get(),
       MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(16),
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, static_cast<unsigned>(8),
       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(10),
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<size_t>(16 * 1024),
       MHD_OPTION_EXTERNAL_LOGGER, &MetricsServerAccess::log_error, nullptr, MHD_OPTION_END);
-  if (!s->daemon_) {
-    return Error{EADDRINUSE, "cannot listen for metrics on " + addr->text +
-                                 " (address in use or not local?)"};
-  }
-  if (const MHD_DaemonInfo* info = MHD_get_daemon_info(s->daemon_, MHD_DAEMON_INFO_BIND_PORT)) {
-    s->port_ = info->port;
-  }
-  const auto colon = addr->text.rfind(':');
-  s->address_ = addr->text.substr(0, colon + 1) + std::to_string(s->port_);
+  if (!s->daemon_) return Error{EIO, "cannot serve metrics on " + s->address_};
+  s->socket_ = std::move(socket);
   return s;
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& listen,
+                                                            const MetricsRegistry& registry) {
+  auto fd = listen_socket(listen);
+  if (!fd) return fd.error();
+  return start(std::move(fd).value(), registry);
 }
 
 MetricsServer::~MetricsServer() {

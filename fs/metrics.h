@@ -33,6 +33,7 @@
 
 #include "cache/util/histogram.h"
 #include "cache/util/result.h"
+#include "cache/util/unique_fd.h"
 
 struct MHD_Daemon;
 
@@ -77,6 +78,12 @@ Result<ListenAddress> parse_listen(const std::string& spec);
 
 class MetricsServer {
  public:
+  // The socket alone, bound and listening: the daemon binds before it
+  // mounts (an address in use is a start-up error) and serves after it
+  // daemonized (a fork keeps no threads).
+  static Result<UniqueFd> listen_socket(const std::string& listen);
+  static Result<std::unique_ptr<MetricsServer>> start(UniqueFd socket,
+                                                      const MetricsRegistry& registry);
   static Result<std::unique_ptr<MetricsServer>> start(const std::string& listen,
                                                       const MetricsRegistry& registry);
   ~MetricsServer();
@@ -89,6 +96,7 @@ class MetricsServer {
   explicit MetricsServer(const MetricsRegistry& r) : registry_(r) {}
   const MetricsRegistry& registry_;
   MHD_Daemon* daemon_ = nullptr;
+  UniqueFd socket_;  // MHD does not close a socket it was given
   uint16_t port_ = 0;
   std::string address_;
   friend struct MetricsServerAccess;

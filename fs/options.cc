@@ -22,6 +22,9 @@ struct RawOptions {
   char* proxy_host = nullptr;
   char* upstream_ip = nullptr;
   char* proxy_ip = nullptr;
+  char* metrics = nullptr;
+  char* metrics_file = nullptr;
+  double metrics_interval = -1;
   int no_default_rewrite = 0;
   double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
   double connect_timeout = -1, request_timeout = -1, low_speed_time = -1;
@@ -49,6 +52,9 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("proxy_host=%s", proxy_host),
     NBFS_OPT("upstream_ip=%s", upstream_ip),
     NBFS_OPT("proxy_ip=%s", proxy_ip),
+    NBFS_OPT("metrics=%s", metrics),
+    NBFS_OPT("metrics_file=%s", metrics_file),
+    NBFS_OPT("metrics_interval=%lf", metrics_interval),
     NBFS_FLAG("no_default_rewrite", no_default_rewrite),
     NBFS_OPT("revalidate=%lf", revalidate),
     NBFS_OPT("negative_ttl=%lf", negative_ttl),
@@ -146,6 +152,10 @@ const char* usage_text() {
          "  upstream_ip=ADDR         also rewrite this address of the upstream server\n"
          "  proxy_ip=ADDR            what upstream_ip becomes (default: proxy_host)\n"
          "  no_default_rewrite       only the config file's rules\n"
+         "  metrics=[ADDR:]PORT      Prometheus metrics at http://ADDR:PORT/metrics\n"
+         "                           (ADDR 127.0.0.1 unless given; [::1]:PORT for IPv6)\n"
+         "  metrics_file=FILE        also write them to FILE (node_exporter textfile)\n"
+         "  metrics_interval=S       how often metrics_file is rewritten (15)\n"
          "\n"
          "FUSE options such as allow_other and default_permissions are passed through.\n";
 }
@@ -179,6 +189,9 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   take(opts.proxy_host, raw.proxy_host);
   take(opts.upstream_ip, raw.upstream_ip);
   take(opts.proxy_ip, raw.proxy_ip);
+  take(opts.metrics, raw.metrics);
+  take(opts.metrics_file, raw.metrics_file);
+  set_if(opts.metrics_interval, raw.metrics_interval);
   opts.rewrite_default = raw.no_default_rewrite == 0;
   set_if(opts.revalidate, raw.revalidate);
   set_if(opts.negative_ttl, raw.negative_ttl);
@@ -208,6 +221,7 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   opts.url = base.value();
   if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
   if (opts.probe_interval < 0.05) return Error{EINVAL, "probe_interval must be at least 0.05"};
+  if (opts.metrics_interval < 0.1) return Error{EINVAL, "metrics_interval must be at least 0.1"};
   static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warning",
                                                  "error", "critical", "off"};
   bool level_ok = false;

@@ -49,6 +49,10 @@ struct MountOptions {
   std::string upstream_ip;   // also replaced, when boot menus name the server by address
   std::string proxy_ip;      // what upstream_ip becomes (default: proxy_host)
   bool rewrite_default = true;  // the default rule (off with no_default_rewrite)
+  // Monitoring (see fs/metrics.h).
+  std::string metrics;           // [ADDR:]PORT of the Prometheus listener; empty: none
+  std::string metrics_file;      // textfile collector output; empty: none
+  double metrics_interval = 15;  // seconds between rewrites of metrics_file
   unsigned max_threads = 64;
   size_t index_map_size = size_t{1} << 30;
   bool foreground = false;

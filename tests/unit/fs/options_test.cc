@@ -99,6 +99,24 @@ TEST(Options, UpstreamResilienceOptions) {
   EXPECT_NE(bad.result.error().message.find("probe_interval"), std::string::npos);
 }
 
+TEST(Options, MetricsOptions) {
+  auto d = parse({"http://h/", "/m"});
+  ASSERT_TRUE(d.result.ok());
+  EXPECT_TRUE(d.opts.metrics.empty());
+  EXPECT_TRUE(d.opts.metrics_file.empty());
+  EXPECT_DOUBLE_EQ(d.opts.metrics_interval, 15);
+  auto p = parse({"http://h/", "/m", "-o",
+                  "metrics=9555,metrics_file=/run/nbfs.prom,metrics_interval=2.5"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_EQ(p.opts.metrics, "9555");
+  EXPECT_EQ(p.opts.metrics_file, "/run/nbfs.prom");
+  EXPECT_DOUBLE_EQ(p.opts.metrics_interval, 2.5);
+  EXPECT_FALSE(has_arg(p, "metrics"));
+  auto bad = parse({"http://h/", "/m", "-o", "metrics_interval=0"});
+  ASSERT_FALSE(bad.result.ok());
+  EXPECT_NE(bad.result.error().message.find("metrics_interval"), std::string::npos);
+}
+
 TEST(Options, MountAndFstabNoiseIsAccepted) {
   auto p = parse({"http://h/", "/m", "-o", "rw,_netdev,nofail,defaults,noauto,x-systemd.automount"});
   ASSERT_TRUE(p.result.ok()) << p.result.error().message;

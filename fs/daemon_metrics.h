@@ -1,0 +1,17 @@
+// The daemon's metrics: which counters of which layer are exported under
+// which names (see README "Monitoring"). Registration only: the values are
+// read from the layers' own atomics at every scrape.
+#pragma once
+
+#include "cache/fetcher.h"
+#include "cache/index.h"
+#include "fs/fuse_fs.h"
+#include "fs/metrics.h"
+
+namespace netbootfs::fs {
+
+// The objects must outlive every render() of the registry.
+void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
+                             const FuseFs& fuse, const cache::Index& index);
+
+}  // namespace netbootfs::fs
