@@ -17,10 +17,9 @@ namespace netbootfs::cache {
 namespace {
 
 std::string sample(const std::string& file) {
-  // Relative to this source file, so the test runs from any build directory.
-  std::string dir = __FILE__;
-  dir.erase(dir.rfind('/') + 1);
-  std::ifstream in(dir + "listing_samples/" + file, std::ios::binary);
+  // From the source tree, so the test runs from any build directory.
+  std::ifstream in(std::string(NETBOOTFS_TEST_SOURCE_DIR) + "/listing_samples/" + file,
+                   std::ios::binary);
   EXPECT_TRUE(in) << "missing sample " << file;
   std::ostringstream s;
   s << in.rdbuf();
