@@ -66,7 +66,8 @@ crash_during() {
   err=$(stat "$T/mnt" 2>&1 || true)
   [[ $err == *"not connected"* ]] || fail "expected the dead mount to answer ENOTCONN: $err"
   [ -n "$(ls "$C/tmp")" ] || fail "expected a partial temp file after the crash"
-  ! cache_json | grep -q "^$f " || fail "the partial $f is in the index after the crash"
+  cache_json >"$T/ls.txt"
+  ! grep -q "^$f " "$T/ls.txt" || fail "the partial $f is in the index after the crash"
 }
 
 start_mount "$NGINX_URL" "$T/mnt"
@@ -87,7 +88,8 @@ cmp "$T/up/images/initrd2" "$T/mnt/images/initrd2" || fail "images/initrd2 diffe
 cmp "$T/up/images/initrd" "$T/mnt/images/initrd" || fail "images/initrd differs after the second remount"
 stop_mount "$T/mnt"
 for f in images/initrd images/initrd2 pxelinux.0; do
-  cache_json | grep -q "^$f " || fail "netbootfsctl ls does not show $f"
+  cache_json >"$T/ls.txt"
+  grep -q "^$f " "$T/ls.txt" || fail "netbootfsctl ls does not show $f"
 done
 check_cache "after a clean unmount" 0
 check_daemon_log
