@@ -49,6 +49,33 @@ Result<std::unique_ptr<cache::Index>> open_index(const std::string& dir) {
   return cache::Index::open(dir + "/index", o);
 }
 
+// The cache opened for a command that changes it: the lock first, so that
+// nothing is written under a running mount.
+struct WritableCache {
+  cache::CacheLock lock;
+  std::unique_ptr<cache::BlobStore> blobs;
+  std::unique_ptr<cache::Index> index;
+};
+
+Result<WritableCache> open_for_write(const std::string& dir) {
+  auto lock = cache::CacheLock::acquire(dir);
+  if (!lock) return Error{lock.error().code, lock.error().message + "; unmount it first"};
+  auto blobs = cache::BlobStore::open(dir);
+  if (!blobs) return blobs.error();
+  auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
+  if (!index) return index.error();
+  return WritableCache{std::move(lock).value(), std::move(blobs).value(),
+                       std::move(index).value()};
+}
+
+// "VERB N entries (B blobs, X bytes<inside>)<after>"
+void print_summary(const char* verb, const cache::BundleSummary& r, const std::string& inside,
+                   const std::string& after) {
+  std::printf("%s %llu entries (%llu blobs, %llu bytes%s)%s\n", verb,
+              static_cast<unsigned long long>(r.entries), static_cast<unsigned long long>(r.blobs),
+              static_cast<unsigned long long>(r.bytes), inside.c_str(), after.c_str());
+}
+
 int cmd_ls(const std::string& dir, const std::string& path, bool json) {
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
@@ -172,10 +199,7 @@ int cmd_export(const std::string& dir, const std::string& since_text, const std:
   if (json) {
     std::cout << summary_json(*r).dump(2) << "\n";
   } else {
-    std::printf("exported %llu entries (%llu blobs, %llu bytes) to %s\n",
-                static_cast<unsigned long long>(r->entries),
-                static_cast<unsigned long long>(r->blobs),
-                static_cast<unsigned long long>(r->bytes), file.c_str());
+    print_summary("exported", *r, "", " to " + file);
   }
   return 0;
 }
@@ -186,22 +210,15 @@ int cmd_import(const std::string& dir, const std::string& file, bool json) {
   if (ec) return fail("cannot create " + dir + ": " + ec.message());
   // Changing the cache under a running mount would leave it serving from a
   // view of the index it no longer has: one writer at a time.
-  auto lock = cache::CacheLock::acquire(dir);
-  if (!lock) return fail(lock.error().message + "; unmount it first");
-  auto blobs = cache::BlobStore::open(dir);
-  if (!blobs) return fail(blobs.error().message);
-  auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
-  if (!index) return fail(index.error().message);
-  auto r = cache::import_bundle(**index, **blobs, file);
+  auto c = open_for_write(dir);
+  if (!c) return fail(c.error().message);
+  auto r = cache::import_bundle(*c->index, *c->blobs, file);
   if (!r) return fail(r.error().message);
   if (json) {
     std::cout << summary_json(*r).dump(2) << "\n";
   } else {
-    std::printf("imported %llu entries (%llu blobs, %llu bytes; %llu blobs already cached)\n",
-                static_cast<unsigned long long>(r->entries),
-                static_cast<unsigned long long>(r->blobs),
-                static_cast<unsigned long long>(r->bytes),
-                static_cast<unsigned long long>(r->blobs_present));
+    print_summary("imported", *r, "; " + std::to_string(r->blobs_present) + " blobs already cached",
+                  "");
   }
   return 0;
 }
@@ -271,13 +288,9 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
     cutoff = ::time(nullptr) - *d;
   }
   if (paths.empty() && !all && older_than.empty()) return fail("evict: name PATHs, --all or --older-than");
-  auto lock = cache::CacheLock::acquire(dir);
-  if (!lock) return fail(lock.error().message + "; unmount it first");
-  auto blobs = cache::BlobStore::open(dir);
-  if (!blobs) return fail(blobs.error().message);
-  auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
-  if (!index) return fail(index.error().message);
-  auto& ix = **index;
+  auto c = open_for_write(dir);
+  if (!c) return fail(c.error().message);
+  auto& ix = *c->index;
 
   std::vector<std::string> victims;
   std::vector<std::string> prefixes;
@@ -322,7 +335,7 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
     auto b = ix.get_blob(sha);
     if (b && b->refs > 0) continue;
     if (b && !ix.remove_blob(sha)) continue;
-    if (auto size = blobs.value()->blob_size(sha); size && blobs.value()->remove(sha)) {
+    if (auto size = c->blobs->blob_size(sha); size && c->blobs->remove(sha)) {
       bytes += *size;
       removed_blobs++;
     }

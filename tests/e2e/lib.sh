@@ -351,3 +351,20 @@ $bad"
 }
 
 md5() { md5sum "$1" | cut -d' ' -f1; }
+
+# timed_read PATH: "ERRNO MS" of a full read of PATH ("OK MS" when it succeeds),
+# bounded.
+timed_read() {
+  with_timeout 30 python3 - "$1" <<'PY'
+import errno, sys, time
+t0 = time.monotonic()
+try:
+    with open(sys.argv[1], "rb") as f:
+        while f.read(1 << 20):
+            pass
+    res = "OK"
+except OSError as e:
+    res = errno.errorcode.get(e.errno, str(e.errno))
+print(res, int((time.monotonic() - t0) * 1000))
+PY
+}

@@ -19,21 +19,6 @@ import json, sys
 print(" ".join(str(e["status"]) for e in json.load(sys.stdin)
                if e["path"] == sys.argv[1] and e["method"] == "GET"))' "$1"
 }
-# read_errno PATH: "ERRNO MS" of a full read.
-read_errno() {
-  with_timeout 30 python3 - "$1" <<'PY'
-import errno, sys, time
-t0 = time.monotonic()
-try:
-    with open(sys.argv[1], "rb") as f:
-        while f.read(1 << 20):
-            pass
-    res = "OK"
-except OSError as e:
-    res = errno.errorcode.get(e.errno, str(e.errno))
-print(res, int((time.monotonic() - t0) * 1000))
-PY
-}
 
 # 1. 503 twice with Retry-After: 1, then the file.
 fault '{"path":"/images/linux","mode":"status","status":503,"retry_after":1,"times":2}'
@@ -47,14 +32,14 @@ note "two 503s retried: GETs $g, read in ${took} ms"
 
 # 2. 404: never retried.
 fault '{"path":"/images/gone","mode":"status","status":404}'
-read -r err ms < <(read_errno "$T/mnt/images/gone")
+read -r err ms < <(timed_read "$T/mnt/images/gone")
 [ "$err" = ENOENT ] || fail "a 404 read gave $err, want ENOENT"
 g=$(gets /images/gone)
 [ "$g" = "404" ] || fail "a 404 must cost exactly one GET, the fault log shows: $g"
 
 # 3. 503 for ever: EIO within retry_timeout (4 s) plus a margin, nothing cached.
 fault '{"path":"/images/dead","mode":"status","status":503}'
-read -r err ms < <(read_errno "$T/mnt/images/dead")
+read -r err ms < <(timed_read "$T/mnt/images/dead")
 [ "$err" = EIO ] || fail "a read against a failing upstream gave $err, want EIO"
 [ "$ms" -lt 12000 ] || fail "the failing read took ${ms} ms (retry_timeout=4)"
 n=$(gets /images/dead | wc -w)

@@ -23,21 +23,6 @@ stat "$T/mnt/images/later" >/dev/null || fail "stat of a listed file"
 with_timeout 5 getfattr -d -m - "$T/mnt" 2>/dev/null | grep -q 'user.netbootfs.upstream=' \
   || fail "listxattr of the root does not name user.netbootfs.upstream"
 
-# read_ms PATH: "ERRNO MS" of a full read.
-read_ms() {
-  with_timeout 30 python3 - "$1" <<'PY'
-import errno, sys, time
-t0 = time.monotonic()
-try:
-    with open(sys.argv[1], "rb") as f:
-        while f.read(1 << 20):
-            pass
-    res = "OK"
-except OSError as e:
-    res = errno.errorcode.get(e.errno, str(e.errno))
-print(res, int((time.monotonic() - t0) * 1000))
-PY
-}
 requests() {  # requests() [EXCEPT_METHOD_PATH]: how many requests the fault server logged
   fault_log | python3 -c '
 import json, sys
@@ -50,9 +35,9 @@ wait_until 30 bash -c "cmp '$T/up/images/linux' '$T/mnt/images/linux' && [ \"\$(
   || fail "upstream not marked down after timeouts (health: $(health))"
 grep -q 'is down after 3 connection failures' "$T/daemon.log" || fail "no 'down' warning logged"
 curl -sf --max-time 5 -X DELETE "http://127.0.0.1:$FAULT_PORT/__log" >/dev/null || fail "log reset"
-read -r err ms < <(read_ms "$T/mnt/images/linux")
+read -r err ms < <(timed_read "$T/mnt/images/linux")
 [ "$err" = OK ] && [ "$ms" -lt 1500 ] || fail "cached read while down: $err in ${ms} ms (a request would hang 2 s)"
-read -r err2 ms2 < <(read_ms "$T/mnt/images/later")
+read -r err2 ms2 < <(timed_read "$T/mnt/images/later")
 [ "$err2" = EIO ] && [ "$ms2" -lt 1500 ] || fail "uncached read while down: $err2 in ${ms2} ms, want EIO at once"
 for _ in 1 2 3; do cmp "$T/up/images/linux" "$T/mnt/images/linux" || fail "cached read while down"; done
 others=$(requests "HEAD /")
@@ -72,7 +57,7 @@ ours "$FAULT_PID" && kill "$FAULT_PID"
 wait_until 10 dead "$FAULT_PID" || fail "the fault server did not exit"
 wait_until 20 bash -c "cmp '$T/up/images/linux' '$T/mnt/images/linux' && [ \"\$(getfattr --only-values -n user.netbootfs.upstream '$T/mnt' 2>/dev/null)\" = down ]" \
   || fail "upstream not marked down with connections refused (health: $(health))"
-read -r err3 ms3 < <(read_ms "$T/mnt/images/after")
+read -r err3 ms3 < <(timed_read "$T/mnt/images/after")
 [ "$err3" = EIO ] && [ "$ms3" -lt 1500 ] || fail "uncached read with upstream dead: $err3 in ${ms3} ms"
 python3 "$FAULT_SERVER" --root "$T/up" --bind 127.0.0.1 --port "$port" >"$T/fault2.log" 2>&1 &
 FAULT_PID=$!
