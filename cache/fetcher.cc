@@ -17,6 +17,7 @@
 
 #include "cache/http/url.h"
 #include "cache/listing.h"
+#include "cache/origins.h"
 #include "cache/util/log.h"
 
 namespace netbootfs::cache {
@@ -156,8 +157,8 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
  public:
   enum class State { kConnecting, kStreaming, kComplete, kFailed };
 
-  Download(Fetcher::Impl* impl, std::string path, std::string url)
-      : impl_(impl), path_(std::move(path)), url_(std::move(url)), started_ms_(now_ms()) {}
+  Download(Fetcher::Impl* impl, std::string path)
+      : impl_(impl), path_(std::move(path)), started_ms_(now_ms()) {}
 
   bool on_head(const http::Head& head) override;
   bool on_data(const char* data, size_t len) override;
@@ -172,7 +173,6 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
 
   Fetcher::Impl* impl_;
   const std::string path_;
-  const std::string url_;
   const int64_t started_ms_;
   // Set before start, read-only afterwards.
   bool conditional_ = false;
@@ -210,7 +210,21 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
 
 struct Fetcher::Impl {
   Impl(Fetcher* owner, http::Client& c, Index& i, BlobStore& b)
-      : self(owner), opt(owner->options_), stats(owner->stats_), client(c), index(i), blobs(b) {}
+      : self(owner),
+        opt(owner->options_),
+        stats(owner->stats_),
+        client(c),
+        index(i),
+        blobs(b),
+        origins(bases(owner->options_),
+                Origins::Options{owner->options_.mirror_backoff.count(),
+                                 owner->options_.mirror_backoff_max.count()}),
+        origin_failed_(origins.size(), false) {}
+  static std::vector<std::string> bases(const FetcherOptions& o) {
+    std::vector<std::string> v{o.base_url};
+    v.insert(v.end(), o.mirrors.begin(), o.mirrors.end());
+    return v;
+  }
 
   Fetcher* self;
   const FetcherOptions& opt;
@@ -218,6 +232,13 @@ struct Fetcher::Impl {
   http::Client& client;
   Index& index;
   BlobStore& blobs;
+  Origins origins;
+  // The URL of `rel` at the origin a new request goes to now.
+  std::pair<size_t, std::string> pick_url(const std::string& rel, bool directory = false) {
+    const size_t o = origins.pick(now_ms());
+    const std::string& base = origins.base(o);
+    return {o, rel.empty() ? base : http::join_url(base, rel, directory)};
+  }
 
   std::mutex mu_;  // guards states_, PathState, FileVersion bindings, filter_
   std::shared_ptr<const ContentFilter> filter_;
@@ -250,7 +271,7 @@ struct Fetcher::Impl {
   std::condition_variable inflight_cv_;
   size_t inflight_ = 0;
   tsl::robin_map<uint64_t, bool> inflight_ids_;
-  void start_request(http::Request req, std::shared_ptr<http::Sink> sink);
+  void start_request(http::Request req, std::shared_ptr<http::Sink> sink, size_t origin);
   void cancel_all_requests();
 
   void start_threads();
@@ -290,10 +311,15 @@ struct Fetcher::Impl {
 
   // Upstream health.
   std::mutex health_mu_;
-  int conn_failures_ = 0;  // consecutive, guarded by health_mu_
+  // Guarded by health_mu_: connection failures in a row (any origin), and
+  // whether each origin's last answer was one (never asked: false).
+  int conn_failures_ = 0;
+  std::vector<bool> origin_failed_;
+  size_t probe_next_ = 0;  // the origin the next probe asks (mu_)
   std::atomic<bool> down_{false};
   bool down() const { return down_.load(std::memory_order_relaxed); }
-  void note_outcome(http::Outcome o);
+  // `answered`: headers arrived (a live origin whatever came after).
+  void note_outcome(size_t origin, bool answered, http::Outcome o, long status);
   void schedule_probe();
   void marked_up();
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
@@ -523,8 +549,8 @@ namespace {
 
 class TrackedSink : public http::Sink {
  public:
-  TrackedSink(std::shared_ptr<http::Sink> inner, std::function<void(http::Outcome)> note,
-              std::function<void(uint64_t)> done)
+  using Note = std::function<void(bool answered, http::Outcome, long status)>;
+  TrackedSink(std::shared_ptr<http::Sink> inner, Note note, std::function<void(uint64_t)> done)
       : inner_(std::move(inner)), note_(std::move(note)), done_(std::move(done)) {}
   bool on_head(const http::Head& h) override {
     answered_.store(true);
@@ -535,7 +561,7 @@ class TrackedSink : public http::Sink {
                std::string detail) override {
     // First: what the sink decides (retry or not) sees upstream's health. A
     // transfer that stalls after the headers came from a live upstream.
-    note_(answered_.load() ? http::Outcome::kOk : o);
+    note_(answered_.load(), o, h.status);
     inner_->on_done(o, h, std::move(body), std::move(detail));
     done_(id.load());
   }
@@ -543,16 +569,19 @@ class TrackedSink : public http::Sink {
 
  private:
   std::shared_ptr<http::Sink> inner_;
-  std::function<void(http::Outcome)> note_;
+  Note note_;
   std::atomic<bool> answered_{false};
   std::function<void(uint64_t)> done_;
 };
 
 }  // namespace
 
-void Fetcher::Impl::start_request(http::Request req, std::shared_ptr<http::Sink> sink) {
+void Fetcher::Impl::start_request(http::Request req, std::shared_ptr<http::Sink> sink,
+                                  size_t origin) {
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  auto note = [this](http::Outcome o) { note_outcome(o); };
+  auto note = [this, origin](bool answered, http::Outcome o, long status) {
+    note_outcome(origin, answered, o, status);
+  };
   auto tracked = std::make_shared<TrackedSink>(std::move(sink), note, [this, finished](uint64_t id) {
     std::lock_guard lk(inflight_mu_);
     finished->store(true);
@@ -604,17 +633,36 @@ class MemorySink : public http::Sink {
 
 // --- Impl: upstream health -------------------------------------------------
 
-void Fetcher::Impl::note_outcome(http::Outcome o) {
+void Fetcher::Impl::note_outcome(size_t origin, bool answered, http::Outcome raw, long status) {
+  // Health: a transfer that stalls after the headers came from a live origin.
+  const http::Outcome o = answered ? http::Outcome::kOk : raw;
+  if (origins.size() > 1) {
+    const int64_t now = now_ms();
+    if (is_retryable(raw, raw == http::Outcome::kOk ? status : 0)) {
+      if (int64_t d = origins.failed(origin, now)) {
+        log()->warn("origin {}: {} {}: using the next origin for {} ms", origins.base(origin),
+                    http::to_string(raw), status, d);
+      }
+    } else if (raw == http::Outcome::kOk && origins.succeeded(origin)) {
+      log()->info("origin {} answers again", origins.base(origin));
+    }
+  }
   bool went_down = false, went_up = false;
   {
     std::lock_guard lk(health_mu_);
     if (o == http::Outcome::kOk) {
       conn_failures_ = 0;
+      origin_failed_[origin] = false;
       went_up = down_.exchange(false);
     } else if (is_connection_failure(o)) {
       stats.upstream_failures++;
       ++conn_failures_;
-      if (opt.down_after > 0 && conn_failures_ >= opt.down_after && !down_.load()) {
+      origin_failed_[origin] = true;
+      // Down: no origin is left that could answer (requests in flight to
+      // one failing origin do not make a working mirror "down").
+      const bool all =
+          std::all_of(origin_failed_.begin(), origin_failed_.end(), [](bool f) { return f; });
+      if (opt.down_after > 0 && conn_failures_ >= opt.down_after && all && !down_.load()) {
         down_.store(true);
         went_down = true;
       }
@@ -650,13 +698,15 @@ void Fetcher::Impl::schedule_probe() {
     stats.upstream_probes++;
     http::Request req;
     req.method = http::Request::Method::kHead;
-    req.url = opt.base_url;
+    const size_t origin = probe_next_++ % origins.size();
+    req.url = origins.base(origin);
     // Any HTTP answer marks upstream up (note_outcome, before this runs).
-    start_request(std::move(req), std::make_shared<MemorySink>(
-                                      [this](http::Outcome, const http::Head&, std::string,
-                                             std::string) {
-                                        if (down()) schedule_probe();
-                                      }));
+    start_request(std::move(req),
+                  std::make_shared<MemorySink>(
+                      [this](http::Outcome, const http::Head&, std::string, std::string) {
+                        if (down()) schedule_probe();
+                      }),
+                  origin);
   });
 }
 
@@ -1054,9 +1104,10 @@ void Fetcher::Impl::send_listing(const std::string& dir, int attempt,
   }
   stats.listings++;
   http::Request req;
-  req.url = dir.empty() ? opt.base_url : http::join_url(opt.base_url, dir, true);
+  auto [origin, url] = pick_url(dir, true);
+  req.url = std::move(url);
   req.body_in_memory = true;
-  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)));
+  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)), origin);
 }
 
 void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_ held
@@ -1127,8 +1178,9 @@ void Fetcher::Impl::send_head(const std::string& path, int attempt,
   stats.heads++;
   http::Request req;
   req.method = http::Request::Method::kHead;
-  req.url = http::join_url(opt.base_url, path);
-  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)));
+  auto [origin, url] = pick_url(path);
+  req.url = std::move(url);
+  start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)), origin);
 }
 
 void Fetcher::Impl::resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r) {
@@ -1253,7 +1305,7 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
 
 void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
                                    bool conditional) {  // mu_ held
-  auto dl = std::make_shared<Download>(this, path, http::join_url(opt.base_url, path));
+  auto dl = std::make_shared<Download>(this, path);
   dl->whole_ = filter_for(path) != nullptr;
   if (conditional && ps.current) {
     dl->conditional_ = true;
@@ -1277,7 +1329,8 @@ void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_
     return;
   }
   http::Request req;
-  req.url = dl->url_;
+  auto [origin, url] = pick_url(dl->path_);
+  req.url = std::move(url);
   if (dl->conditional_) {
     if (!dl->cond_etag_.empty()) {
       req.if_none_match = dl->cond_etag_;
@@ -1285,7 +1338,7 @@ void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_
       req.if_modified_since = dl->cond_last_modified_;
     }
   }
-  start_request(std::move(req), dl);
+  start_request(std::move(req), dl, origin);
 }
 
 void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
@@ -1528,7 +1581,9 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
   }
   schedule(now_ms() + delay, [this, dl] {
     http::Request req;
-    req.url = dl->url_;
+    // Any origin: If-Range makes one with other bytes answer 200.
+    auto [origin, url] = pick_url(dl->path_);
+    req.url = std::move(url);
     {
       std::lock_guard dlk(dl->mu_);
       if (dl->state_ != Download::State::kStreaming) return;
@@ -1537,8 +1592,9 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
       dl->resuming_ = true;
     }
     stats.resumes++;
-    log()->info("{}: resuming at byte {}", dl->path_, *req.range_from);
-    start_request(std::move(req), dl);
+    log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from,
+                origins.base(origin));
+    start_request(std::move(req), dl, origin);
   });
 }
 

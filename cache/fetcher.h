@@ -20,9 +20,10 @@
 //   listing), transient failures (connect, timeout, broken transfer, 5xx,
 //   429) are retried with capped exponential back-off (plan_retry) for at most
 //   retry_timeout in total, still one request at a time per path; 404, 403,
-//   410, 401 and other answers are reported at once. After, a read past the downloaded bytes waits while the
-//   download retries and resumes (Range + If-Range) and fails with EIO only
-//   when neither it nor the download made progress for read_stall_timeout.
+//   410, 401 and other answers are reported at once. After, a read past the
+//   downloaded bytes waits while the download retries and resumes (Range +
+//   If-Range) and fails with EIO only when neither it nor the download made
+//   progress for read_stall_timeout.
 //   A cache write that fails (ENOSPC, EIO, publish) fails the download the
 //   same way: its readers wait out read_stall_timeout (a short read would
 //   reach a TFTP client as a complete file), the next open starts over.
@@ -31,6 +32,15 @@
 //   without asking it (counted as stale), misses fail with EIO at once, and a
 //   HEAD of the base URL every probe_interval (or any HTTP answer) brings it
 //   back up.
+// - Mirrors: every request (listing, HEAD, GET, resume) goes to the origin
+//   Origins::pick() names: the base URL, else the first mirror not backing
+//   off. A transient failure (what is_retryable() says) puts that origin in
+//   back-off, so the retry goes to the next one; any other answer (404
+//   included) is an answer about the file and is final. A resume may go to
+//   another origin: If-Range turns different bytes into a 200 (start over).
+//   Upstream is down after down_after connection failures in a row when
+//   every origin's last answer was one; probes go to the origins in turn.
+//   With retry_timeout=0 nothing is retried, so no mirror is tried either.
 // - A cached file that upstream reports missing (404/410 on revalidation, or
 //   absent from a fresh listing) is still served for missing_grace after the
 //   first such answer (a 200/304 clears it), then removed (ENOENT).
@@ -98,6 +108,10 @@ struct FetcherOptions {
   std::chrono::milliseconds missing_grace{60000};  // 0: a 404 removes at once
   int down_after = 3;  // consecutive connection-level failures; 0: never down
   std::chrono::milliseconds probe_interval{5000};
+  // Tried after base_url, in order (normalised, with a trailing slash).
+  std::vector<std::string> mirrors;
+  std::chrono::milliseconds mirror_backoff{1000};       // first back-off of a failed origin
+  std::chrono::milliseconds mirror_backoff_max{30000};  // its cap
 };
 
 // One version of one file. Immutable after construction except for the

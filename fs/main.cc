@@ -200,6 +200,8 @@ int main(int argc, char** argv) {
   fo.missing_grace = ms(opts.missing_grace);
   fo.down_after = static_cast<int>(opts.down_after);
   fo.probe_interval = ms(opts.probe_interval);
+  fo.mirrors = opts.mirrors;  // normalised by parse_mount_args, like url
+  fo.mirror_backoff_max = ms(opts.mirror_backoff);
   if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
   struct HandlersGuard {
     fuse_session* se;

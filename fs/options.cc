@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include "cache/http/url.h"
 
@@ -29,7 +30,8 @@ struct RawOptions {
   double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
   double connect_timeout = -1, request_timeout = -1, low_speed_time = -1;
   double entry_timeout = -1, attr_timeout = -1;
-  double retry_timeout = -1, missing_grace = -1, probe_interval = -1;
+  double retry_timeout = -1, missing_grace = -1, probe_interval = -1, mirror_backoff = -1;
+  std::vector<std::string>* mirrors = nullptr;  // every mirror=, in order
   int down_after = -1;
   int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
   int positional = 0;
@@ -40,7 +42,12 @@ struct RawOptions {
 
 #define NBFS_OPT(t, field) {t, offsetof(RawOptions, field), 0}
 #define NBFS_FLAG(t, field) {t, offsetof(RawOptions, field), 1}
+// Repeatable options: "%s" would keep only the last one, so they reach
+// process() under their key.
+constexpr int kKeyMirror = 1;
 const fuse_opt kOptions[] = {
+    FUSE_OPT_KEY("mirror=", kKeyMirror),
+    NBFS_OPT("mirror_backoff=%lf", mirror_backoff),
     NBFS_OPT("cache_dir=%s", cache_dir),
     NBFS_OPT("proxy=%s", proxy),
     NBFS_OPT("http_proxy=%s", proxy),
@@ -92,6 +99,10 @@ bool ignorable(std::string_view opt) {
 
 int process(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
   auto* raw = static_cast<RawOptions*>(data);
+  if (key == kKeyMirror) {
+    raw->mirrors->emplace_back(arg + std::strlen("mirror="));
+    return 0;
+  }
   if (key == FUSE_OPT_KEY_OPT) return ignorable(arg) ? 0 : 1;
   if (key == FUSE_OPT_KEY_NONOPT) {
     // Both positionals are ours: libfuse would check the mountpoint with a
@@ -138,6 +149,9 @@ const char* usage_text() {
          "  down_after=N             mark upstream down after N connection failures in a row\n"
          "                           (3; 0 = never): cache only, misses fail at once\n"
          "  probe_interval=S         probe a down upstream every S (5)\n"
+         "  mirror=URL               a mirror of URL, tried on transient failures (repeatable,\n"
+         "                           in order; the first origin that works is used)\n"
+         "  mirror_backoff=S         a failed origin is skipped for 1 s, doubling up to S (30)\n"
          "  entry_timeout=S          kernel name cache timeout (1)\n"
          "  attr_timeout=S           kernel attribute cache timeout (3600)\n"
          "  uid=N,gid=N,umask=OCT    owner and mode of files (0, 0, 022)\n"
@@ -163,6 +177,8 @@ const char* usage_text() {
 Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_args& args) {
   args = FUSE_ARGS_INIT(argc, argv);
   RawOptions raw;
+  std::vector<std::string> mirrors;
+  raw.mirrors = &mirrors;
   if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
     take(opts.url, raw.url);
     take(opts.mountpoint, raw.mountpoint);
@@ -206,6 +222,7 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   set_if(opts.missing_grace, raw.missing_grace);
   set_if(opts.down_after, raw.down_after);
   set_if(opts.probe_interval, raw.probe_interval);
+  set_if(opts.mirror_backoff, raw.mirror_backoff);
   set_if(opts.uid, raw.uid);
   set_if(opts.gid, raw.gid);
   set_if(opts.umask, raw.umask);
@@ -219,6 +236,13 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   auto base = http::normalize_base_url(opts.url);
   if (!base) return Error{EINVAL, "bad upstream URL '" + opts.url + "': " + base.error().message};
   opts.url = base.value();
+  opts.mirrors.clear();
+  for (const auto& m : mirrors) {
+    auto mb = http::normalize_base_url(m);
+    if (!mb) return Error{EINVAL, "bad mirror URL '" + m + "': " + mb.error().message};
+    opts.mirrors.push_back(mb.value());
+  }
+  if (opts.mirror_backoff < 1) return Error{EINVAL, "mirror_backoff must be at least 1"};
   if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
   if (opts.probe_interval < 0.05) return Error{EINVAL, "probe_interval must be at least 0.05"};
   if (opts.metrics_interval < 0.1) return Error{EINVAL, "metrics_interval must be at least 0.1"};

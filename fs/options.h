@@ -12,6 +12,7 @@
 #include <fuse_lowlevel.h>
 
 #include <string>
+#include <vector>
 
 #include "cache/util/result.h"
 
@@ -32,6 +33,8 @@ struct MountOptions {
   double missing_grace = 60;         // a cached file gone upstream is served this long
   unsigned down_after = 3;           // connection failures in a row that mark upstream down
   double probe_interval = 5;         // how often a down upstream is probed
+  std::vector<std::string> mirrors;  // mirror=URL, repeatable, tried in order after url
+  double mirror_backoff = 30;        // cap of a failed origin's back-off (from 1 s, doubling)
   double entry_timeout = 1;          // kernel name cache
   double attr_timeout = 3600;        // an inode's attributes never change
   unsigned uid = 0;

@@ -591,6 +591,131 @@ TEST_F(FetcherTest, ZeroDownAfterNeverMarksDown) {
   EXPECT_TRUE(fetcher_->upstream_up());
 }
 
+// --- Mirrors --------------------------------------------------------------------
+
+TEST_F(FetcherTest, APrimaryRefusingConnectionsIsReplacedByTheMirrorInOneOpen) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  restart(o);
+  const std::string body = random_bytes(600 * 1024, 7);
+  server_.put("images/kernel", body);
+  mirror.put("images/kernel", body);
+  server_.put("images/initrd", "initrd bytes");
+  mirror.put("images/initrd", "initrd bytes");
+  auto a = lookup("images/kernel");  // the listing comes from the primary
+  ASSERT_TRUE(a) << a.error().message;
+  server_.stop();
+  auto of = open(a->version);
+  ASSERT_TRUE(of) << of.error().message;
+  EXPECT_EQ(read_all(*of.value()).value(), body);
+  EXPECT_EQ(mirror.count("GET", "images/kernel", 200), 1u);
+  EXPECT_TRUE(fetcher_->upstream_up()) << "a working mirror keeps upstream up";
+  // The primary is backing off: the next miss goes straight to the mirror.
+  const uint64_t retries = fetcher_->stats().retries.load();
+  ASSERT_EQ(cat("images/initrd").value(), "initrd bytes");
+  EXPECT_EQ(mirror.count("GET", "images/initrd", 200), 1u);
+  EXPECT_EQ(fetcher_->stats().retries.load(), retries) << "no attempt at the primary";
+  EXPECT_EQ(fetcher_->stats().upstream_down_events.load(), 0u);
+}
+
+TEST_F(FetcherTest, APrimaryAnswering503IsReplacedByTheMirror) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  restart(o);
+  server_.put("f", "the bytes");
+  mirror.put("f", "the bytes");
+  server_.fail_status("f", 503, -1);
+  ASSERT_EQ(cat("f").value(), "the bytes");
+  EXPECT_GE(server_.count("GET", "f", 503), 1u);
+  EXPECT_EQ(mirror.count("GET", "f", 200), 1u);
+}
+
+TEST_F(FetcherTest, APrimaryAnswering404IsFinalAndTheMirrorIsNotAsked) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  restart(o);
+  server_.put("f", "the bytes");
+  mirror.put("f", "the bytes");
+  auto a = lookup("f");
+  ASSERT_TRUE(a);
+  server_.fail_status("f", 404, -1);
+  auto of = open(a->version);
+  ASSERT_FALSE(of);
+  EXPECT_EQ(of.error().code, ENOENT);
+  EXPECT_EQ(server_.count("GET", "f", 404), 1u);
+  EXPECT_TRUE(mirror.requests().empty()) << "a 404 is an answer about the file";
+}
+
+TEST_F(FetcherTest, AfterItsBackoffTheHealthyPrimaryIsUsedAgain) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  o.mirror_backoff = 300ms;
+  o.mirror_backoff_max = 300ms;
+  restart(o);
+  const int port = server_.port();
+  server_.stop();
+  mirror.put("a", "a bytes");
+  mirror.put("b", "b bytes");
+  ASSERT_EQ(cat("a").value(), "a bytes");  // listing and GET from the mirror
+  EXPECT_EQ(mirror.count("GET", "a", 200), 1u);
+  testing::TestHttpServer back(port);
+  back.put("a", "a bytes");
+  back.put("b", "b bytes");
+  std::this_thread::sleep_for(600ms);
+  ASSERT_EQ(cat("b").value(), "b bytes");
+  EXPECT_EQ(back.count("GET", "b", 200), 1u) << "the preferred origin again";
+  EXPECT_EQ(mirror.count("GET", "b"), 0u);
+}
+
+TEST_F(FetcherTest, ABrokenDownloadMayResumeAtTheMirror) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  restart(o);
+  const std::string body = random_bytes(900 * 1024, 11);
+  server_.put("big", body);  // the same bytes, the same ETag ("v1") on both
+  mirror.put("big", body);
+  server_.cut("big", 300 * 1024);
+  ASSERT_EQ(cat("big").value(), body);
+  const auto reqs = mirror.requests();
+  const bool resumed = std::any_of(reqs.begin(), reqs.end(), [](const auto& r) {
+    return r.method == "GET" && r.path == "big" && !r.range.empty() && r.if_range == "\"v1\"";
+  });
+  EXPECT_TRUE(resumed) << "the resume (Range + If-Range) went to the mirror";
+  EXPECT_EQ(server_.count("GET", "big"), 1u);
+  EXPECT_GE(fetcher_->stats().resumes.load(), 1u);
+}
+
+TEST_F(FetcherTest, UpstreamIsDownOnlyWhenEveryOriginFails) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  o.down_after = 2;
+  o.mirror_backoff = 50ms;
+  o.mirror_backoff_max = 50ms;
+  o.retry_timeout = 1000ms;
+  restart(o);
+  server_.stop();
+  mirror.put("m", "m bytes");
+  for (int i = 0; i < 6; ++i) mirror.put("x" + std::to_string(i), "x");
+  // Failed connections to the primary, but the mirror answers: up.
+  ASSERT_EQ(cat("m").value(), "m bytes");
+  EXPECT_TRUE(fetcher_->upstream_up());
+  EXPECT_GE(fetcher_->stats().upstream_failures.load(), 1u);
+  mirror.stop();
+  for (int i = 0; i < 6 && fetcher_->upstream_up(); ++i) {
+    auto r = cat("x" + std::to_string(i));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EIO);
+  }
+  EXPECT_FALSE(fetcher_->upstream_up());
+  EXPECT_EQ(fetcher_->stats().upstream_down_events.load(), 1u);
+}
+
 // --- Cache write failures -------------------------------------------------------
 
 TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextOpenStartsOver) {

@@ -117,6 +117,27 @@ TEST(Options, MetricsOptions) {
   EXPECT_NE(bad.result.error().message.find("metrics_interval"), std::string::npos);
 }
 
+TEST(Options, MirrorsAreRepeatableInOrderAndNormalised) {
+  auto d = parse({"http://h/", "/m"});
+  ASSERT_TRUE(d.result.ok());
+  EXPECT_TRUE(d.opts.mirrors.empty());
+  EXPECT_EQ(d.opts.mirror_backoff, 30);
+  auto p = parse({"http://h/", "/m", "-o", "mirror=http://m1/tftp,allow_other", "-o",
+                  "mirror=http://m2:8080/x/,mirror_backoff=5"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  ASSERT_EQ(p.opts.mirrors.size(), 2u);
+  EXPECT_EQ(p.opts.mirrors[0], "http://m1/tftp/");
+  EXPECT_EQ(p.opts.mirrors[1], "http://m2:8080/x/");
+  EXPECT_EQ(p.opts.mirror_backoff, 5);
+  EXPECT_TRUE(has_arg(p, "allow_other"));
+  EXPECT_FALSE(has_arg(p, "mirror"));
+  auto bad = parse({"http://h/", "/m", "-o", "mirror=ftp://m/"});
+  ASSERT_FALSE(bad.result.ok());
+  EXPECT_NE(bad.result.error().message.find("bad mirror URL 'ftp://m/'"), std::string::npos)
+      << bad.result.error().message;
+  EXPECT_FALSE(parse({"http://h/", "/m", "-o", "mirror_backoff=0.5"}).result.ok());
+}
+
 TEST(Options, MountAndFstabNoiseIsAccepted) {
   auto p = parse({"http://h/", "/m", "-o", "rw,_netdev,nofail,defaults,noauto,x-systemd.automount"});
   ASSERT_TRUE(p.result.ok()) << p.result.error().message;
