@@ -698,8 +698,10 @@ TEST_F(FetcherTest, UpstreamIsDownOnlyWhenEveryOriginFails) {
   o.mirror_backoff = 50ms;
   o.mirror_backoff_max = 50ms;
   o.retry_timeout = 1000ms;
+  o.probe_interval = 100ms;
   restart(o);
   server_.stop();
+  const int mirror_port = mirror.port();
   mirror.put("m", "m bytes");
   for (int i = 0; i < 6; ++i) mirror.put("x" + std::to_string(i), "x");
   // Failed connections to the primary, but the mirror answers: up.
@@ -714,6 +716,20 @@ TEST_F(FetcherTest, UpstreamIsDownOnlyWhenEveryOriginFails) {
   }
   EXPECT_FALSE(fetcher_->upstream_up());
   EXPECT_EQ(fetcher_->stats().upstream_down_events.load(), 1u);
+  // Probes ask the origins in turn: the mirror alone coming back is enough.
+  testing::TestHttpServer back(mirror_port);
+  back.put("x5", "x5 bytes");
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!fetcher_->upstream_up() && std::chrono::steady_clock::now() - t0 < 5s) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(fetcher_->upstream_up());
+  EXPECT_GE(back.count("HEAD", ""), 1u);
+  auto l = lookup("x5");
+  ASSERT_TRUE(l) << l.error().message;
+  auto of = open(l->version);
+  ASSERT_TRUE(of) << of.error().message;
+  EXPECT_EQ(read_all(*of.value()).value(), "x5 bytes");
 }
 
 // --- Cache write failures -------------------------------------------------------
