@@ -29,6 +29,7 @@
 #include "cache/index.h"
 #include "cache/recovery.h"
 #include "cache/util/log.h"
+#include "fs/config_file.h"
 #include "fs/daemon_metrics.h"
 #include "fs/fuse_fs.h"
 #include "fs/metrics.h"
@@ -131,6 +132,12 @@ int main(int argc, char** argv) {
 
   auto filter = fs::load_rewrite_filter(opts);
   if (!filter) return fail(filter.error().message);
+  if (!opts.config.empty()) {
+    // Mirrors named in the config file come after those given as options.
+    auto mirrors = fs::config_mirrors(opts.config);
+    if (!mirrors) return fail(mirrors.error().message);
+    opts.mirrors.insert(opts.mirrors.end(), mirrors->begin(), mirrors->end());
+  }
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   // One writer per cache: a second mount, or netbootfsctl import, on the

@@ -53,5 +53,23 @@ with_timeout 30 cmp "$T/up/images/e" "$T/mnt/images/e" || fail "images/e"
 [ "$(health)" = up ] || fail "upstream is '$(health)' at the end"
 grep -q "origin $NGINX_URL answers again" "$T/daemon.log" || fail "the return to nginx is not logged"
 
+stop_mount "$T/mnt"
+
+# 4. The mirror list of the config file (config=, key mirrors) works the same.
+printf 'mirrors = ["%s"]\n' "$FAULT_URL" >"$T/netbootfs.toml"
+printf 'from the config file mirror\n' >"$T/up/images/f"
+chmod a+r "$T/up/images/f"
+stop_nginx
+CACHE_DIR=$T/cache2 start_mount "$NGINX_URL" "$T/mnt2" \
+  "config=$T/netbootfs.toml,connect_timeout=2,request_timeout=3,retry_timeout=5"
+with_timeout 30 cmp "$T/up/images/f" "$T/mnt2/images/f" || fail "images/f through the config file's mirror"
+[ "$(mirror_gets /images/f)" -eq 1 ] || fail "images/f not from the config file's mirror: $(fault_log)"
+stop_mount "$T/mnt2"
+printf 'mirrors = ["ftp://nope/"]\n' >"$T/bad.toml"
+mkdir -p "$T/mnt3"
+"$NBFS" "$NGINX_URL" "$T/mnt3" -f -o "config=$T/bad.toml,cache_dir=$T/cache3" >"$T/bad.out" 2>&1 \
+  && fail "a config file with an ftp mirror was accepted"
+grep -q "bad.toml: mirrors\[0\]: bad URL 'ftp://nope/'" "$T/bad.out" || fail "bad mirror in config: $(cat "$T/bad.out")"
+
 check_daemon_log
-pass "nginx down: 2 files and a listing byte-identical from the mirror, upstream up; nginx back: new files from nginx"
+pass "nginx down: 2 files and a listing byte-identical from the mirror, upstream up; nginx back: new files from nginx; the config file's mirror list works"
