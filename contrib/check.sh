@@ -18,6 +18,9 @@ set -euo pipefail
 NETBOOTFS_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$NETBOOTFS_ROOT"
 source contrib/lib/deps.sh
+# ccache keyed on paths relative to the tree: a fresh clone elsewhere (CI)
+# still hits what earlier runs compiled.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$NETBOOTFS_ROOT} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 
 quick=0 sanitizers=1 e2e=1 fuzz=1 package=1
 for arg in "$@"; do
@@ -141,6 +144,8 @@ if [ $package = 1 ]; then
   tar -C "$work" --transform "s,^netbootfs,netbootfs-$rpmver," \
     -czf "$work/rpm/SOURCES/netbootfs-$rpmver.tar.gz" netbootfs 2>>"$work/rpm.log" || rpm_ok=0
   cp -r packaging/debian "$work/netbootfs/debian"
+  # Both package builds compile in a fresh temp dir: key ccache relative to it.
+  export CCACHE_BASEDIR=$work
   if ! (cd "$work/netbootfs" && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -us -uc -b) \
        >"$work/build.log" 2>&1; then
     tail -n 30 "$work/build.log"; ok=0
