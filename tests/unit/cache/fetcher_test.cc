@@ -114,6 +114,14 @@ class FetcherTest : public ::testing::Test {
     if (!of) return of.error();
     return read_all(*of.value());
   }
+  // Polls (bounded) until a probe or a request marks upstream up again.
+  bool wait_until_up(std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!fetcher_->upstream_up() && std::chrono::steady_clock::now() - t0 < limit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return fetcher_->upstream_up();
+  }
 
   std::string dir_;
   TestHttpServer server_;
@@ -566,17 +574,11 @@ TEST_F(FetcherTest, AfterConnectionFailuresUpstreamIsDownUntilAProbeAnswers) {
   testing::TestHttpServer back(port);
   back.put("later", "later bytes");
   back.put("cached", "cached bytes");
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fetcher_->upstream_up() && std::chrono::steady_clock::now() - t0 < 5s) {
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_TRUE(fetcher_->upstream_up());
+  ASSERT_TRUE(wait_until_up());
   EXPECT_GE(back.count("HEAD", ""), 1u) << "the probe is a HEAD of the base URL";
-  auto l2 = lookup("later");
-  ASSERT_TRUE(l2) << l2.error().message;
-  auto of = open(l2->version);
-  ASSERT_TRUE(of) << of.error().message;
-  EXPECT_EQ(read_all(*of.value()).value(), "later bytes");
+  auto later_bytes = cat("later");
+  ASSERT_TRUE(later_bytes) << later_bytes.error().message;
+  EXPECT_EQ(later_bytes.value(), "later bytes");
 }
 
 TEST_F(FetcherTest, ZeroDownAfterNeverMarksDown) {
@@ -719,17 +721,11 @@ TEST_F(FetcherTest, UpstreamIsDownOnlyWhenEveryOriginFails) {
   // Probes ask the origins in turn: the mirror alone coming back is enough.
   testing::TestHttpServer back(mirror_port);
   back.put("x5", "x5 bytes");
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fetcher_->upstream_up() && std::chrono::steady_clock::now() - t0 < 5s) {
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_TRUE(fetcher_->upstream_up());
+  ASSERT_TRUE(wait_until_up());
   EXPECT_GE(back.count("HEAD", ""), 1u);
-  auto l = lookup("x5");
-  ASSERT_TRUE(l) << l.error().message;
-  auto of = open(l->version);
-  ASSERT_TRUE(of) << of.error().message;
-  EXPECT_EQ(read_all(*of.value()).value(), "x5 bytes");
+  auto x5 = cat("x5");
+  ASSERT_TRUE(x5) << x5.error().message;
+  EXPECT_EQ(x5.value(), "x5 bytes");
 }
 
 // --- Cache write failures -------------------------------------------------------
