@@ -352,6 +352,17 @@ $bad"
 
 md5() { md5sum "$1" | cut -d' ' -f1; }
 
+# cache_entry PATH: "SHA256 SIZE" of PATH in the index of $T/cache (or
+# CACHE_DIR), or "absent".
+cache_entry() {
+  "$NBCTL" --cache-dir "${CACHE_DIR:-$T/cache}" --json ls | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    if e["path"].lstrip("/") == sys.argv[1]:
+        sys.exit(print(e["sha256"], e["size"]))
+print("absent")' "$1"
+}
+
 # timed_read PATH: "ERRNO MS" of a full read of PATH ("OK MS" when it succeeds),
 # bounded.
 timed_read() {

@@ -85,14 +85,7 @@ eio() {
   cmp -s -n "$n" "$T/up/f/$1" "$T/out/$1" || soft_fail "$1: the bytes before the error differ"
 }
 # entry NAME: "SHA256 SIZE" of f/NAME in the cache index, or "absent".
-entry() {
-  "$NBCTL" --cache-dir "$T/cache" --json ls | python3 -c '
-import json, sys
-for e in json.load(sys.stdin):
-    if e["path"].lstrip("/") == sys.argv[1]:
-        sys.exit(print(e["sha256"], e["size"]))
-print("absent")' "f/$1"
-}
+entry() { cache_entry "f/$1"; }
 # cached_as NAME SHA...: the cache holds NAME with one of these sha256, or not at all.
 cached_as() {
   local name=$1 got want; shift

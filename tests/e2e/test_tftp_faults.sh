@@ -53,14 +53,7 @@ judge() {
   fi
 }
 # entry NAME: "SHA256 SIZE" of t/NAME in the cache index, or "absent".
-entry() {
-  "$NBCTL" --cache-dir "$T/cache" --json ls | python3 -c '
-import json, sys
-for e in json.load(sys.stdin):
-    if e["path"].lstrip("/") == sys.argv[1]:
-        sys.exit(print(e["sha256"], e["size"]))
-print("absent")' "t/$1"
-}
+entry() { cache_entry "t/$1"; }
 # ulog NAME: upstream's "METHOD STATUS RANGE IF_RANGE FAULT" lines for /t/NAME.
 ulog() {
   fault_log | python3 -c '
