@@ -453,6 +453,9 @@ struct Client::Impl {
     set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
     t->idle_limit = options.low_speed_time;
     t->last_change = std::chrono::steady_clock::now();
+    if (t->req.max_recv_speed > 0) {
+      set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(t->req.max_recv_speed));
+    }
     set(CURLOPT_XFERINFOFUNCTION, on_progress);
     set(CURLOPT_XFERINFODATA, static_cast<void*>(t));
     set(CURLOPT_NOPROGRESS, 0L);
