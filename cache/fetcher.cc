@@ -1609,6 +1609,7 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
     // Any origin: If-Range makes one with other bytes answer 200.
     auto [origin, url] = pick_url(dl->path_);
     req.url = std::move(url);
+    req.max_recv_speed = dl->max_rate_;
     {
       std::lock_guard dlk(dl->mu_);
       if (dl->state_ != Download::State::kStreaming) return;
