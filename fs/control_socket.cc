@@ -142,10 +142,16 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::start(
 
 ControlSocket::~ControlSocket() { stop(); }
 
-void ControlSocket::stop() {
+void ControlSocket::request_stop() {
   if (stopping_.exchange(true)) return;
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+}
+
+void ControlSocket::stop() {
+  if (joined_) return;
+  joined_ = true;
+  request_stop();
   if (acceptor_.joinable()) acceptor_.join();
   std::list<std::unique_ptr<Conn>> conns;
   {

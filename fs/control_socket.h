@@ -92,6 +92,10 @@ class ControlSocket {
   static Result<std::unique_ptr<ControlSocket>> start(Options options,
                                                       std::map<std::string, Handler> handlers);
   ~ControlSocket();
+  // Wakes every thread and cancels every Reply without waiting (so that the
+  // caller can then answer what the handlers wait for, e.g. Fetcher::shutdown).
+  void request_stop();
+  // request_stop(), then joins the threads and removes the socket file.
   void stop();
   const std::string& path() const { return opt_.path; }
   ControlSocket(const ControlSocket&) = delete;
@@ -114,6 +118,7 @@ class ControlSocket {
   UniqueFd listen_fd_;
   UniqueFd wake_fd_;  // eventfd: readable once stopping
   std::atomic<bool> stopping_{false};
+  bool joined_ = false;  // stop() ran (owner's thread only)
   std::thread acceptor_;
   std::mutex mu_;  // guards conns_ (leaf lock)
   std::list<std::unique_ptr<Conn>> conns_;
