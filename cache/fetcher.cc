@@ -176,6 +176,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   const int64_t started_ms_;
   // Set before start, read-only afterwards.
   bool conditional_ = false;
+  uint64_t max_rate_ = 0;  // bytes/s, 0: unlimited
   std::string cond_etag_;
   int64_t cond_last_modified_ = 0;
 
@@ -245,6 +246,9 @@ struct Fetcher::Impl {
   tsl::robin_map<std::string, std::unique_ptr<PathState>> states_;
   uint64_t next_version_id_ = 1;
   bool stopping_ = false;
+  // invalidate(): (prefix, when) for paths not loaded yet; bounded (an
+  // overflow collapses into "" = everything, which only over-invalidates).
+  std::vector<std::pair<std::string, int64_t>> invalidations_;
   std::vector<std::weak_ptr<Download>> active_;  // downloads that may hold parked readers
 
   // Publishing (shared) and deleting blobs (exclusive) exclude each other so
@@ -295,7 +299,8 @@ struct Fetcher::Impl {
   void with_listing(const std::string& dir, std::function<void()> then);
   void fetch_listing(const std::string& dir);
   void start_head(const std::string& path, PathState& ps);
-  void start_download(const std::string& path, PathState& ps, bool conditional);
+  void start_download(const std::string& path, PathState& ps, bool conditional,
+                      uint64_t max_rate = 0);
   // The requests behind them, sent again by retries (mu_ held). While
   // upstream is down they fail at once without a request.
   void send_listing(const std::string& dir, int attempt, int64_t first_ms);
@@ -323,7 +328,9 @@ struct Fetcher::Impl {
   void schedule_probe();
   void marked_up();
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
-  void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb);
+  void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
+            uint64_t max_rate = 0);
+  void apply_invalidations(const std::string& path, PathState& ps);  // mu_ held
   void open_resolved(const std::shared_ptr<FileVersion>& want,
                      Result<std::shared_ptr<FileVersion>> got, Fetcher::OpenCallback cb);
 
@@ -845,9 +852,24 @@ Fetcher::PathState& Fetcher::Impl::state(const std::string& path) {
   return *it.value();
 }
 
+void Fetcher::Impl::apply_invalidations(const std::string& path, PathState& ps) {
+  for (const auto& [prefix, when] : invalidations_) {
+    if (ps.validated_ms <= when && path_at_or_under(path, prefix)) {
+      ps.validated_ms = 0;
+      return;
+    }
+  }
+}
+
 void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
   if (ps.loaded) return;
   ps.loaded = true;
+  struct Apply {
+    Fetcher::Impl* self;
+    const std::string& path;
+    PathState& ps;
+    ~Apply() { self->apply_invalidations(path, ps); }
+  } apply{this, path, ps};
   auto e = index.get_path(path);
   if (!e) return;
   if (auto filter = filter_for(path)) {
@@ -1201,7 +1223,8 @@ void Fetcher::Impl::resolve(const std::string& path, Result<std::shared_ptr<File
 
 // --- Impl: open -------------------------------------------------------------
 
-void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb) {
+void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
+                         uint64_t max_rate) {
   const std::string& path = v->path();
   std::unique_lock lk(mu_);
   if (stopping_) {
@@ -1234,7 +1257,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
     ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
       open_resolved(v, std::move(r), std::move(cb));
     });
-    start_download(path, ps, true);
+    start_download(path, ps, true, max_rate);
     return;
   }
   if (v->download_) {
@@ -1255,7 +1278,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
   });
   // A HEAD in flight for this path answers nobody once the GET is pending:
   // the GET's response establishes the version for every waiter.
-  start_download(path, ps, false);
+  start_download(path, ps, false, max_rate);
 }
 
 void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
@@ -1303,9 +1326,10 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
   cb(std::move(of));
 }
 
-void Fetcher::Impl::start_download(const std::string& path, PathState& ps,
-                                   bool conditional) {  // mu_ held
+void Fetcher::Impl::start_download(const std::string& path, PathState& ps, bool conditional,
+                                   uint64_t max_rate) {  // mu_ held
   auto dl = std::make_shared<Download>(this, path);
+  dl->max_rate_ = max_rate;
   dl->whole_ = filter_for(path) != nullptr;
   if (conditional && ps.current) {
     dl->conditional_ = true;
@@ -1331,6 +1355,7 @@ void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_
   http::Request req;
   auto [origin, url] = pick_url(dl->path_);
   req.url = std::move(url);
+  req.max_recv_speed = dl->max_rate_;
   if (dl->conditional_) {
     if (!dl->cond_etag_.empty()) {
       req.if_none_match = dl->cond_etag_;
@@ -1584,6 +1609,7 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
     // Any origin: If-Range makes one with other bytes answer 200.
     auto [origin, url] = pick_url(dl->path_);
     req.url = std::move(url);
+    req.max_recv_speed = dl->max_rate_;
     {
       std::lock_guard dlk(dl->mu_);
       if (dl->state_ != Download::State::kStreaming) return;
@@ -1917,6 +1943,49 @@ void Fetcher::list_dir(const std::string& path, ListCallback cb) {
 
 void Fetcher::open(const std::shared_ptr<FileVersion>& version, OpenCallback cb) {
   impl_->open(version, std::move(cb));
+}
+
+void Fetcher::open(const std::shared_ptr<FileVersion>& version, uint64_t max_rate,
+                   OpenCallback cb) {
+  impl_->open(version, std::move(cb), max_rate);
+}
+
+bool path_at_or_under(std::string_view path, std::string_view prefix) {
+  if (prefix.empty() || path == prefix) return true;
+  return path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
+         path[prefix.size()] == '/';
+}
+
+InvalidateResult Fetcher::invalidate(const std::string& prefix) {
+  InvalidateResult r;
+  std::lock_guard lk(impl_->mu_);
+  const int64_t now = now_ms();
+  auto& inv = impl_->invalidations_;
+  constexpr size_t kMaxInvalidations = 1024;
+  if (prefix.empty() || inv.size() >= kMaxInvalidations) {
+    inv.clear();
+    inv.emplace_back("", now);  // everything: covers what was listed before
+  } else {
+    inv.emplace_back(prefix, now);
+  }
+  for (auto& [path, ps] : impl_->states_) {
+    if (!path_at_or_under(path, prefix)) continue;
+    if (ps->current && ps->validated_ms != 0) {
+      ps->validated_ms = 0;
+      r.files++;
+    }
+    if (ps->negative_until_ms > now) {
+      ps->negative_until_ms = 0;
+      r.negatives++;
+      if (r.negative_paths.size() < InvalidateResult::kMaxReported) r.negative_paths.push_back(path);
+    }
+    if (ps->listing && !ps->listing_in_flight) {
+      ps->listing.reset();
+      r.listings++;
+      if (r.listing_paths.size() < InvalidateResult::kMaxReported) r.listing_paths.push_back(path);
+    }
+  }
+  return r;
 }
 
 void Fetcher::shutdown() {

@@ -47,6 +47,14 @@
 // - A read is answered with the whole requested range (clamped to the size)
 //   or an error, never a short slice; the read that touches the last byte is
 //   held until the download is verified and published.
+// - invalidate(prefix): every path at or under prefix is treated as never
+//   validated: the next open of a cached file sends a conditional request
+//   whatever the revalidate window says, and negative entries and directory
+//   listings there are dropped, so a lookup asks upstream again. Paths the
+//   Fetcher has not loaded yet are covered too (checked when loaded).
+//   Downloads in flight are left alone: they already ask upstream.
+// - open() with a max_rate starts its download (if it starts one) with that
+//   speed limit; readers that share the download share the limit.
 // - shutdown() answers every waiting callback (EIO) and stops the threads.
 #pragma once
 
@@ -195,6 +203,20 @@ class OpenFile {
   std::shared_ptr<std::atomic<int64_t>> progress_;
 };
 
+struct InvalidateResult {
+  size_t files = 0;      // cached versions that will revalidate at their next open
+  size_t negatives = 0;  // negative entries dropped
+  size_t listings = 0;   // directory listings dropped
+  // The paths of the dropped negative entries and listings (for the
+  // kernel's caches of the same), at most kMaxReported of them.
+  std::vector<std::string> negative_paths;
+  std::vector<std::string> listing_paths;
+  static constexpr size_t kMaxReported = 4096;
+};
+
+// True when `path` is `prefix` or below it ("" covers everything).
+bool path_at_or_under(std::string_view path, std::string_view prefix);
+
 struct FetcherStats {
   std::atomic<uint64_t> hits{0};
   std::atomic<uint64_t> misses{0};
@@ -238,6 +260,11 @@ class Fetcher {
   void list_dir(const std::string& path, ListCallback cb);
   // Opens one version for reading; ESTALE when it is no longer current.
   void open(const std::shared_ptr<FileVersion>& version, OpenCallback cb);
+  // As open(); a download it starts is capped at max_rate bytes/s (0: none).
+  void open(const std::shared_ptr<FileVersion>& version, uint64_t max_rate, OpenCallback cb);
+
+  // See the contract. `prefix` is a normalised relative path ("" = all).
+  InvalidateResult invalidate(const std::string& prefix);
 
   // Installs (or, with nullptr, removes) the content filter. Versions derived
   // with another fingerprint are replaced at their next lookup; open handles

@@ -2,21 +2,33 @@
 //
 // The index is opened read-only: LMDB lets the mount and this tool use the
 // same environment at the same time, so nothing here disturbs a live mount.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <cstring>
 #include <string>
 
 #include "cache/blob_store.h"
 #include "cache/bundle.h"
 #include "cache/cache_lock.h"
+#include "cache/fetcher.h"
+#include "cache/http/client.h"
+#include "cache/prefetch.h"
 #include "cache/http/url.h"
 #include "cache/index.h"
 #include "cache/recovery.h"
@@ -68,6 +80,62 @@ Result<WritableCache> open_for_write(const std::string& dir) {
                        std::move(index).value()};
 }
 
+// --- The mount's control socket (fs/control_socket.h) -------------------------
+
+struct Control {
+  UniqueFd fd;
+  std::string buf;
+};
+
+// ENOENT/ECONNREFUSED when no mount listens there (not mounted, or a
+// leftover of a crashed one).
+Result<Control> control_connect(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(a.sun_path)) return Error{ENAMETOOLONG, "socket path too long"};
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error{errno, std::strerror(errno)};
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    return Error{errno, path + ": " + std::strerror(errno)};
+  }
+  return Control{std::move(fd), {}};
+}
+
+// Sends one request; `on_event` sees the lines before the final one, which
+// is returned (ok false: the mount's error message in "error").
+Result<nlohmann::json> control_call(Control& c, const nlohmann::json& req,
+                                    const std::function<void(const nlohmann::json&)>& on_event,
+                                    int timeout_ms = 30000) {
+  const std::string line = req.dump() + "\n";
+  if (::send(c.fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(line.size())) {
+    return Error{errno, std::string("control socket: ") + std::strerror(errno)};
+  }
+  char chunk[4096];
+  for (;;) {
+    for (size_t nl; (nl = c.buf.find('\n')) != std::string::npos;) {
+      auto j = nlohmann::json::parse(c.buf.substr(0, nl), nullptr, false);
+      c.buf.erase(0, nl + 1);
+      if (j.is_discarded() || !j.is_object()) return Error{EPROTO, "bad reply from the mount"};
+      if (j.contains("ok")) return j;
+      if (on_event) on_event(j);
+    }
+    pollfd p{c.fd.get(), POLLIN, 0};
+    const int n = ::poll(&p, 1, timeout_ms);
+    if (n == 0) return Error{ETIMEDOUT, "the mount did not answer"};
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error{errno, std::strerror(errno)};
+    }
+    const ssize_t got = ::recv(c.fd.get(), chunk, sizeof chunk, 0);
+    if (got <= 0) return Error{EPIPE, "the mount closed the control connection"};
+    c.buf.append(chunk, static_cast<size_t>(got));
+  }
+}
+
+bool not_listening(const Error& e) { return e.code == ENOENT || e.code == ECONNREFUSED; }
+
 // "VERB N entries (B blobs, X bytes<inside>)<after>"
 void print_summary(const char* verb, const cache::BundleSummary& r, const std::string& inside,
                    const std::string& after) {
@@ -115,9 +183,23 @@ int cmd_ls(const std::string& dir, const std::string& path, bool json) {
   return 0;
 }
 
-int cmd_status(const std::string& dir, bool json) {
+int cmd_status(const std::string& dir, const std::string& socket, bool json) {
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
+  // The live mount's view, when one answers.
+  nlohmann::json live;
+  std::string live_error;
+  if (auto c = control_connect(socket); c) {
+    auto r = control_call(*c, {{"cmd", "status"}}, nullptr, 5000);
+    if (r && r->value("ok", false)) {
+      live = std::move(r).value();
+      live.erase("ok");
+    } else {
+      live_error = r ? r->value("error", "?") : r.error().message;
+    }
+  } else if (!not_listening(c.error())) {
+    live_error = c.error().message;
+  }
   auto st = (*index)->stats();
   for (const auto& [p, e] : (*index)->list_paths()) {
     if (!p.empty() && p[0] == '\x01') st.paths--;  // rewritten outputs: internal
@@ -134,9 +216,31 @@ int cmd_status(const std::string& dir, bool json) {
                           {"blobs", st.blobs},
                           {"bytes", st.blob_bytes},
                           {"temp_files", tmp_files},
-                          {"schema_version", cache::Index::kSchemaVersion}};
+                          {"schema_version", cache::Index::kSchemaVersion},
+                          {"mounted", !live.is_null()}};
+    if (!live.is_null()) out["mount"] = live;
+    if (!live_error.empty()) out["mount_error"] = live_error;
     std::cout << out.dump(2) << "\n";
     return 0;
+  }
+  if (!live.is_null()) {
+    std::printf("mount:      live at %s, pid %lld, up %.0f s\n"
+                "upstream:   %s (%s)\n"
+                "hits:       %llu\nmisses:     %llu\nhit ratio:  %.3f\n"
+                "downloads:  %llu (%llu bytes)\n",
+                live.value("mountpoint", "?").c_str(),
+                static_cast<long long>(live.value("pid", int64_t{0})),
+                live.value("uptime_seconds", 0.0), live.value("url", "?").c_str(),
+                live.value("upstream_up", false) ? "up" : "down",
+                static_cast<unsigned long long>(live.value("hits", uint64_t{0})),
+                static_cast<unsigned long long>(live.value("misses", uint64_t{0})),
+                live.value("hit_ratio", 0.0),
+                static_cast<unsigned long long>(live.value("downloads", uint64_t{0})),
+                static_cast<unsigned long long>(live.value("download_bytes", uint64_t{0})));
+  } else if (!live_error.empty()) {
+    std::printf("mount:      control socket %s: %s\n", socket.c_str(), live_error.c_str());
+  } else {
+    std::printf("mount:      not mounted\n");
   }
   std::printf("cache_dir:  %s\npaths:      %llu\nblobs:      %llu\nbytes:      %llu\n"
               "temp files: %zu\n",
@@ -351,6 +455,201 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
   return 0;
 }
 
+// Paths from the command line (and --from FILE, one per line, # comments).
+Result<std::vector<std::string>> gather_paths(const std::vector<std::string>& args,
+                                              const std::string& from) {
+  std::vector<std::string> raw = args;
+  if (!from.empty()) {
+    std::ifstream in(from);
+    if (!in) return Error{errno, "cannot read " + from + ": " + std::strerror(errno)};
+    for (std::string line; std::getline(in, line);) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (line.empty() || line[0] == '#') continue;
+      raw.push_back(line);
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& r : raw) {
+    if (r.empty() || r == "/" || r == ".") {
+      out.push_back("");
+      continue;
+    }
+    auto p = http::normalize_rel_path(r);
+    if (!p) return Error{EINVAL, "bad path '" + r + "': " + p.error().message};
+    out.push_back(p.value());
+  }
+  return out;
+}
+
+// Exit codes of invalidate: 0 done, 2 usage, not mounted or the mount refused.
+int cmd_invalidate(const std::string& socket, const std::vector<std::string>& args, bool all,
+                   bool json) {
+  if (args.empty() && !all) return fail("invalidate: name PATHs or --all");
+  auto paths = gather_paths(args, "");
+  if (!paths) return fail(paths.error().message);
+  auto c = control_connect(socket);
+  if (!c) {
+    if (not_listening(c.error())) {
+      return fail("not mounted (no mount answers on " + socket +
+                  "): nothing to invalidate, the next mount revalidates anyway");
+    }
+    return fail(c.error().message);
+  }
+  nlohmann::json req = {{"cmd", "invalidate"}, {"all", all}, {"paths", paths.value()}};
+  auto r = control_call(*c, req, nullptr);
+  if (!r) return fail(r.error().message);
+  if (!r->value("ok", false)) return fail("the mount refused: " + r->value("error", "?"));
+  r->erase("ok");
+  if (json) {
+    std::cout << r->dump(2) << "\n";
+  } else {
+    std::printf("invalidated: %llu cached files will revalidate, %llu negative entries and %llu "
+                "listings dropped (%llu kernel notifications)\n",
+                static_cast<unsigned long long>(r->value("files", uint64_t{0})),
+                static_cast<unsigned long long>(r->value("negatives", uint64_t{0})),
+                static_cast<unsigned long long>(r->value("listings", uint64_t{0})),
+                static_cast<unsigned long long>(r->value("kernel_notifications", uint64_t{0})));
+  }
+  return 0;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+  return buf;
+}
+
+void draw_progress(uint64_t files, uint64_t failures, uint64_t bytes, uint64_t queued,
+                   double secs) {
+  const uint64_t total = files + failures + queued;
+  const int width = 30;
+  const int filled = total ? static_cast<int>(width * (files + failures) / total) : 0;
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(width, '.');
+  std::fprintf(stdout, "\r[%s] %llu/%llu files, %s, %llu failed, %.0f s ", bar.c_str(),
+               static_cast<unsigned long long>(files + failures),
+               static_cast<unsigned long long>(total), human_bytes(static_cast<double>(bytes)).c_str(),
+               static_cast<unsigned long long>(failures), secs);
+  std::fflush(stdout);
+}
+
+// Exit codes of prefetch: 0 every file fetched, 1 some failed, 2 usage,
+// upstream unknown or the mount unreachable.
+int cmd_prefetch(const std::string& dir, const std::string& socket,
+                 const std::vector<std::string>& args, const std::string& from, bool recursive,
+                 int jobs, const std::string& rate_text, const std::string& url_override,
+                 bool json) {
+  auto paths = gather_paths(args, from);
+  if (!paths) return fail(paths.error().message);
+  if (paths->empty()) paths->push_back("");
+  if (jobs < 1 || jobs > 64) return fail("--jobs must be 1..64");
+  uint64_t rate = 0;
+  if (!rate_text.empty()) {
+    auto r = cache::parse_rate(rate_text);
+    if (!r) return fail(r.error().message);
+    rate = *r;
+  }
+  const bool tty = !json && ::isatty(STDOUT_FILENO);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  nlohmann::json result;
+  std::string where;
+  auto c = control_connect(socket);
+  if (c && url_override.empty()) {
+    where = "through the mount";
+    nlohmann::json req = {{"cmd", "prefetch"}, {"paths", paths.value()}, {"recursive", recursive},
+                          {"jobs", jobs},       {"max_rate", rate}};
+    auto r = control_call(
+        *c, req,
+        [&](const nlohmann::json& ev) {
+          if (tty) {
+            draw_progress(ev.value("files", uint64_t{0}), ev.value("failures", uint64_t{0}),
+                          ev.value("bytes", uint64_t{0}), ev.value("queued", uint64_t{0}),
+                          elapsed());
+          }
+        },
+        24 * 3600 * 1000);
+    if (tty) std::printf("\n");
+    if (!r) return fail(r.error().message);
+    if (!r->value("ok", false)) return fail("the mount refused: " + r->value("error", "?"));
+    result = std::move(r).value();
+    result.erase("ok");
+  } else {
+    if (!c && !not_listening(c.error())) return fail(c.error().message);
+    if (c) return fail("--url is for an unmounted cache; this one is mounted (" + socket + ")");
+    // Not mounted: fetch into the cache directly, as the mount would.
+    std::string url = url_override;
+    if (url.empty()) {
+      std::ifstream in(dir + "/upstream");
+      std::getline(in, url);
+    }
+    if (url.empty()) {
+      return fail("not mounted and no upstream known for " + dir +
+                  " (mount it once, or give --url URL)");
+    }
+    auto base = http::normalize_base_url(url);
+    if (!base) return fail("bad --url '" + url + "': " + base.error().message);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    auto wc = open_for_write(dir);
+    if (!wc) return fail(wc.error().message);
+    if (auto rec = cache::recover(*wc->index, *wc->blobs); !rec) {
+      return fail("cache recovery: " + rec.error().message);
+    }
+    where = "directly from " + base.value();
+    http::Options ho;
+    ho.user_agent = "netbootfsctl";
+    http::Client client(ho);
+    cache::FetcherOptions fo;
+    fo.base_url = base.value();
+    fo.down_after = 1;  // an unreachable upstream fails the rest at once
+    cache::Fetcher fetcher(fo, client, *wc->index, *wc->blobs);
+    cache::PrefetchOptions po;
+    po.recursive = recursive;
+    po.jobs = jobs;
+    po.max_rate = rate;
+    auto sum = cache::prefetch(
+        fetcher, paths.value(), po,
+        [&](const cache::PrefetchProgress& p) {
+          if (tty) draw_progress(p.files, p.failures, p.bytes, p.queued, elapsed());
+        },
+        nullptr);
+    if (tty) std::printf("\n");
+    fetcher.shutdown();
+    nlohmann::json failed = nlohmann::json::array();
+    for (const auto& [p, why] : sum.failed) failed.push_back({{"path", p}, {"error", why}});
+    result = {{"files", sum.files},       {"bytes", sum.bytes},   {"failures", sum.failures},
+              {"seconds", sum.seconds},   {"failed", failed},     {"cancelled", sum.cancelled}};
+    if (sum.files == 0 && sum.failures > 0 && !fetcher.upstream_up()) {
+      return fail("upstream " + base.value() + " unreachable: nothing fetched");
+    }
+  }
+  const uint64_t failures = result.value("failures", uint64_t{0});
+  if (json) {
+    result["via"] = where;
+    std::cout << result.dump(2) << "\n";
+  } else {
+    for (const auto& f : result.value("failed", nlohmann::json::array())) {
+      std::fprintf(stderr, "netbootfsctl: %s: %s\n", f.value("path", "").c_str(),
+                   f.value("error", "").c_str());
+    }
+    std::printf("prefetched %llu files (%s), %llu failed, in %.1f s, %s\n",
+                static_cast<unsigned long long>(result.value("files", uint64_t{0})),
+                human_bytes(static_cast<double>(result.value("bytes", uint64_t{0}))).c_str(),
+                static_cast<unsigned long long>(failures), result.value("seconds", 0.0),
+                where.c_str());
+  }
+  return failures ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,11 +661,15 @@ int main(int argc, char** argv) {
   log->set_pattern("netbootfsctl: %l: %v");
   spdlog::set_default_logger(log);
   CLI::App app{"Inspect a netbootfs cache directory, mounted or not.\n"
-               "Exit codes: 0 success, 1 an inconsistency was found, 2 usage or I/O error."};
+               "Exit codes: 0 success, 1 an inconsistency was found (verify) or some files\n"
+               "failed (prefetch), 2 usage or I/O error, not mounted (invalidate) or\n"
+               "upstream unknown or unreachable (prefetch)."};
   std::string dir = "/var/cache/netbootfs";
+  std::string socket;
   bool json = false;
   app.add_option("--cache-dir", dir, "cache directory")->capture_default_str();
   app.add_flag("--json", json, "machine-readable output");
+  app.add_option("--socket", socket, "the mount's control socket (CACHE_DIR/control.sock)");
   app.require_subcommand(1);
   app.fallthrough();  // --json and --cache-dir also after the command
 
@@ -404,6 +707,25 @@ int main(int argc, char** argv) {
       "import", "add a bundle's entries to the cache, all or nothing (the cache must not be mounted)");
   imp->add_option("FILE", import_file, "the bundle to read")->required();
 
+  std::vector<std::string> inv_paths;
+  bool inv_all = false;
+  auto* inv = app.add_subcommand(
+      "invalidate", "make the live mount ask upstream again for PATHs (at or below them) now");
+  inv->add_option("PATH", inv_paths, "paths of the tree");
+  inv->add_flag("--all", inv_all, "the whole tree");
+  std::vector<std::string> pf_paths;
+  bool pf_recursive = false;
+  int pf_jobs = 4;
+  std::string pf_from, pf_rate, pf_url;
+  auto* pf = app.add_subcommand(
+      "prefetch", "fetch PATHs (default: the root) into the cache, through the mount if mounted");
+  pf->add_option("PATH", pf_paths, "files or directories of the tree");
+  pf->add_flag("--recursive,-r", pf_recursive, "descend into subdirectories");
+  pf->add_option("--from", pf_from, "read more paths from FILE (one a line)");
+  pf->add_option("--jobs,-j", pf_jobs, "files in flight at once (1..64)")->capture_default_str();
+  pf->add_option("--max-rate", pf_rate, "cap the prefetch's transfers (bytes/s, K/M/G suffixes)");
+  pf->add_option("--url", pf_url, "upstream URL for an unmounted cache (default: the last mount's)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -411,7 +733,13 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   if (*ls) return cmd_ls(dir, ls_path, json);
-  if (*status) return cmd_status(dir, json);
+  if (socket.empty()) socket = dir + "/control.sock";
+  if (*status) return cmd_status(dir, socket, json);
+  if (*inv) return cmd_invalidate(socket, inv_paths, inv_all, json);
+  if (*pf) {
+    return cmd_prefetch(dir, socket, pf_paths, pf_from, pf_recursive, pf_jobs, pf_rate, pf_url,
+                        json);
+  }
   if (*verify) return cmd_verify(dir, json);
   if (*stat) return cmd_stat(dir, stat_path, json);
   if (*evict) return cmd_evict(dir, evict_paths, evict_all, evict_older, json);

@@ -442,4 +442,28 @@ const fuse_lowlevel_ops& FuseFs::operations() {
   return ops;
 }
 
+size_t FuseFs::invalidate_kernel(const std::string& prefix,
+                                 const std::vector<std::string>& extra) {
+  if (!session_) return 0;
+  size_t n = 0;
+  // Names first (the kernel drops the dentries, so the next access looks
+  // them up again), then directory contents (cached readdir pages).
+  for (const auto& e : inodes_.entries_under(prefix)) {
+    if (fuse_lowlevel_notify_inval_entry(session_, e.parent, e.name.c_str(), e.name.size()) == 0) {
+      n++;
+    }
+  }
+  for (const auto& path : extra) {
+    if (path.empty()) continue;
+    const fuse_ino_t parent = inodes_.dir_ino(std::string(http::parent_path(path)));
+    if (!parent) continue;  // the kernel holds no name below an unknown directory
+    const std::string name(http::base_name(path));
+    if (fuse_lowlevel_notify_inval_entry(session_, parent, name.c_str(), name.size()) == 0) n++;
+  }
+  for (fuse_ino_t ino : inodes_.dirs_under(prefix)) {
+    if (fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0) == 0) n++;
+  }
+  return n;
+}
+
 }  // namespace netbootfs::fs

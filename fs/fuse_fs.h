@@ -56,6 +56,14 @@ class FuseFs {
   static const fuse_lowlevel_ops& operations();
   // Answers every request still parked (at shutdown, after the Fetcher stopped).
   size_t answer_all_pending(int err) { return pending_.answer_all(err); }
+  // The session, for notifications to the kernel (set before the loop runs).
+  void set_session(fuse_session* se) { session_ = se; }
+  // After Fetcher::invalidate(prefix): tells the kernel to forget the names
+  // it caches at or under prefix (entries, directory contents), plus the
+  // names in `extra` (negative entries the inode table never held). Must
+  // not be called from a FUSE worker thread that holds a request. Returns
+  // how many notifications the kernel accepted.
+  size_t invalidate_kernel(const std::string& prefix, const std::vector<std::string>& extra);
 
   // Operations (public for the C trampolines).
   void init(fuse_conn_info* conn);
@@ -93,6 +101,7 @@ class FuseFs {
 
   const MountOptions& opt_;
   cache::Fetcher* fetcher_ = nullptr;
+  fuse_session* session_ = nullptr;
   InodeTable inodes_;
   PendingReplies pending_;
   const int64_t mount_time_;

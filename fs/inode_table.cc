@@ -1,5 +1,7 @@
 #include "fs/inode_table.h"
 
+#include "cache/http/url.h"
+
 namespace netbootfs::fs {
 
 InodeTable::InodeTable() {
@@ -69,6 +71,34 @@ void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
 size_t InodeTable::size() const {
   std::lock_guard lk(mu_);
   return nodes_.size();
+}
+
+std::vector<InodeTable::Entry> InodeTable::entries_under(const std::string& prefix) const {
+  std::vector<Entry> out;
+  std::lock_guard lk(mu_);
+  for (const auto& [ino, node] : nodes_) {
+    const std::string& p = node->info.path;
+    if (ino == FUSE_ROOT_ID || !cache::path_at_or_under(p, prefix)) continue;
+    auto d = dirs_.find(std::string(http::parent_path(p)));
+    if (d == dirs_.end()) continue;
+    out.push_back({d->second, std::string(http::base_name(p))});
+  }
+  return out;
+}
+
+std::vector<fuse_ino_t> InodeTable::dirs_under(const std::string& prefix) const {
+  std::vector<fuse_ino_t> out;
+  std::lock_guard lk(mu_);
+  for (const auto& [path, ino] : dirs_) {
+    if (cache::path_at_or_under(path, prefix)) out.push_back(ino);
+  }
+  return out;
+}
+
+fuse_ino_t InodeTable::dir_ino(const std::string& path) const {
+  std::lock_guard lk(mu_);
+  auto it = dirs_.find(path);
+  return it == dirs_.end() ? 0 : it->second;
 }
 
 }  // namespace netbootfs::fs

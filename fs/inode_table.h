@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <tsl/robin_map.h>
 
@@ -41,6 +42,18 @@ class InodeTable {
   std::optional<NodeInfo> get(fuse_ino_t ino) const;
   void forget(fuse_ino_t ino, uint64_t n);
   size_t size() const;
+
+  // For invalidating the kernel's caches (see FuseFs::invalidate_kernel):
+  // (parent directory inode, name) of every node at or under `prefix`
+  // whose parent directory the kernel knows, and the directories there.
+  struct Entry {
+    fuse_ino_t parent;
+    std::string name;
+  };
+  std::vector<Entry> entries_under(const std::string& prefix) const;
+  std::vector<fuse_ino_t> dirs_under(const std::string& prefix) const;
+  // The inode of a directory path the kernel knows, 0 if none.
+  fuse_ino_t dir_ino(const std::string& path) const;
 
  private:
   struct Node {

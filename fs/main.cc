@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include "cache/blob_store.h"
@@ -29,7 +30,9 @@
 #include "cache/index.h"
 #include "cache/recovery.h"
 #include "cache/util/log.h"
+#include "cache/prefetch.h"
 #include "fs/config_file.h"
+#include "fs/control_socket.h"
 #include "fs/daemon_metrics.h"
 #include "fs/fuse_fs.h"
 #include "fs/metrics.h"
@@ -84,6 +87,128 @@ Result<void> prepare_cache_dir(const std::string& dir) {
 struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
+
+// Leaves the upstream URL where `netbootfsctl prefetch` finds it when this
+// cache is not mounted.
+void record_upstream(const std::string& cache_dir, const std::string& url) {
+  const std::string path = cache_dir + "/upstream";
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << url << "\n";
+    if (!out) return;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
+}
+
+Result<std::vector<std::string>> request_paths(const nlohmann::json& req, bool allow_empty) {
+  std::vector<std::string> out;
+  if (req.contains("paths")) {
+    if (!req["paths"].is_array()) return Error{EINVAL, "\"paths\" must be an array of strings"};
+    for (const auto& p : req["paths"]) {
+      if (!p.is_string()) return Error{EINVAL, "\"paths\" must be an array of strings"};
+      auto n = fs::normalize_request_path(p.get<std::string>());
+      if (!n) return n.error();
+      out.push_back(std::move(n).value());
+    }
+  }
+  if (out.empty() && !allow_empty) return Error{EINVAL, "no paths given"};
+  return out;
+}
+
+std::map<std::string, fs::ControlSocket::Handler> control_handlers(
+    const fs::MountOptions& opts, cache::Fetcher& fetcher, fs::FuseFs& fsimpl,
+    std::chrono::steady_clock::time_point started) {
+  std::map<std::string, fs::ControlSocket::Handler> h;
+  h["status"] = [&opts, &fetcher, &fsimpl, started](const nlohmann::json&,
+                                                    fs::ControlSocket::Reply&)
+      -> Result<nlohmann::json> {
+    const auto& st = fetcher.stats();
+    const uint64_t hits = st.hits.load(), misses = st.misses.load();
+    const double uptime =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return nlohmann::json{
+        {"mountpoint", opts.mountpoint},
+        {"url", opts.url},
+        {"cache_dir", opts.cache_dir},
+        {"pid", static_cast<int64_t>(::getpid())},
+        {"uptime_seconds", uptime},
+        {"upstream_up", fetcher.upstream_up()},
+        {"hits", hits},
+        {"misses", misses},
+        {"hit_ratio", hits + misses ? static_cast<double>(hits) / static_cast<double>(hits + misses)
+                                    : 0.0},
+        {"downloads", st.downloads.load()},
+        {"download_bytes", st.download_bytes.load()},
+        {"stale_served", st.stale_served.load()},
+        {"served_bytes", fsimpl.served_bytes()},
+        {"version", NETBOOTFS_VERSION},
+    };
+  };
+  h["invalidate"] = [&fetcher, &fsimpl](const nlohmann::json& req, fs::ControlSocket::Reply&)
+      -> Result<nlohmann::json> {
+    const bool all = req.value("all", false);
+    auto paths = request_paths(req, all);
+    if (!paths) return paths.error();
+    std::vector<std::string> prefixes = all ? std::vector<std::string>{""} : paths.value();
+    size_t files = 0, negatives = 0, listings = 0, kernel = 0;
+    for (const auto& prefix : prefixes) {
+      auto r = fetcher.invalidate(prefix);
+      files += r.files;
+      negatives += r.negatives;
+      listings += r.listings;
+      std::vector<std::string> extra = std::move(r.negative_paths);
+      extra.insert(extra.end(), r.listing_paths.begin(), r.listing_paths.end());
+      kernel += fsimpl.invalidate_kernel(prefix, extra);
+    }
+    logger("control")->info("invalidated {}: {} files, {} negative entries, {} listings, {} kernel "
+                            "notifications",
+                            all ? std::string("everything") : nlohmann::json(prefixes).dump(),
+                            files, negatives, listings, kernel);
+    return nlohmann::json{{"files", files},
+                          {"negatives", negatives},
+                          {"listings", listings},
+                          {"kernel_notifications", kernel}};
+  };
+  h["prefetch"] = [&fetcher](const nlohmann::json& req, fs::ControlSocket::Reply& out)
+      -> Result<nlohmann::json> {
+    auto paths = request_paths(req, true);
+    if (!paths) return paths.error();
+    if (paths->empty()) paths->push_back("");
+    cache::PrefetchOptions po;
+    po.recursive = req.value("recursive", false);
+    po.jobs = req.value("jobs", 4);
+    if (po.jobs < 1 || po.jobs > 64) return Error{EINVAL, "jobs must be 1..64"};
+    po.max_rate = req.value("max_rate", uint64_t{0});
+    auto log = logger("control");
+    log->info("prefetch of {} path(s) (recursive: {}, jobs {}, max_rate {})", paths->size(),
+              po.recursive, po.jobs, po.max_rate);
+    auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    auto sum = cache::prefetch(
+        fetcher, paths.value(), po,
+        [&out, &last](const cache::PrefetchProgress& p) {
+          // At most ten lines a second (called serialised by prefetch()).
+          const auto now = std::chrono::steady_clock::now();
+          if (now - last < std::chrono::milliseconds(100)) return;
+          last = now;
+          out.send({{"event", "progress"},
+                    {"files", p.files},
+                    {"failures", p.failures},
+                    {"bytes", p.bytes},
+                    {"queued", p.queued},
+                    {"path", p.path}});
+        },
+        [&out] { return out.cancelled(); });
+    log->info("prefetch: {} files, {} bytes, {} failures in {:.1f} s{}", sum.files, sum.bytes,
+              sum.failures, sum.seconds, sum.cancelled ? " (cancelled)" : "");
+    nlohmann::json failed = nlohmann::json::array();
+    for (const auto& [p, why] : sum.failed) failed.push_back({{"path", p}, {"error", why}});
+    return nlohmann::json{{"files", sum.files},   {"bytes", sum.bytes},
+                          {"failures", sum.failures}, {"seconds", sum.seconds},
+                          {"failed", failed},     {"cancelled", sum.cancelled}};
+  };
+  return h;
+}
 
 int fail(const std::string& msg) {
   std::fprintf(stderr, "netbootfs: %s\n", msg.c_str());
@@ -218,6 +343,8 @@ int main(int argc, char** argv) {
     return fail("cannot mount on " + opts.mountpoint);
   }
   log->info("mounted {} on {} (cache {})", opts.url, opts.mountpoint, opts.cache_dir);
+  record_upstream(opts.cache_dir, opts.url);
+  fsimpl.set_session(se.get());
   if (!opts.foreground) {
     fuse_daemonize(0);
     cache_lock->note_holder();
@@ -261,6 +388,23 @@ int main(int argc, char** argv) {
     metrics_file = std::make_unique<fs::MetricsFileWriter>(opts.metrics_file,
                                                            ms(opts.metrics_interval), metrics);
   }
+  // After the loop (and its kernel connection) is set up below, the socket
+  // serves from its own threads; bound now so a bad path fails loudly.
+  std::unique_ptr<fs::ControlSocket> control;
+  {
+    fs::ControlSocket::Options co;
+    co.path = opts.control_socket.empty() ? fs::default_control_socket(opts.cache_dir)
+                                          : opts.control_socket;
+    auto cs = fs::ControlSocket::start(
+        co, control_handlers(opts, fetcher, fsimpl, std::chrono::steady_clock::now()));
+    if (cs) {
+      control = std::move(cs).value();
+      log->info("control socket {}", control->path());
+    } else {
+      // Mounted already: a failure here costs netbootfsctl's live view, not the mount.
+      log->error("{}", cs.error().message);
+    }
+  }
   std::atomic<bool> stopping{false};
   std::thread reloader([&] {
     for (;;) {
@@ -289,11 +433,15 @@ int main(int argc, char** argv) {
   fuse_loop_cfg_destroy(cfg);
 
   sd_notify(0, "STOPPING=1");
+  // A prefetch in progress is cancelled; the Fetcher's shutdown below answers
+  // what it still waits for, and then its thread is joined.
+  if (control) control->request_stop();
   stopping = true;
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();
   // Answer what still waits before the kernel connection goes away.
   fetcher.shutdown();
+  control.reset();
   if (size_t n = fsimpl.answer_all_pending(EIO)) log->info("answered {} pending requests", n);
   fuse_session_unmount(se.get());
   log->info("unmounted {}", opts.mountpoint);

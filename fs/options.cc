@@ -25,6 +25,7 @@ struct RawOptions {
   char* proxy_ip = nullptr;
   char* metrics = nullptr;
   char* metrics_file = nullptr;
+  char* control_socket = nullptr;
   double metrics_interval = -1;
   int no_default_rewrite = 0;
   double revalidate = -1, negative_ttl = -1, listing_ttl = -1, read_stall_timeout = -1;
@@ -61,6 +62,7 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("proxy_ip=%s", proxy_ip),
     NBFS_OPT("metrics=%s", metrics),
     NBFS_OPT("metrics_file=%s", metrics_file),
+    NBFS_OPT("control_socket=%s", control_socket),
     NBFS_OPT("metrics_interval=%lf", metrics_interval),
     NBFS_FLAG("no_default_rewrite", no_default_rewrite),
     NBFS_OPT("revalidate=%lf", revalidate),
@@ -170,6 +172,7 @@ const char* usage_text() {
          "                           (ADDR 127.0.0.1 unless given; [::1]:PORT for IPv6)\n"
          "  metrics_file=FILE        also write them to FILE (node_exporter textfile)\n"
          "  metrics_interval=S       how often metrics_file is rewritten (15)\n"
+         "  control_socket=PATH      netbootfsctl's socket (cache_dir/control.sock)\n"
          "\n"
          "FUSE options such as allow_other and default_permissions are passed through.\n";
 }
@@ -207,6 +210,7 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   take(opts.proxy_ip, raw.proxy_ip);
   take(opts.metrics, raw.metrics);
   take(opts.metrics_file, raw.metrics_file);
+  take(opts.control_socket, raw.control_socket);
   set_if(opts.metrics_interval, raw.metrics_interval);
   opts.rewrite_default = raw.no_default_rewrite == 0;
   set_if(opts.revalidate, raw.revalidate);

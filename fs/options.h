@@ -56,6 +56,8 @@ struct MountOptions {
   std::string metrics;           // [ADDR:]PORT of the Prometheus listener; empty: none
   std::string metrics_file;      // textfile collector output; empty: none
   double metrics_interval = 15;  // seconds between rewrites of metrics_file
+  // netbootfsctl's socket (fs/control_socket.h); empty: <cache_dir>/control.sock.
+  std::string control_socket;
   unsigned max_threads = 64;
   size_t index_map_size = size_t{1} << 30;
   bool foreground = false;

@@ -453,6 +453,9 @@ struct Client::Impl {
     set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
     t->idle_limit = options.low_speed_time;
     t->last_change = std::chrono::steady_clock::now();
+    if (t->req.max_recv_speed > 0) {
+      set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(t->req.max_recv_speed));
+    }
     set(CURLOPT_XFERINFOFUNCTION, on_progress);
     set(CURLOPT_XFERINFODATA, static_cast<void*>(t));
     set(CURLOPT_NOPROGRESS, 0L);
@@ -465,7 +468,15 @@ struct Client::Impl {
     }
     if (head_only) set(CURLOPT_NOBODY, 1L);
     set(CURLOPT_TCP_KEEPALIVE, 1L);
-    set(CURLOPT_BUFFERSIZE, kReceiveBuffer);
+    // libcurl paces a rate-limited transfer between rounds of up to 100
+    // buffer-sized reads: a smaller buffer keeps a round's burst at about a
+    // quarter second of the rate (else a few MB on loopback pass unpaced).
+    long buffer = kReceiveBuffer;
+    if (t->req.max_recv_speed > 0) {
+      buffer = static_cast<long>(std::clamp<uint64_t>(t->req.max_recv_speed / 400, 1024,
+                                                       static_cast<uint64_t>(kReceiveBuffer)));
+    }
+    set(CURLOPT_BUFFERSIZE, buffer);
     set(CURLOPT_USERAGENT, options.user_agent.c_str());
     set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
     set(CURLOPT_HEADERFUNCTION, on_header_line);

@@ -80,6 +80,7 @@ struct Request {
   std::string if_range;                     // with range_from: an ETag (or HTTP date)
   bool body_in_memory = false;  // collect the body for on_done (listings); total timeout applies
   size_t max_memory_body = 32u << 20;  // larger in-memory bodies fail with kProtocol
+  uint64_t max_recv_speed = 0;  // bytes per second for this transfer; 0: unlimited
 };
 
 struct Head {

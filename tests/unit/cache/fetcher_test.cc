@@ -3,6 +3,7 @@
 // stale-if-error and shutdown. No FUSE: these are the decisions the mount
 // relies on, driven directly. Run under TSan by contrib/check.sh.
 #include "cache/fetcher.h"
+#include "cache/prefetch.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -782,6 +783,153 @@ TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextO
   ASSERT_TRUE(again) << again.error().message;
   EXPECT_TRUE(again.value() == body);
   EXPECT_EQ(server_.count("GET", "huge"), 2u);
+}
+
+
+// --- invalidate -------------------------------------------------------------------
+
+TEST_F(FetcherTest, InsideTheRevalidateWindowAnInvalidatedFileRevalidatesAtItsNextOpen) {
+  FetcherOptions o;
+  o.revalidate = 3600s;
+  o.listing_ttl = 3600s;
+  restart(o);
+  server_.put("boot/initrd", "old bytes");
+  server_.put("other", "x");
+  ASSERT_EQ(cat("boot/initrd").value(), "old bytes");
+  ASSERT_EQ(cat("other").value(), "x");
+  server_.put("boot/initrd", "new bytes, longer");
+  EXPECT_EQ(cat("boot/initrd").value(), "old bytes") << "inside the window nothing is asked";
+  const auto r = fetcher_->invalidate("boot");
+  EXPECT_EQ(r.files, 1u);
+  EXPECT_EQ(r.listings, 1u) << "the listing of boot/";
+  auto v = lookup("boot/initrd");
+  ASSERT_TRUE(v);
+  auto h = open(v->version);
+  if (!h && h.error().code == ESTALE) {  // the kernel would look it up again
+    v = lookup("boot/initrd");
+    ASSERT_TRUE(v);
+    h = open(v->version);
+  }
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ(read_all(*h.value()).value(), "new bytes, longer");
+  // The other path was not under the prefix: still not asked again.
+  EXPECT_EQ(cat("other").value(), "x");
+  EXPECT_EQ(server_.count("GET", "other"), 1u);
+}
+
+TEST_F(FetcherTest, AnInvalidatedUnchangedFileSendsAConditionalRequest) {
+  FetcherOptions o;
+  o.revalidate = 3600s;
+  restart(o);
+  server_.put("k", "kernel");
+  ASSERT_EQ(cat("k").value(), "kernel");
+  ASSERT_EQ(cat("k").value(), "kernel");
+  EXPECT_EQ(server_.count("GET", "k"), 1u);
+  EXPECT_EQ(fetcher_->invalidate("").files, 1u);
+  ASSERT_EQ(cat("k").value(), "kernel");
+  EXPECT_EQ(server_.count("GET", "k", 200), 1u);
+  EXPECT_EQ(server_.count("GET", "k", 304), 1u) << "a conditional GET, answered 304";
+  ASSERT_EQ(cat("k").value(), "kernel");
+  EXPECT_EQ(server_.count("GET", "k"), 2u) << "validated again: the window applies again";
+}
+
+TEST_F(FetcherTest, InvalidateCoversPathsLoadedFromTheIndexLater) {
+  FetcherOptions o;
+  o.revalidate = 3600s;
+  restart(o);
+  server_.put("a/b", "one");
+  ASSERT_EQ(cat("a/b").value(), "one");
+  restart(o);  // a fresh Fetcher: the path is in the index only
+  EXPECT_EQ(fetcher_->invalidate("a").files, 0u);
+  ASSERT_EQ(cat("a/b").value(), "one");
+  EXPECT_EQ(server_.count("GET", "a/b", 304), 1u);
+}
+
+TEST_F(FetcherTest, InvalidateDropsNegativeEntries) {
+  FetcherOptions o;
+  o.negative_ttl = 3600s;
+  o.listing_ttl = 3600s;
+  restart(o);
+  server_.put("pxelinux.cfg/default", "d");
+  auto m = lookup("pxelinux.cfg/01-aa");
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ENOENT);
+  server_.put("pxelinux.cfg/01-aa", "host");
+  ASSERT_FALSE(lookup("pxelinux.cfg/01-aa")) << "remembered as missing";
+  const auto r = fetcher_->invalidate("");
+  EXPECT_EQ(r.negatives, 1u);
+  ASSERT_EQ(r.negative_paths.size(), 1u);
+  EXPECT_EQ(r.negative_paths[0], "pxelinux.cfg/01-aa");
+  EXPECT_EQ(cat("pxelinux.cfg/01-aa").value(), "host");
+}
+
+TEST(PathAtOrUnder, Table) {
+  EXPECT_TRUE(path_at_or_under("a/b", ""));
+  EXPECT_TRUE(path_at_or_under("a/b", "a"));
+  EXPECT_TRUE(path_at_or_under("a/b", "a/b"));
+  EXPECT_FALSE(path_at_or_under("ab/c", "a"));
+  EXPECT_FALSE(path_at_or_under("a", "a/b"));
+  EXPECT_FALSE(path_at_or_under("b", "a"));
+}
+
+
+// --- prefetch ---------------------------------------------------------------------
+
+TEST(ParseRate, Table) {
+  EXPECT_EQ(parse_rate("2000").value(), 2000u);
+  EXPECT_EQ(parse_rate("512K").value(), 512u * 1024);
+  EXPECT_EQ(parse_rate("10M").value(), 10u << 20);
+  EXPECT_EQ(parse_rate("1G").value(), 1u << 30);
+  EXPECT_EQ(parse_rate("1.5M").value(), 3u << 19);
+  EXPECT_FALSE(parse_rate(""));
+  EXPECT_FALSE(parse_rate("fast"));
+  EXPECT_FALSE(parse_rate("10X"));
+  EXPECT_FALSE(parse_rate("-1"));
+  EXPECT_FALSE(parse_rate("0"));
+}
+
+TEST_F(FetcherTest, PrefetchWalksTheTreeAndFetchesEachFileOnce) {
+  server_.put("a/one", random_bytes(300000, 3));
+  server_.put("a/b/two", "two");
+  server_.put("a/b/c/three", "three");
+  server_.put("top", "t");
+  PrefetchOptions po;
+  po.recursive = true;
+  po.jobs = 3;
+  std::atomic<int> calls{0};
+  auto s = prefetch(*fetcher_, {"", "missing"}, po, [&](const PrefetchProgress&) { calls++; },
+                    [] { return false; });
+  EXPECT_EQ(s.files, 4u);
+  EXPECT_EQ(s.failures, 1u) << "the missing path";
+  ASSERT_EQ(s.failed.size(), 1u);
+  EXPECT_EQ(s.failed[0].first, "missing");
+  EXPECT_EQ(s.bytes, 300000u + 3 + 5 + 1);
+  EXPECT_EQ(calls.load(), 5);
+  for (const char* p : {"a/one", "a/b/two", "a/b/c/three", "top"}) {
+    EXPECT_TRUE(index_->get_path(p)) << p << " not cached";
+    EXPECT_EQ(server_.count("GET", p), 1u) << p;
+  }
+  // Without recursive only the named directory's files.
+  restart(FetcherOptions{});
+  server_.put("d/f", "f");
+  server_.put("d/sub/g", "g");
+  s = prefetch(*fetcher_, {"d"}, PrefetchOptions{}, nullptr, nullptr);
+  EXPECT_EQ(s.files, 1u);
+  EXPECT_EQ(server_.count("GET", "d/sub/g"), 0u);
+}
+
+TEST_F(FetcherTest, PrefetchWithAMaxRateTakesAtLeastSizeOverRate) {
+  // Large enough that libcurl cannot take it in one read loop before pacing.
+  const std::string body = random_bytes(4 << 20, 4);
+  server_.put("slow", body);
+  PrefetchOptions po;
+  po.jobs = 1;
+  po.max_rate = 2 << 20;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = prefetch(*fetcher_, {"slow"}, po, nullptr, nullptr);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(s.files, 1u);
+  EXPECT_GE(secs, 0.8 * 2) << "4 MiB at 2 MiB/s";
 }
 
 }  // namespace
