@@ -203,6 +203,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   int attempts_ = 0;
   int64_t first_try_ms_ = 0;
   std::optional<int64_t> retry_after_;  // from the last refused resume
+  size_t origin_ = 0;  // of the last request sent for it
   std::vector<ReadWaiter> readers_;
   // Weak: the version owns its download while it is in flight, not the
   // other way round.
@@ -1356,6 +1357,10 @@ void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_
   auto [origin, url] = pick_url(dl->path_);
   req.url = std::move(url);
   req.max_recv_speed = dl->max_rate_;
+  {
+    std::lock_guard dlk(dl->mu_);
+    dl->origin_ = origin;
+  }
   if (dl->conditional_) {
     if (!dl->cond_etag_.empty()) {
       req.if_none_match = dl->cond_etag_;
@@ -1370,12 +1375,15 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
   uint64_t size;
   std::string etag;
   int64_t lm;
+  size_t origin;
   {
     std::lock_guard dlk(dl->mu_);
     size = *dl->expected_size_;
     etag = dl->etag_;
     lm = dl->last_modified_;
+    origin = dl->origin_;
   }
+  std::string source = http::join_url(origins.base(origin), dl->path_);
   std::shared_ptr<FileVersion> v;
   std::vector<VersionCallback> waiters;
   {
@@ -1393,6 +1401,7 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     v->download_ = dl;
     v->validator_etag_ = etag;
     v->validator_last_modified_ = lm;
+    v->source_url_ = std::move(source);
     ps.current = v;
     ps.validated_ms = now_ms();
     ps.pending.reset();
@@ -1616,6 +1625,7 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
       req.range_from = dl->frontier_;
       req.if_range = dl->etag_;
       dl->resuming_ = true;
+      dl->origin_ = origin;
     }
     stats.resumes++;
     log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from,
@@ -1936,6 +1946,43 @@ Fetcher::~Fetcher() { shutdown(); }
 void Fetcher::lookup(const std::string& path, AttrCallback cb) { impl_->lookup(path, std::move(cb)); }
 
 bool Fetcher::upstream_up() const { return !impl_->down(); }
+
+const char* to_string(VersionInfo::State state) {
+  switch (state) {
+    case VersionInfo::State::kRemote: return "remote";
+    case VersionInfo::State::kDownloading: return "downloading";
+    case VersionInfo::State::kCached: return "cached";
+    case VersionInfo::State::kStale: return "stale";
+  }
+  return "?";
+}
+
+VersionInfo Fetcher::describe(const std::shared_ptr<FileVersion>& v) const {
+  VersionInfo info;
+  info.size = v->size();
+  std::lock_guard lk(impl_->mu_);
+  // A version announced by a listing has no ETag of its own: the response
+  // that delivered its bytes told the validator.
+  info.etag = v->validator_etag_.empty() ? v->etag() : v->validator_etag_;
+  info.sha256 = v->sha256_;
+  info.upstream_sha256 = v->source_sha256_;
+  info.rewritten = !v->source_sha256_.empty() && v->source_sha256_ != v->sha256_;
+  info.source_url = v->source_url_.empty() ? http::join_url(options_.base_url, v->path())
+                                           : v->source_url_;
+  const PathState* ps = nullptr;
+  if (auto it = impl_->states_.find(v->path()); it != impl_->states_.end()) {
+    ps = it->second.get();
+  }
+  const bool current = ps && ps->current == v;
+  if (current && ps->validated_ms > 0) info.validated_at = ps->validated_ms / 1000;
+  if (!v->sha256_.empty()) {
+    const bool stale = !current || impl_->down() || ps->missing_since_ms != 0;
+    info.state = stale ? VersionInfo::State::kStale : VersionInfo::State::kCached;
+  } else if (v->download_) {
+    info.state = VersionInfo::State::kDownloading;
+  }
+  return info;
+}
 
 void Fetcher::list_dir(const std::string& path, ListCallback cb) {
   impl_->list_dir(path, std::move(cb));

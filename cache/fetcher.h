@@ -155,7 +155,31 @@ class FileVersion {
   std::string filter_fp_;
   std::string filter_note_;
   std::shared_ptr<Download> download_;  // set while a download serves it
+  std::string source_url_;  // where this process got the bytes from; empty: unknown
 };
+
+// What the Fetcher knows about one version right now (Fetcher::describe):
+// a snapshot taken under its lock, with no I/O and no upstream request, for
+// inspection (extended attributes, tools).
+struct VersionInfo {
+  // kRemote: known from a listing or HEAD, no bytes yet; kDownloading: a
+  // download is filling it; kCached: published in a blob and current;
+  // kStale: published, but served without upstream's word (upstream is
+  // down, or it said the file is gone and missing_grace is running) or
+  // no longer the path's current version.
+  enum class State { kRemote, kDownloading, kCached, kStale };
+  State state = State::kRemote;
+  uint64_t size = 0;
+  std::string etag;             // upstream's validator, quotes included; may be empty
+  std::string sha256;           // of the served bytes; empty until published
+  std::string upstream_sha256;  // rewritten files: of upstream's bytes; else empty
+  bool rewritten = false;       // served through the content filter with changes
+  int64_t validated_at = 0;     // unix seconds of the last 200/304; 0: never
+  // The file's upstream URL: the origin its bytes came from when this process
+  // fetched them (a mirror, maybe), else the base URL + the encoded path.
+  std::string source_url;
+};
+const char* to_string(VersionInfo::State state);
 
 struct Attr {
   bool is_dir = false;
@@ -270,6 +294,9 @@ class Fetcher {
   // with another fingerprint are replaced at their next lookup; open handles
   // keep what they opened.
   void set_filter(std::shared_ptr<const ContentFilter> filter);
+
+  // The snapshot of `version` (see VersionInfo). Never blocks on the network.
+  VersionInfo describe(const std::shared_ptr<FileVersion>& version) const;
 
   void shutdown();
   const FetcherStats& stats() const { return stats_; }

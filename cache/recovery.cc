@@ -129,4 +129,42 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
   return problems;
 }
 
+Result<RepairReport> repair(Index& index, BlobStore& blobs) {
+  RepairReport report;
+  // Corrupt blobs first: their entries then point at a missing file and are
+  // dropped below like any entry without its blob (entries go before files
+  // in recover(); here the file is garbage whatever the entries say).
+  for (const auto& sha : blobs.list()) {
+    auto fd = blobs.open_blob(sha);
+    std::optional<std::string> digest;
+    if (fd) digest = hash_file(fd->get());
+    if (digest && *digest == sha) continue;
+    if (auto r = blobs.remove(sha); !r) return r.error();
+    report.corrupt_blobs_removed++;
+    report.actions.push_back("removed corrupt blob " + sha +
+                             (digest ? " (content hashes to " + *digest + ")" : " (unreadable)"));
+  }
+  for (const auto& [path, entry] : index.list_paths()) {
+    const auto size = blobs.blob_size(entry.sha256);
+    if (size && *size == entry.size) continue;
+    report.actions.push_back("dropped entry " + path + " (blob " + entry.sha256.substr(0, 12) +
+                             (size ? " has the wrong size)" : " is missing)"));
+  }
+  const auto before = blobs.list();
+  auto r = recover(index, blobs);
+  if (!r) return r.error();
+  report.entries_dropped = r->entries_dropped;
+  report.orphan_blobs_removed = r->blobs_removed;
+  report.temp_files_removed = r->temp_files_removed;
+  std::set<std::string> after;
+  for (auto& sha : blobs.list()) after.insert(std::move(sha));
+  for (const auto& sha : before) {
+    if (!after.count(sha)) report.actions.push_back("removed orphan blob " + sha);
+  }
+  if (r->temp_files_removed) {
+    report.actions.push_back("removed " + std::to_string(r->temp_files_removed) + " temp files");
+  }
+  return report;
+}
+
 }  // namespace netbootfs::cache

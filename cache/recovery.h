@@ -27,4 +27,18 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs);
 // checks index <-> blobs; each problem is one human-readable line.
 std::vector<std::string> verify(const Index& index, const BlobStore& blobs);
 
+// `netbootfsctl verify --repair`, for a cache nothing else has open (the
+// caller holds the CacheLock): re-hashes every blob, deletes those whose
+// content does not hash to their name, then does what recover() does (tmp/
+// emptied, entries without a blob of their size dropped, refcounts rebuilt,
+// orphan blobs deleted). `actions` gets one human-readable line per change.
+struct RepairReport {
+  uint64_t corrupt_blobs_removed = 0;  // content did not match the sha256
+  uint64_t entries_dropped = 0;        // their blob was missing, corrupt or short
+  uint64_t orphan_blobs_removed = 0;   // no entry referred to them
+  uint64_t temp_files_removed = 0;
+  std::vector<std::string> actions;
+};
+Result<RepairReport> repair(Index& index, BlobStore& blobs);
+
 }  // namespace netbootfs::cache

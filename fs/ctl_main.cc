@@ -11,6 +11,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include <algorithm>
 #include <chrono>
@@ -144,7 +145,8 @@ void print_summary(const char* verb, const cache::BundleSummary& r, const std::s
               static_cast<unsigned long long>(r.bytes), inside.c_str(), after.c_str());
 }
 
-int cmd_ls(const std::string& dir, const std::string& path, bool json) {
+// Plain: one path a line. `long_format`: a table. --json: every field.
+int cmd_ls(const std::string& dir, const std::string& path, bool long_format, bool json) {
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
   std::string prefix;
@@ -154,7 +156,12 @@ int cmd_ls(const std::string& dir, const std::string& path, bool json) {
     prefix = p.value();
   }
   auto entries = (*index)->list_paths(prefix);
-  // Internal entries (rewritten outputs, keyed "\x01...") are not paths of the tree.
+  // Internal entries (rewritten outputs, keyed "\x01filtered/FP/SOURCE_SHA256")
+  // are not paths of the tree; they say which blobs have a rewritten output.
+  std::set<std::string> rewritten;
+  for (const auto& [key, e] : (*index)->list_paths("\x01" "filtered")) {
+    rewritten.insert(key.substr(key.rfind('/') + 1));
+  }
   entries.erase(std::remove_if(entries.begin(), entries.end(),
                                [](const auto& e) { return !e.first.empty() && e.first[0] == '\x01'; }),
                 entries.end());
@@ -168,17 +175,26 @@ int cmd_ls(const std::string& dir, const std::string& path, bool json) {
                      {"etag", e.etag},
                      {"last_modified", e.last_modified},
                      {"validated_at", e.validated_at},
-                     {"last_access", blob ? blob->last_access : 0}});
+                     {"last_access", blob ? blob->last_access : 0},
+                     {"shared_by", blob ? blob->refs : 0},
+                     {"rewritten", rewritten.count(e.sha256) > 0}});
     }
     std::cout << out.dump(2) << "\n";
     return 0;
   }
+  if (!long_format) {
+    for (const auto& [p, e] : entries) std::printf("%s\n", p.c_str());
+    return 0;
+  }
+  std::printf("%-40s %12s %-12s %-24s %-20s %-20s %s\n", "PATH", "SIZE", "SHA256", "ETAG",
+              "VALIDATED", "ACCESSED", "REWRITTEN");
   for (const auto& [p, e] : entries) {
     auto blob = (*index)->get_blob(e.sha256);
-    std::printf("%-40s %12llu %.12s %-24s validated %s accessed %s\n", p.c_str(),
+    std::printf("%-40s %12llu %.12s %-24s %-20s %-20s %s\n", p.c_str(),
                 static_cast<unsigned long long>(e.size), e.sha256.c_str(),
                 e.etag.empty() ? "-" : e.etag.c_str(), iso_time(e.validated_at).c_str(),
-                iso_time(blob ? blob->last_access : 0).c_str());
+                iso_time(blob ? blob->last_access : 0).c_str(),
+                rewritten.count(e.sha256) ? "yes" : "no");
   }
   return 0;
 }
@@ -250,7 +266,34 @@ int cmd_status(const std::string& dir, const std::string& socket, bool json) {
   return 0;
 }
 
-int cmd_verify(const std::string& dir, bool json) {
+// Exit codes: 0 consistent (with --repair: consistent after the repair), 1
+// problems found (left), 2 usage or I/O error (a mounted cache for --repair).
+int cmd_verify(const std::string& dir, bool do_repair, bool json) {
+  if (do_repair) {
+    auto c = open_for_write(dir);
+    if (!c) return fail(c.error().message);
+    auto r = cache::repair(*c->index, *c->blobs);
+    if (!r) return fail("repair failed: " + r.error().message);
+    auto problems = cache::verify(*c->index, *c->blobs);
+    if (json) {
+      std::cout << nlohmann::json{{"corrupt_blobs_removed", r->corrupt_blobs_removed},
+                                  {"entries_dropped", r->entries_dropped},
+                                  {"orphan_blobs_removed", r->orphan_blobs_removed},
+                                  {"temp_files_removed", r->temp_files_removed},
+                                  {"actions", r->actions},
+                                  {"consistent", problems.empty()},
+                                  {"problems", problems}}
+                       .dump(2)
+                << "\n";
+    } else {
+      for (const auto& a : r->actions) std::printf("%s\n", a.c_str());
+      for (const auto& p : problems) std::printf("%s\n", p.c_str());
+      std::printf("%s\n", !problems.empty()      ? "INCONSISTENT after repair"
+                          : r->actions.empty() ? "consistent, nothing to repair"
+                                               : "repaired, consistent");
+    }
+    return problems.empty() ? 0 : 1;
+  }
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
   auto blobs = cache::BlobStore::open(dir);
@@ -674,10 +717,18 @@ int main(int argc, char** argv) {
   app.fallthrough();  // --json and --cache-dir also after the command
 
   std::string ls_path;
-  auto* ls = app.add_subcommand("ls", "list cached entries (path, size, sha256, etag, times)");
+  bool ls_long = false;
+  auto* ls = app.add_subcommand(
+      "ls", "list cached paths; -l: size, sha256, etag, validated and accessed times, rewritten");
   ls->add_option("PATH", ls_path, "only entries at or below PATH");
+  ls->add_flag("-l,--long", ls_long, "one table row per entry");
   auto* status = app.add_subcommand("status", "print cache totals");
-  auto* verify = app.add_subcommand("verify", "re-hash every blob and check index <-> blobs");
+  bool verify_repair = false;
+  auto* verify = app.add_subcommand(
+      "verify", "re-hash every blob and check index <-> blobs (exit 1 when a problem is found)");
+  verify->add_flag("--repair", verify_repair,
+                   "on an unmounted cache: drop entries whose blob is missing or corrupt, delete "
+                   "corrupt and orphan blobs and temp files, rebuild refcounts");
   std::string export_file, export_since;
   bool export_all = false;
   auto* exp = app.add_subcommand(
@@ -732,7 +783,7 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
-  if (*ls) return cmd_ls(dir, ls_path, json);
+  if (*ls) return cmd_ls(dir, ls_path, ls_long, json);
   if (socket.empty()) socket = dir + "/control.sock";
   if (*status) return cmd_status(dir, socket, json);
   if (*inv) return cmd_invalidate(socket, inv_paths, inv_all, json);
@@ -740,7 +791,7 @@ int main(int argc, char** argv) {
     return cmd_prefetch(dir, socket, pf_paths, pf_from, pf_recursive, pf_jobs, pf_rate, pf_url,
                         json);
   }
-  if (*verify) return cmd_verify(dir, json);
+  if (*verify) return cmd_verify(dir, verify_repair, json);
   if (*stat) return cmd_stat(dir, stat_path, json);
   if (*evict) return cmd_evict(dir, evict_paths, evict_all, evict_older, json);
   if (*exp) return cmd_export(dir, export_since, export_file, json);

@@ -341,6 +341,38 @@ void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
 
 }  // namespace
 
+namespace {
+
+std::string iso8601_utc(int64_t unix_s) {
+  std::time_t t = static_cast<std::time_t>(unix_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The inspection attributes of a file that have a value, in listing order.
+// From Fetcher::describe: a snapshot, never a request.
+std::vector<std::pair<const char*, std::string>> file_xattrs(const cache::Fetcher& fetcher,
+                                                             const std::shared_ptr<cache::FileVersion>& v) {
+  const cache::VersionInfo info = fetcher.describe(v);
+  std::vector<std::pair<const char*, std::string>> out;
+  out.emplace_back("user.netbootfs.state", cache::to_string(info.state));
+  if (!info.etag.empty()) out.emplace_back("user.netbootfs.etag", info.etag);
+  if (!info.sha256.empty()) out.emplace_back("user.netbootfs.sha256", info.sha256);
+  if (!info.upstream_sha256.empty()) {
+    out.emplace_back("user.netbootfs.upstream_sha256", info.upstream_sha256);
+  }
+  if (info.validated_at > 0) out.emplace_back("user.netbootfs.validated", iso8601_utc(info.validated_at));
+  out.emplace_back("user.netbootfs.source", info.source_url);
+  const std::string& note = v->filter_note();
+  out.emplace_back(kXattrRewritten, note.empty() ? "not rewritten: no rule" : note);
+  return out;
+}
+
+}  // namespace
+
 void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto n = inodes_.get(ino);
   if (!n) {
@@ -351,12 +383,17 @@ void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t s
     reply_xattr_value(req, fetcher_->upstream_up() ? "up" : "down", size);
     return;
   }
-  if (n->is_dir || std::strcmp(name, kXattrRewritten) != 0) {
+  if (n->is_dir || !n->version) {
     fuse_reply_err(req, ENODATA);
     return;
   }
-  const std::string& note = n->version->filter_note();
-  reply_xattr_value(req, note.empty() ? "not rewritten: no rule" : note, size);
+  for (auto& [key, value] : file_xattrs(*fetcher_, n->version)) {
+    if (std::strcmp(name, key) == 0) {
+      reply_xattr_value(req, value, size);
+      return;
+    }
+  }
+  fuse_reply_err(req, ENODATA);
 }
 
 void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -365,8 +402,15 @@ void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     fuse_reply_err(req, ENOENT);
     return;
   }
-  std::string names = n->is_dir ? std::string() : std::string(kXattrRewritten) + '\0';
-  if (ino == FUSE_ROOT_ID) names = std::string(kXattrUpstream) + '\0';
+  std::string names;
+  if (ino == FUSE_ROOT_ID) {
+    names = std::string(kXattrUpstream) + '\0';
+  } else if (!n->is_dir && n->version) {
+    for (auto& [key, value] : file_xattrs(*fetcher_, n->version)) {
+      names += key;
+      names += '\0';
+    }
+  }
   reply_xattr_value(req, names, size);
 }
 

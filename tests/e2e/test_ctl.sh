@@ -55,5 +55,67 @@ stop_mount "$T/mnt"
 [ -z "$(find "$T/cache/blobs" -type f)" ] || fail "blobs left after evict --all"
 [ "$("$NBCTL" --cache-dir "$T/cache" --json ls | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ] || fail "entries left after evict --all"
 "$NBCTL" --cache-dir "$T/cache" verify >/dev/null || fail "verify after evict --all"
+
+# ls, ls -l, --json ls; verify --repair after a blob is corrupted and another deleted.
+export CACHE_DIR=$T/cache3
+start_mount "$NGINX_URL" "$T/mnt" "revalidate=600"
+for f in pxelinux.0 images/linux images/initrd grub/grub.cfg; do
+  with_timeout 30 cat "$T/mnt/$f" >/dev/null || fail "reading $f failed"
+done
+stop_mount "$T/mnt"
+C=(--cache-dir "$CACHE_DIR")
+[ "$("$NBCTL" "${C[@]}" ls images)" = "$(printf 'images/initrd\nimages/linux')" ] || fail "ls images: $("$NBCTL" "${C[@]}" ls images)"
+"$NBCTL" "${C[@]}" ls -l >"$T/ls-l.txt" || fail "ls -l failed"
+head -1 "$T/ls-l.txt" | grep -qE '^PATH +SIZE +SHA256 +ETAG +VALIDATED +ACCESSED +REWRITTEN$' || fail "ls -l header: $(head -1 "$T/ls-l.txt")"
+lsum=$(sha256sum "$T/up/images/linux" | cut -d' ' -f1)
+grep -qE "^images/linux +$(stat -c %s "$T/up/images/linux") ${lsum:0:12} \"[^ ]+\" +[0-9T:-]+Z +[0-9T:-]+Z +no$" "$T/ls-l.txt" \
+  || fail "ls -l row of images/linux: $(cat "$T/ls-l.txt")"
+"$NBCTL" "${C[@]}" ls --json >"$T/ls.json" || fail "ls --json failed"
+python3 - "$T/ls.json" "$lsum" <<'EOF2' || fail "ls --json: $(cat "$T/ls.json")"
+import json, sys
+e = {x["path"]: x for x in json.load(open(sys.argv[1]))}
+assert sorted(e) == ["grub/grub.cfg", "images/initrd", "images/linux", "pxelinux.0"], sorted(e)
+l = e["images/linux"]
+assert l["sha256"] == sys.argv[2], l
+for k in ("size", "etag", "last_modified", "validated_at", "last_access", "shared_by", "rewritten"):
+    assert k in l, (k, l)
+assert l["rewritten"] is False and l["shared_by"] == 1 and l["validated_at"] > 0, l
+EOF2
+"$NBCTL" "${C[@]}" ls --help | grep -q -- "--long" || fail "ls --help"
+"$NBCTL" "${C[@]}" verify --help | grep -q -- "--repair" || fail "verify --help"
+
+start_mount "$NGINX_URL" "$T/mnt" "revalidate=600"
+rc=0; "$NBCTL" "${C[@]}" verify --repair >"$T/busy.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "in use by a running netbootfs" "$T/busy.out" || fail "verify --repair on a mounted cache: rc $rc, $(cat "$T/busy.out")"
+stop_mount "$T/mnt"
+kblob=$(find "$CACHE_DIR/blobs" -type f -name "$lsum*")
+iblob=$(find "$CACHE_DIR/blobs" -type f -name "$(sha256sum "$T/up/images/initrd" | cut -d' ' -f1)*")
+[ -n "$kblob" ] && [ -n "$iblob" ] || fail "blob files not found under $CACHE_DIR/blobs"
+printf 'X' | dd of="$kblob" bs=1 seek=1000 conv=notrunc status=none   # same size, other bytes
+rm -f "$iblob"
+mkdir -p "$CACHE_DIR/blobs/00"
+echo junk >"$CACHE_DIR/blobs/00/$(printf '%064d' 0)"                 # an orphan, corrupt too
+rc=0; "$NBCTL" "${C[@]}" verify >"$T/verify.txt" || rc=$?
+[ $rc -eq 1 ] || fail "verify of a damaged cache exited $rc, want 1: $(cat "$T/verify.txt")"
+"$NBCTL" "${C[@]}" --json verify --repair >"$T/repair.json" || fail "verify --repair: $(cat "$T/repair.json")"
+python3 - "$T/repair.json" <<'EOF2' || fail "verify --repair: $(cat "$T/repair.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["consistent"] is True and r["problems"] == [], r
+assert r["corrupt_blobs_removed"] == 2, r   # the damaged kernel and the junk file
+assert r["entries_dropped"] == 2, r         # images/linux and images/initrd
+assert any("dropped entry images/linux " in a for a in r["actions"]), r
+assert any("dropped entry images/initrd " in a for a in r["actions"]), r
+EOF2
+"$NBCTL" "${C[@]}" verify | grep -qx consistent || fail "verify after repair: $("$NBCTL" "${C[@]}" verify)"
+"$NBCTL" "${C[@]}" stat pxelinux.0 >/dev/null || fail "repair dropped an intact entry"
+"$NBCTL" "${C[@]}" verify --repair | grep -qx "consistent, nothing to repair" || fail "a second repair found work"
+start_mount "$NGINX_URL" "$T/mnt" "revalidate=600"
+for f in images/linux images/initrd pxelinux.0; do
+  with_timeout 30 cmp "$T/up/$f" "$T/mnt/$f" || fail "$f differs after the repair"
+done
+stop_mount "$T/mnt"
+"$NBCTL" "${C[@]}" verify >/dev/null || fail "verify after the re-download"
+unset CACHE_DIR
 check_daemon_log
-pass "stat matches upstream; evict refuses a mounted cache, frees only unshared blobs, and evicted files are fetched again"
+pass "stat matches upstream; ls/ls -l/--json; verify --repair; evict refuses a mounted cache, frees only unshared blobs, and evicted files are fetched again"

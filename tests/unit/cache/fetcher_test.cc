@@ -932,5 +932,67 @@ TEST_F(FetcherTest, PrefetchWithAMaxRateTakesAtLeastSizeOverRate) {
   EXPECT_GE(secs, 0.8 * 2) << "4 MiB at 2 MiB/s";
 }
 
+TEST_F(FetcherTest, DescribeFollowsAFileFromRemoteToCachedToStaleWithoutRequests) {
+  FetcherOptions o;
+  o.revalidate = 0ms;
+  o.down_after = 1;
+  o.probe_interval = 60s;
+  restart(o);
+  const std::string body = "kernel bytes";
+  server_.put("boot/vmlinuz", body);
+  auto a = lookup("boot/vmlinuz");
+  ASSERT_TRUE(a) << a.error().message;
+  const size_t before = server_.requests().size();
+  VersionInfo info = fetcher_->describe(a->version);
+  EXPECT_EQ(info.state, VersionInfo::State::kRemote);
+  EXPECT_TRUE(info.sha256.empty());
+  EXPECT_EQ(info.validated_at, 0);
+  EXPECT_EQ(info.source_url, server_.url() + "boot/vmlinuz");
+  EXPECT_EQ(server_.requests().size(), before) << "describe never asks upstream";
+
+  const int64_t t0 = ::time(nullptr);
+  ASSERT_EQ(cat("boot/vmlinuz").value(), body);
+  a = lookup("boot/vmlinuz");
+  ASSERT_TRUE(a);
+  info = fetcher_->describe(a->version);
+  EXPECT_EQ(info.state, VersionInfo::State::kCached);
+  const auto entry = index_->get_path("boot/vmlinuz");
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(info.sha256, entry->sha256);
+  EXPECT_EQ(info.etag, entry->etag);
+  EXPECT_TRUE(blobs_->blob_size(info.sha256).has_value());
+  EXPECT_FALSE(info.etag.empty());
+  EXPECT_EQ(info.etag.front(), '"');
+  EXPECT_GE(info.validated_at, t0 - 1);
+  EXPECT_LE(info.validated_at, ::time(nullptr) + 1);
+  EXPECT_FALSE(info.rewritten);
+  EXPECT_TRUE(info.upstream_sha256.empty());
+
+  server_.stop();
+  ASSERT_EQ(cat("boot/vmlinuz").value(), body);  // marks upstream down, served stale
+  ASSERT_FALSE(fetcher_->upstream_up());
+  info = fetcher_->describe(a->version);
+  EXPECT_EQ(info.state, VersionInfo::State::kStale);
+  EXPECT_EQ(info.sha256.size(), 64u);
+}
+
+TEST_F(FetcherTest, DescribeNamesTheMirrorABodyCameFrom) {
+  testing::TestHttpServer mirror;
+  FetcherOptions o;
+  o.mirrors = {mirror.url()};
+  restart(o);
+  server_.put("images/initrd", "initrd bytes");
+  mirror.put("images/initrd", "initrd bytes");
+  auto a = lookup("images/initrd");
+  ASSERT_TRUE(a);
+  server_.stop();
+  ASSERT_EQ(cat("images/initrd").value(), "initrd bytes");
+  auto b = lookup("images/initrd");
+  ASSERT_TRUE(b);
+  const VersionInfo info = fetcher_->describe(b->version);
+  EXPECT_EQ(info.source_url, mirror.url() + "images/initrd");
+  EXPECT_EQ(info.state, VersionInfo::State::kCached);
+}
+
 }  // namespace
 }  // namespace netbootfs::cache
