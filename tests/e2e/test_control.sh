@@ -161,8 +161,25 @@ took=$(($(now_ms) - start))
 [ "$took" -ge 2400 ] || fail "3 MiB at --max-rate 1M took $took ms (< 2400)"
 note "--max-rate 1M: 3 MiB in $took ms"
 ctl prefetch --max-rate 10X / >/dev/null 2>&1 && fail "a bad rate was accepted"
+# SIGTERM while a slow prefetch streams: the daemon cancels it, exits 0 and
+# removes its socket; the client reports the end instead of hanging.
+head -c $((4 * 1048576)) /dev/urandom >"$T/up/deep/big2"
+chmod a+r "$T/up/deep/big2"
+ctl invalidate deep >/dev/null  # the cached listing of deep/ predates big2
+(with_timeout 60 "$NBCTL" --cache-dir "$T/cache" prefetch --max-rate 256K deep/big2 \
+  >"$T/slow.out" 2>&1 || true) &
+slow=$!
+wait_until 10 grep -q "deep/big2: read" "$T/daemon.log" || fail "the slow prefetch did not start"
+kill -TERM "$DAEMON_PID"
+wait_until 15 dead "$DAEMON_PID" || fail "the daemon did not exit on SIGTERM during a prefetch"
+rc=0
+wait "$DAEMON_PID" 2>/dev/null || rc=$?
+[ $rc -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+wait "$slow"
+[ ! -e "$sock" ] || fail "the control socket outlived the daemon"
+wait_until 10 bash -c "! findmnt -n --mountpoint '$T/mnt' >/dev/null" || fail "still mounted after SIGTERM"
+note "SIGTERM during a prefetch: clean exit, socket removed (client: $(tail -n 1 "$T/slow.out"))"
 check_daemon_log
-stop_mount "$T/mnt"
 
 # --- unmounted ------------------------------------------------------------------------
 out=$(ctl invalidate --all 2>&1) && fail "invalidate succeeded without a mount"
