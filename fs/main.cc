@@ -388,8 +388,9 @@ int main(int argc, char** argv) {
     metrics_file = std::make_unique<fs::MetricsFileWriter>(opts.metrics_file,
                                                            ms(opts.metrics_interval), metrics);
   }
-  // After the loop (and its kernel connection) is set up below, the socket
-  // serves from its own threads; bound now so a bad path fails loudly.
+  // Started after daemonizing (it has threads); its handlers never run on a
+  // FUSE worker. A failure to bind is logged and costs only netbootfsctl's
+  // live commands, not the mount.
   std::unique_ptr<fs::ControlSocket> control;
   {
     fs::ControlSocket::Options co;
@@ -401,7 +402,6 @@ int main(int argc, char** argv) {
       control = std::move(cs).value();
       log->info("control socket {}", control->path());
     } else {
-      // Mounted already: a failure here costs netbootfsctl's live view, not the mount.
       log->error("{}", cs.error().message);
     }
   }
