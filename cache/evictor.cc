@@ -94,7 +94,7 @@ EvictSelection select_evictions(std::vector<EvictCandidate> blobs, uint64_t limi
 Evictor::Evictor(EvictorOptions options, Index& index, BlobStore& blobs)
     : options_(std::move(options)), index_(index), blobs_(blobs) {}
 
-void Evictor::set_in_use(std::function<bool(const std::string&)> in_use) {
+void Evictor::set_in_use(std::function<std::unordered_set<std::string>()> in_use) {
   std::lock_guard lk(mu_);
   in_use_ = std::move(in_use);
 }
@@ -139,7 +139,7 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   }
   std::unordered_map<std::string, int64_t> pending;
   for (auto& [sha, at] : index_.pending_access()) pending[sha] = at;
-  const auto in_use = in_use_;
+  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
   std::vector<EvictCandidate> cands;
   std::unordered_map<std::string, uint64_t> size_of;
   for (auto& [sha, b] : index_.list_blobs()) {
@@ -150,7 +150,7 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
     c.last_access = b.last_access;
     if (auto it = pending.find(sha); it != pending.end()) c.last_access = std::max(c.last_access, it->second);
     c.pinned = pinned_blobs.count(sha) > 0;
-    c.in_use = in_use && in_use(sha);
+    c.in_use = in_use.count(sha) > 0;
     cands.push_back(std::move(c));
   }
   // A derived output goes with its source: fold its bytes into the source's
@@ -170,14 +170,12 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
       cands[o->second].pinned = true;  // never chosen on its own
     }
   }
-  uint64_t limit = options_.limit;
-  Watermarks wm = options_.watermarks;
-  if (incoming > 0 && limit > 0) {
-    // A download is about to add `incoming` bytes: make room now.
-    limit = limit > incoming ? limit - incoming : 1;
-    wm.high_pct = 100;
+  if (incoming > 0) {
+    // A download is about to add `incoming` bytes: they count now (a
+    // reservation that is never chosen itself).
+    cands.push_back(EvictCandidate{"", incoming, INT64_MAX, false, true});
   }
-  const EvictSelection sel = select_evictions(cands, limit, wm);
+  const EvictSelection sel = select_evictions(cands, options_.limit, options_.watermarks);
   std::vector<std::string> removed_paths;
   for (const auto& sha : sel.victims) {
     // Paths first (they release the blob's refs), then derived entries.
@@ -212,6 +210,10 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   const IndexStats st = index_.stats();
   report.cache_bytes = st.blob_bytes;
   report.cache_objects = st.blobs;
+  evictions += report.blobs;
+  evicted_bytes += report.bytes;
+  cache_bytes = report.cache_bytes;
+  cache_objects = report.cache_objects;
   auto cb = on_evicted_;
   lk.unlock();
   if (!removed_paths.empty()) {

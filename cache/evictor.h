@@ -24,14 +24,21 @@
 //   other process commits into the cache meanwhile.
 // - Thread safety: enforce() may run concurrently with Index users (the
 //   Index is thread safe); two enforce() calls on one cache are serialised
-//   by the Evictor's own mutex.
+//   by the Evictor's own mutex. The in_use hook runs with that mutex held
+//   (lock order: Evictor::mu_ before the caller's locks); on_evicted runs
+//   without it. A caller that publishes blobs concurrently must exclude its
+//   publishing from enforce() (the Fetcher holds its gc lock around both).
+// - Counters (evictions, evicted bytes, the cache's bytes and objects after
+//   the last pass) are atomics, readable from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/blob_store.h"
@@ -90,26 +97,31 @@ struct EvictReport {
 class Evictor {
  public:
   Evictor(EvictorOptions options, Index& index, BlobStore& blobs);
-  // Whether a blob is in use (open file, download); called without any
-  // Evictor lock held. Default: nothing is.
-  void set_in_use(std::function<bool(const std::string& sha256)> in_use);
+  // The blobs in use now (open files, downloads), asked once per pass.
+  // Default: none.
+  void set_in_use(std::function<std::unordered_set<std::string>()> in_use);
   // Called (no Evictor lock held) with the paths removed by one enforce().
   void set_on_evicted(std::function<void(const std::vector<std::string>& paths)> cb);
 
-  // Evicts as the contract says. `sync`: called because a download is about
-  // to add `incoming` bytes; then eviction starts whenever counted + incoming
-  // exceeds the limit (not only past the high watermark).
+  // Evicts as the contract says. `incoming`: bytes a download is about to
+  // add (its reservation), counted with the rest: room is made before they
+  // arrive.
   Result<EvictReport> enforce(uint64_t incoming = 0);
 
   bool pinned(std::string_view path) const;
   const EvictorOptions& options() const { return options_; }
+
+  std::atomic<uint64_t> evictions{0};     // blobs deleted, in total
+  std::atomic<uint64_t> evicted_bytes{0};
+  std::atomic<uint64_t> cache_bytes{0};   // after the last pass
+  std::atomic<uint64_t> cache_objects{0};
 
  private:
   EvictorOptions options_;
   Index& index_;
   BlobStore& blobs_;
   std::mutex mu_;  // serialises enforce(); taken before any Index/BlobStore call
-  std::function<bool(const std::string&)> in_use_;
+  std::function<std::unordered_set<std::string>()> in_use_;
   std::function<void(const std::vector<std::string>&)> on_evicted_;
 };
 

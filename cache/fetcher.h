@@ -47,6 +47,14 @@
 // - A read is answered with the whole requested range (clamped to the size)
 //   or an error, never a short slice; the read that touches the last byte is
 //   held until the download is verified and published.
+// - Bounded cache (set_evictor, see cache/evictor.h): a download whose size
+//   is announced first makes room for it (synchronous eviction), every
+//   publish and every last close of a blob queues a background pass. Blobs
+//   that an OpenFile reads, a download serves, a revalidation or a rewrite
+//   works on are in use and never evicted. An evicted path goes back to "not
+//   cached": its old version answers ESTALE at its next open (the kernel
+//   looks the name up again and the next open downloads it again); handles
+//   open on it keep reading their fd.
 // - shutdown() answers every waiting callback (EIO) and stops the threads.
 #pragma once
 
@@ -62,6 +70,7 @@
 #include <vector>
 
 #include "cache/blob_store.h"
+#include "cache/evictor.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
 #include "cache/util/histogram.h"
@@ -193,6 +202,7 @@ class OpenFile {
   // handle nor the download made progress for read_stall_timeout, so the
   // kernel's retries after a failed read do not restart the clock.
   std::shared_ptr<std::atomic<int64_t>> progress_;
+  std::string used_blob_;  // the blob fd_ reads, counted as in use by the Fetcher
 };
 
 struct FetcherStats {
@@ -243,6 +253,14 @@ class Fetcher {
   // with another fingerprint are replaced at their next lookup; open handles
   // keep what they opened.
   void set_filter(std::shared_ptr<const ContentFilter> filter);
+
+  // Keeps the cache under the evictor's limit (see the contract). Call
+  // before the first request; the evictor must outlive the Fetcher's
+  // threads (shutdown()). nullptr: no limit.
+  void set_evictor(Evictor* evictor);
+  // One eviction pass now (what a control socket's gc runs); the outcome of
+  // Evictor::enforce(). EINVAL without an evictor.
+  Result<EvictReport> enforce_limit();
 
   void shutdown();
   const FetcherStats& stats() const { return stats_; }

@@ -162,6 +162,10 @@ TEST_F(EvictorStore, EvictsLeastRecentlyUsedAndReportsThePaths) {
   EXPECT_EQ(r->blobs, 1u);
   EXPECT_EQ(r->bytes, 300u);
   EXPECT_EQ(r->cache_bytes, 600u);
+  EXPECT_EQ(ev.evictions.load(), 1u);
+  EXPECT_EQ(ev.evicted_bytes.load(), 300u);
+  EXPECT_EQ(ev.cache_bytes.load(), 600u);
+  EXPECT_EQ(ev.cache_objects.load(), 2u);
   EXPECT_EQ(gone, std::vector<std::string>{"a"});
   EXPECT_FALSE(has("a"));
   EXPECT_FALSE(file(a));
@@ -196,7 +200,7 @@ TEST_F(EvictorStore, PinsAndInUseBlobsStay) {
   o.limit = 950;
   o.pins = {"pxelinux.0", "grub/*"};
   Evictor ev(o, *index_, *blobs_);
-  ev.set_in_use([&](const std::string& sha) { return sha == open; });
+  ev.set_in_use([&] { return std::unordered_set<std::string>{open}; });
   ASSERT_TRUE(ev.enforce());
   EXPECT_TRUE(has("pxelinux.0") && file(boot));
   EXPECT_TRUE(has("grub/grub.cfg") && file(menu));
@@ -242,7 +246,7 @@ TEST_F(EvictorStore, IncomingDownloadMakesRoomBeforeTheLimitIsCrossed) {
   auto r = ev.enforce(0);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->blobs, 0u);
-  r = ev.enforce(500);  // 1100 > 1000
+  r = ev.enforce(500);  // 1100 > 900: down to 800 counting the 500 coming
   ASSERT_TRUE(r);
   EXPECT_EQ(r->blobs, 1u);
   EXPECT_FALSE(has("a"));
