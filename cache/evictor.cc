@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -56,6 +58,37 @@ uint64_t default_cache_limit(uint64_t fs_free_bytes, uint64_t cache_bytes) {
   const uint64_t room = fs_free_bytes > UINT64_MAX - cache_bytes ? UINT64_MAX
                                                                   : fs_free_bytes + cache_bytes;
   return percent_of(room, kDefaultFractionPct);
+}
+
+std::string format_size(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[64];
+  if (u == 0) {
+    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s (%llu bytes)", v, kUnits[u],
+                  static_cast<unsigned long long>(bytes));
+  }
+  return buf;
+}
+
+Result<uint64_t> resolve_cache_limit(std::optional<uint64_t> configured, uint64_t fs_free_bytes,
+                                     uint64_t cache_bytes) {
+  if (!configured) return default_cache_limit(fs_free_bytes, cache_bytes);
+  const uint64_t room = fs_free_bytes > UINT64_MAX - cache_bytes ? UINT64_MAX
+                                                                  : fs_free_bytes + cache_bytes;
+  if (room < *configured) {
+    return Error{ENOSPC, "max_cache_size " + format_size(*configured) +
+                             " does not fit on the cache filesystem: " + format_size(fs_free_bytes) +
+                             " free + " + format_size(cache_bytes) + " held by the cache"};
+  }
+  return *configured;
 }
 
 EvictSelection select_evictions(std::vector<EvictCandidate> blobs, uint64_t limit,

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -56,6 +57,15 @@ Result<uint64_t> parse_size(std::string_view text);
 // (free space of its filesystem + what the cache holds already).
 constexpr unsigned kDefaultFractionPct = 80;
 uint64_t default_cache_limit(uint64_t fs_free_bytes, uint64_t cache_bytes);
+
+// "4.0 MiB (4194304 bytes)": for messages.
+std::string format_size(uint64_t bytes);
+
+// The limit in force: `configured` when given, else the default. A
+// configured limit that the cache's filesystem cannot hold (free space +
+// what the cache holds < limit) is an error (one line naming both figures).
+Result<uint64_t> resolve_cache_limit(std::optional<uint64_t> configured, uint64_t fs_free_bytes,
+                                     uint64_t cache_bytes);
 
 struct Watermarks {
   unsigned high_pct = 90;  // background eviction starts past this share of the limit

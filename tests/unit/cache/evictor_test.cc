@@ -52,6 +52,17 @@ TEST(DefaultLimit, IsEightyPercentOfFreePlusHeld) {
   EXPECT_EQ(default_cache_limit(UINT64_MAX, 5), UINT64_MAX / 100 * 80 + UINT64_MAX % 100 * 80 / 100);
 }
 
+TEST(ResolveLimit, ConfiguredMustFitDefaultIsTheFraction) {
+  EXPECT_EQ(resolve_cache_limit(std::nullopt, 1000, 250).value(), 1000u);
+  EXPECT_EQ(resolve_cache_limit(1250, 1000, 250).value(), 1250u);  // exactly the room
+  auto r = resolve_cache_limit(4ull << 20, 1ull << 20, 1024);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOSPC);
+  EXPECT_EQ(r.error().message,
+            "max_cache_size 4.0 MiB (4194304 bytes) does not fit on the cache filesystem: "
+            "1.0 MiB (1048576 bytes) free + 1.0 KiB (1024 bytes) held by the cache");
+}
+
 EvictCandidate blob(const char* sha, uint64_t size, int64_t at, bool in_use = false,
                     bool pinned = false) {
   return EvictCandidate{sha, size, at, in_use, pinned};
