@@ -140,6 +140,17 @@ int main(int argc, char** argv) {
     if (!mirrors) return fail(mirrors.error().message);
     opts.mirrors.insert(opts.mirrors.end(), mirrors->begin(), mirrors->end());
   }
+  // Cache size (see cache/evictor.h): the command line wins over the config
+  // file; pins add up.
+  std::optional<uint64_t> configured_limit;
+  if (opts.max_cache_size_given) configured_limit = opts.max_cache_size;
+  std::vector<std::string> pins = opts.pins;
+  if (!opts.config.empty()) {
+    auto cc = fs::config_cache(opts.config);
+    if (!cc) return fail(cc.error().message);
+    if (!configured_limit) configured_limit = cc->max_cache_size;
+    pins.insert(pins.end(), cc->pins.begin(), cc->pins.end());
+  }
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   // One writer per cache: a second mount, or netbootfsctl import, on the
@@ -167,17 +178,8 @@ int main(int argc, char** argv) {
               rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
   }
 
-  // Cache size (see cache/evictor.h): the command line wins over the config
-  // file; a limit the filesystem cannot hold is refused before mounting.
-  std::optional<uint64_t> configured_limit;
-  if (opts.max_cache_size_given) configured_limit = opts.max_cache_size;
-  std::vector<std::string> pins = opts.pins;
-  if (!opts.config.empty()) {
-    auto cc = fs::config_cache(opts.config);
-    if (!cc) return fail(cc.error().message);
-    if (!configured_limit) configured_limit = cc->max_cache_size;
-    pins.insert(pins.end(), cc->pins.begin(), cc->pins.end());
-  }
+  // A limit the filesystem cannot hold (counting what the cache holds) is
+  // refused before mounting.
   struct statvfs sv {};
   if (::statvfs(opts.cache_dir.c_str(), &sv) != 0) {
     return fail("cache_dir " + opts.cache_dir + ": statvfs: " + std::strerror(errno));
