@@ -18,7 +18,11 @@ for i in $(seq 0 11); do head -c $((512 * K)) /dev/urandom >"$T/up/img/fill$i"; 
 head -c $((6 * M)) /dev/urandom >"$T/up/img/big"
 chmod -R a+rX "$T/up"
 start_nginx "$T/up"
-start_mount "$NGINX_URL" "$T/mnt" "revalidate=600,max_cache_size=4M,pin=boot/*"
+port=$(free_port)
+start_mount "$NGINX_URL" "$T/mnt" "revalidate=600,max_cache_size=4M,pin=boot/*,metrics=127.0.0.1:$port"
+metric() {  # metric NAME: its value in a scrape
+  curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
 grep -q "cache limit 4.0 MiB (4194304 bytes), holding 0 bytes; eviction from 90% down to 80%, 1 pins" \
   "$T/daemon.log" || fail "the limit is not logged as configured"
 
@@ -64,6 +68,14 @@ done
 note "cache after reading $((3 + 6 + 12 / 2))M through a 4M limit: $(cache_bytes) bytes"
 cached boot/pxelinux.0 || fail "the pinned file was evicted"
 cached img/held || fail "the open file was evicted"
+[ "$(metric netbootfs_cache_limit_bytes)" = "$LIMIT" ] || fail "cache limit metric: $(metric netbootfs_cache_limit_bytes)"
+ev=$(metric netbootfs_evictions_total)
+evb=$(metric netbootfs_evicted_bytes_total)
+[ "${ev:-0}" -ge 5 ] || fail "netbootfs_evictions_total is '$ev' after evicting at least 5 files"
+[ "${evb:-0}" -ge $((5 * 512 * K)) ] || fail "netbootfs_evicted_bytes_total is '$evb'"
+cb=$(metric netbootfs_cache_bytes)
+[ "${cb:-0}" -gt 0 ] && [ "$cb" -le $((LIMIT + M)) ] || fail "netbootfs_cache_bytes is '$cb'"
+note "evictions: $ev blobs, $evb bytes"
 pread_cmp 3 img/held
 
 # An evicted file is downloaded again, byte-identical.
