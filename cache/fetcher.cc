@@ -12,6 +12,8 @@
 #include <random>
 #include <shared_mutex>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <tsl/robin_map.h>
 
@@ -254,7 +256,20 @@ struct Fetcher::Impl {
 
   // Publishing (shared) and deleting blobs (exclusive) exclude each other so
   // that a blob being deleted is never the target of a concurrent publish.
+  // Lock order: gc_mu_, then Evictor's mutex, then mu_, then use_mu_.
   std::shared_mutex gc_mu_;
+
+  // Bounded cache (see cache/evictor.h).
+  std::atomic<Evictor*> evictor_{nullptr};
+  std::mutex use_mu_;  // guards blob_users_; a leaf
+  std::unordered_map<std::string, int> blob_users_;  // sha256 -> OpenFiles reading its fd
+  std::atomic<bool> eviction_queued_{false};
+  // One pass; `incoming`: bytes a download is about to add. Takes gc_mu_.
+  Result<EvictReport> run_eviction(uint64_t incoming);
+  void queue_eviction();  // a background pass on a completion worker, coalesced
+  std::unordered_set<std::string> blobs_in_use();  // gc_mu_ held
+  void forget_evicted(const std::vector<std::string>& paths);  // gc_mu_ held
+  void release_blob(const std::string& sha);
 
   // Completion workers: fsync, rename, index commits.
   std::mutex work_mu_;
@@ -549,7 +564,16 @@ void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
       progress_);
 }
 
-OpenFile::~OpenFile() = default;
+OpenFile::~OpenFile() {
+  if (!fetcher_) return;
+  const bool held_download = download_ != nullptr;
+  download_.reset();  // before the pass, which sees live downloads as in use
+  if (!used_blob_.empty()) {
+    fetcher_->impl_->release_blob(used_blob_);
+  } else if (held_download) {
+    fetcher_->impl_->queue_eviction();
+  }
+}
 
 // --- Impl: requests ---------------------------------------------------------
 
@@ -1314,7 +1338,24 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
     cb(Error{EIO, "no content for this version"});
     return;
   } else {
+    // Under gc_mu_: either the eviction sees this handle, or it has already
+    // evicted the blob and made the version stale.
+    std::shared_lock gc(gc_mu_);
+    {
+      std::lock_guard lk(mu_);
+      if (evictor_.load() && state(want->path()).current != want) {
+        gc.unlock();
+        cb(Error{ESTALE, "evicted from the cache"});
+        return;
+      }
+    }
+    {
+      std::lock_guard ulk(use_mu_);
+      blob_users_[sha]++;
+    }
+    of->used_blob_ = sha;  // released by ~OpenFile
     auto fd = blobs.open_blob(sha);
+    gc.unlock();
     if (!fd) {
       log()->error("{}: cached blob {} unreadable: {}", want->path(), sha, fd.error().message);
       remove_cached(want->path());
@@ -1384,6 +1425,8 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     origin = dl->origin_;
   }
   std::string source = http::join_url(origins.base(origin), dl->path_);
+  // Room for it before its bytes arrive (see cache/evictor.h).
+  if (evictor_.load()) (void)run_eviction(size);
   std::shared_ptr<FileVersion> v;
   std::vector<VersionCallback> waiters;
   {
@@ -1669,6 +1712,8 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
   std::string sha;
   PathEntry entry;
   std::optional<PathEntry> before;
+  std::vector<ReadWaiter> ready;
+  int fd = -1;
   {
     // Held across the rename and the index update: a blob that a concurrent
     // collect_garbage() finds unreferenced must not be the one we point at.
@@ -1695,11 +1740,9 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     // Its readers read it from the download: count that as its last use,
     // or eviction would take a file just fetched for "never read".
     index.note_access(sha, entry.validated_at);
-  }
-  stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
-  std::vector<ReadWaiter> ready;
-  int fd;
-  {
+    stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
+    // Still under gc_mu_: once the eviction can look, the download is bound
+    // to its blob (and so counts as using it).
     std::lock_guard lk(mu_);
     std::lock_guard dlk(dl->mu_);
     dl->sha256_ = sha;
@@ -1733,6 +1776,81 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
   }
   if (before && before->sha256 != sha) collect_garbage(before->sha256);
+  queue_eviction();
+}
+
+// --- Impl: bounded cache ----------------------------------------------------
+
+void Fetcher::Impl::release_blob(const std::string& sha) {
+  bool last = false;
+  {
+    std::lock_guard lk(use_mu_);
+    auto it = blob_users_.find(sha);
+    if (it != blob_users_.end() && --it->second <= 0) {
+      blob_users_.erase(it);
+      last = true;
+    }
+  }
+  if (last) queue_eviction();
+}
+
+std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
+  std::unordered_set<std::string> used;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& w : active_) {
+      auto d = w.lock();
+      if (!d) continue;
+      std::lock_guard dlk(d->mu_);
+      if (!d->sha256_.empty()) used.insert(d->sha256_);  // its handles read its fd
+    }
+    for (const auto& [path, ps] : states_) {
+      // A revalidation may answer 304 (the blob stays current); a rewrite
+      // reads its source.
+      if (ps->pending && ps->current && !ps->current->sha256_.empty()) {
+        used.insert(ps->current->sha256_);
+        if (!ps->current->source_sha256_.empty()) used.insert(ps->current->source_sha256_);
+      }
+      if (ps->deriving && ps->underived) used.insert(ps->underived->sha256);
+    }
+  }
+  std::lock_guard lk(use_mu_);
+  for (const auto& [sha, n] : blob_users_) used.insert(sha);
+  return used;
+}
+
+void Fetcher::Impl::forget_evicted(const std::vector<std::string>& paths) {  // gc_mu_ held
+  std::lock_guard lk(mu_);
+  for (const auto& p : paths) {
+    auto it = states_.find(p);
+    if (it == states_.end()) continue;
+    PathState& ps = *it->second;
+    if (ps.pending) continue;  // its blob was in use: not evicted (shared bytes)
+    // Not cached any more: the next lookup asks upstream, the next open of
+    // the old version answers ESTALE.
+    ps.current.reset();
+    ps.loaded = false;
+    ps.validated_ms = 0;
+    ps.missing_since_ms = 0;
+    ps.underived.reset();
+  }
+}
+
+Result<EvictReport> Fetcher::Impl::run_eviction(uint64_t incoming) {
+  Evictor* ev = evictor_.load();
+  if (!ev) return Error{EINVAL, "no cache limit"};
+  std::unique_lock gc(gc_mu_);  // enforce() calls blobs_in_use and forget_evicted
+  auto r = ev->enforce(incoming);
+  if (!r) log()->warn("eviction: {}", r.error().message);
+  return r;
+}
+
+void Fetcher::Impl::queue_eviction() {
+  if (!evictor_.load() || eviction_queued_.exchange(true)) return;
+  post([this] {
+    eviction_queued_ = false;
+    (void)run_eviction(0);
+  });
 }
 
 void Fetcher::Impl::collect_garbage(const std::string& sha) {
@@ -1875,6 +1993,19 @@ void Fetcher::Impl::forget_derived(const std::string& old_source_sha) {
   if (!d) return;
   if (index.remove_path(key)) collect_garbage(d->sha256);
 }
+
+void Fetcher::set_evictor(Evictor* evictor) {
+  if (evictor) {
+    // Both run inside run_eviction(), which holds gc_mu_.
+    evictor->set_in_use([impl = impl_.get()] { return impl->blobs_in_use(); });
+    evictor->set_on_evicted(
+        [impl = impl_.get()](const std::vector<std::string>& p) { impl->forget_evicted(p); });
+  }
+  impl_->evictor_ = evictor;
+  if (evictor) impl_->queue_eviction();
+}
+
+Result<EvictReport> Fetcher::enforce_limit() { return impl_->run_eviction(0); }
 
 void Fetcher::set_filter(std::shared_ptr<const ContentFilter> filter) {
   std::lock_guard lk(impl_->mu_);

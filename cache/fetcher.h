@@ -55,6 +55,14 @@
 //   Downloads in flight are left alone: they already ask upstream.
 // - open() with a max_rate starts its download (if it starts one) with that
 //   speed limit; readers that share the download share the limit.
+// - Bounded cache (set_evictor, see cache/evictor.h): a download whose size
+//   is announced first makes room for it (synchronous eviction), every
+//   publish and every last close of a blob queues a background pass. Blobs
+//   that an OpenFile reads, a download serves, a revalidation or a rewrite
+//   works on are in use and never evicted. An evicted path goes back to "not
+//   cached": its old version answers ESTALE at its next open (the kernel
+//   looks the name up again and the next open downloads it again); handles
+//   open on it keep reading their fd.
 // - shutdown() answers every waiting callback (EIO) and stops the threads.
 #pragma once
 
@@ -70,6 +78,7 @@
 #include <vector>
 
 #include "cache/blob_store.h"
+#include "cache/evictor.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
 #include "cache/util/histogram.h"
@@ -225,6 +234,7 @@ class OpenFile {
   // handle nor the download made progress for read_stall_timeout, so the
   // kernel's retries after a failed read do not restart the clock.
   std::shared_ptr<std::atomic<int64_t>> progress_;
+  std::string used_blob_;  // the blob fd_ reads, counted as in use by the Fetcher
 };
 
 struct InvalidateResult {
@@ -297,6 +307,13 @@ class Fetcher {
 
   // The snapshot of `version` (see VersionInfo). Never blocks on the network.
   VersionInfo describe(const std::shared_ptr<FileVersion>& version) const;
+  // Keeps the cache under the evictor's limit (see the contract). Call
+  // before the first request; the evictor must outlive the Fetcher's
+  // threads (shutdown()). nullptr: no limit.
+  void set_evictor(Evictor* evictor);
+  // One eviction pass now (what a control socket's gc runs); the outcome of
+  // Evictor::enforce(). EINVAL without an evictor.
+  Result<EvictReport> enforce_limit();
 
   void shutdown();
   const FetcherStats& stats() const { return stats_; }

@@ -712,6 +712,11 @@ void Index::note_access(std::string_view sha256, int64_t at) {
   if (!inserted && it->second < at) it->second = at;
 }
 
+std::vector<std::pair<std::string, int64_t>> Index::pending_access() const {
+  std::lock_guard lk(impl_->access_mu);
+  return {impl_->access.begin(), impl_->access.end()};
+}
+
 Result<void> Index::flush_access() {
   std::unordered_map<std::string, int64_t> batch;
   {

@@ -94,6 +94,9 @@ class Index {
 
   void note_access(std::string_view sha256, int64_t at);
   Result<void> flush_access();
+  // Accesses noted and not yet flushed (sha256, unix seconds): what LRU order
+  // must add to the stored last_access.
+  std::vector<std::pair<std::string, int64_t>> pending_access() const;
 
  private:
   struct Impl;

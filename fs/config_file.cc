@@ -6,6 +6,7 @@
 
 #include <toml++/toml.h>
 
+#include "cache/evictor.h"
 #include "cache/http/url.h"
 
 namespace netbootfs::fs {
@@ -39,12 +40,56 @@ Result<std::vector<std::string>> config_mirrors_from(const std::string& text,
   return out;
 }
 
-Result<std::vector<std::string>> config_mirrors(const std::string& path) {
+namespace {
+Result<std::string> read_config(const std::string& path) {
   std::ifstream in(path);
   if (!in) return Error{errno, "cannot read config " + path + ": " + std::strerror(errno)};
   std::stringstream text;
   text << in.rdbuf();
-  return config_mirrors_from(text.str(), path);
+  return text.str();
+}
+}  // namespace
+
+Result<std::vector<std::string>> config_mirrors(const std::string& path) {
+  auto text = read_config(path);
+  if (!text) return text.error();
+  return config_mirrors_from(text.value(), path);
+}
+
+Result<CacheConfig> config_cache_from(const std::string& text, const std::string& name) {
+  toml::table doc;
+  try {
+    doc = toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    return Error{EINVAL, name + ": line " + std::to_string(e.source().begin.line) + ": " +
+                             std::string(e.description())};
+  }
+  CacheConfig out;
+  if (const toml::node* node = doc.get("max_cache_size")) {
+    const auto* s = node->as_string();
+    if (!s) return Error{EINVAL, name + ": max_cache_size: expected a size string such as \"20G\""};
+    auto size = cache::parse_size(s->get());
+    if (!size) return Error{EINVAL, name + ": max_cache_size: " + size.error().message};
+    out.max_cache_size = size.value();
+  }
+  if (const toml::node* node = doc.get("pins")) {
+    const toml::array* list = node->as_array();
+    if (!list) return Error{EINVAL, name + ": pins: expected a list of globs"};
+    for (size_t i = 0; i < list->size(); ++i) {
+      const auto* g = list->get(i)->as_string();
+      if (!g || g->get().empty()) {
+        return Error{EINVAL, name + ": pins[" + std::to_string(i) + "]: expected a glob string"};
+      }
+      out.pins.push_back(g->get());
+    }
+  }
+  return out;
+}
+
+Result<CacheConfig> config_cache(const std::string& path) {
+  auto text = read_config(path);
+  if (!text) return text.error();
+  return config_cache_from(text.value(), path);
 }
 
 }  // namespace netbootfs::fs

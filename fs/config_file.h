@@ -1,11 +1,16 @@
 // The parts of the config file (config=FILE, TOML) that are not rewrite
-// rules: today the mirror list. Read once at mount time.
+// rules: the mirror list and the cache's size settings. Read once at mount
+// time.
 //
 // Contract: a missing `mirrors` key is an empty list; `mirrors` must be an
 // array of http(s) URL strings, each normalised like the upstream URL; any
 // other shape is an error naming the file and the key (one line).
+// `max_cache_size` is a size string ("20G", see cache::parse_size) and
+// `pins` a list of glob strings (see cache/evictor.h); both may be absent.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,5 +22,12 @@ Result<std::vector<std::string>> config_mirrors(const std::string& path);
 // The same, from the file's text (for tests).
 Result<std::vector<std::string>> config_mirrors_from(const std::string& text,
                                                      const std::string& name);
+
+struct CacheConfig {
+  std::optional<uint64_t> max_cache_size;
+  std::vector<std::string> pins;
+};
+Result<CacheConfig> config_cache(const std::string& path);
+Result<CacheConfig> config_cache_from(const std::string& text, const std::string& name);
 
 }  // namespace netbootfs::fs

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <cstring>
+#include <sys/statvfs.h>
 #include <string>
 
 #include "cache/blob_store.h"
@@ -30,6 +31,7 @@
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
 #include "cache/prefetch.h"
+#include "cache/evictor.h"
 #include "cache/http/url.h"
 #include "cache/index.h"
 #include "cache/recovery.h"
@@ -556,6 +558,56 @@ int cmd_invalidate(const std::string& socket, const std::vector<std::string>& ar
   return 0;
 }
 
+// Enforces the limit now on an unmounted cache: what a mount's eviction
+// would do (cache/evictor.h), with the same default when no size is given.
+int cmd_gc(const std::string& dir, const std::string& size_text,
+           const std::vector<std::string>& pins, bool json) {
+  std::optional<uint64_t> configured;
+  if (!size_text.empty()) {
+    auto s = cache::parse_size(size_text);
+    if (!s) return fail("--max-cache-size: " + s.error().message);
+    configured = s.value();
+  }
+  if (!std::filesystem::exists(dir + "/index")) return fail("no cache at " + dir + " (no index/ directory)");
+  auto c = open_for_write(dir);
+  if (!c) {
+    // Mounted: the mount enforces its own limit (gc through it is to come).
+    return fail("gc: " + c.error().message);
+  }
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) return fail("statvfs " + dir + ": " + std::strerror(errno));
+  const cache::IndexStats before = c->index->stats();
+  auto limit = cache::resolve_cache_limit(
+      configured, static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize, before.blob_bytes);
+  if (!limit) return fail(limit.error().message);
+  cache::EvictorOptions eo;
+  eo.limit = limit.value();
+  eo.pins = pins;
+  // Down to the low watermark whenever over the limit's high one, like the mount.
+  cache::Evictor ev(eo, *c->index, *c->blobs);
+  auto r = ev.enforce();
+  if (!r) return fail("gc: " + r.error().message);
+  if (json) {
+    std::cout << nlohmann::json{{"limit", eo.limit},
+                                {"bytes_before", before.blob_bytes},
+                                {"objects_before", before.blobs},
+                                {"evicted_blobs", r->blobs},
+                                {"evicted_bytes", r->bytes},
+                                {"removed_entries", r->entries},
+                                {"bytes", r->cache_bytes},
+                                {"objects", r->cache_objects}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::printf("gc: limit %s; evicted %llu blobs (%llu bytes, %llu entries); cache holds %s in %llu blobs\n",
+                cache::format_size(eo.limit).c_str(), static_cast<unsigned long long>(r->blobs),
+                static_cast<unsigned long long>(r->bytes), static_cast<unsigned long long>(r->entries),
+                cache::format_size(r->cache_bytes).c_str(),
+                static_cast<unsigned long long>(r->cache_objects));
+  }
+  return 0;
+}
+
 std::string human_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
@@ -753,6 +805,13 @@ int main(int argc, char** argv) {
   evict->add_option("PATH", evict_paths, "entries at or below PATH");
   evict->add_flag("--all", evict_all, "every entry");
   evict->add_option("--older-than", evict_older, "entries not read for this long (30m, 12h, 7d)");
+  std::string gc_size;
+  std::vector<std::string> gc_pins;
+  auto* gc = app.add_subcommand(
+      "gc", "evict least recently used blobs until an unmounted cache fits its limit");
+  gc->add_option("--max-cache-size", gc_size,
+                 "the limit (20G, 512M, bytes); default 80% of free space + what the cache holds");
+  gc->add_option("--pin", gc_pins, "never evict paths matching GLOB (repeatable)");
   std::string import_file;
   auto* imp = app.add_subcommand(
       "import", "add a bundle's entries to the cache, all or nothing (the cache must not be mounted)");
@@ -796,5 +855,6 @@ int main(int argc, char** argv) {
   if (*evict) return cmd_evict(dir, evict_paths, evict_all, evict_older, json);
   if (*exp) return cmd_export(dir, export_since, export_file, json);
   if (*imp) return cmd_import(dir, import_file, json);
+  if (*gc) return cmd_gc(dir, gc_size, gc_pins, json);
   return 2;
 }

@@ -96,4 +96,14 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
           [totals] { return double(totals->get().paths); });
 }
 
+void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor) {
+  const cache::Evictor* e = &evictor;
+  r.gauge("netbootfs_cache_limit_bytes", "max_cache_size: the bound on the cache's blob bytes.", {},
+          [e] { return double(e->options().limit); });
+  r.counter("netbootfs_evictions_total", "Blobs evicted to keep the cache under its limit.", {},
+            [e] { return value(e->evictions); });
+  r.counter("netbootfs_evicted_bytes_total", "Bytes of the blobs evicted.", {},
+            [e] { return value(e->evicted_bytes); });
+}
+
 }  // namespace netbootfs::fs

@@ -3,6 +3,7 @@
 // read from the layers' own atomics at every scrape.
 #pragma once
 
+#include "cache/evictor.h"
 #include "cache/fetcher.h"
 #include "cache/index.h"
 #include "fs/fuse_fs.h"
@@ -13,5 +14,7 @@ namespace netbootfs::fs {
 // The objects must outlive every render() of the registry.
 void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
                              const FuseFs& fuse, const cache::Index& index);
+// The bounded cache: its limit and what eviction removed (see cache/evictor.h).
+void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor);
 
 }  // namespace netbootfs::fs

@@ -22,9 +22,11 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "cache/blob_store.h"
 #include "cache/cache_lock.h"
+#include "cache/evictor.h"
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
@@ -263,6 +265,17 @@ int main(int argc, char** argv) {
     if (!mirrors) return fail(mirrors.error().message);
     opts.mirrors.insert(opts.mirrors.end(), mirrors->begin(), mirrors->end());
   }
+  // Cache size (see cache/evictor.h): the command line wins over the config
+  // file; pins add up.
+  std::optional<uint64_t> configured_limit;
+  if (opts.max_cache_size_given) configured_limit = opts.max_cache_size;
+  std::vector<std::string> pins = opts.pins;
+  if (!opts.config.empty()) {
+    auto cc = fs::config_cache(opts.config);
+    if (!cc) return fail(cc.error().message);
+    if (!configured_limit) configured_limit = cc->max_cache_size;
+    pins.insert(pins.end(), cc->pins.begin(), cc->pins.end());
+  }
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);
   // One writer per cache: a second mount, or netbootfsctl import, on the
@@ -289,6 +302,27 @@ int main(int argc, char** argv) {
     log->warn("recovered the cache: {} temp files removed, {} entries dropped, {} blobs removed",
               rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
   }
+
+  // A limit the filesystem cannot hold (counting what the cache holds) is
+  // refused before mounting.
+  struct statvfs sv {};
+  if (::statvfs(opts.cache_dir.c_str(), &sv) != 0) {
+    return fail("cache_dir " + opts.cache_dir + ": statvfs: " + std::strerror(errno));
+  }
+  const uint64_t fs_free = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  const uint64_t held = (*index)->stats().blob_bytes;
+  auto limit = cache::resolve_cache_limit(configured_limit, fs_free, held);
+  if (!limit) return fail("cache_dir " + opts.cache_dir + ": " + limit.error().message);
+  cache::EvictorOptions eo;
+  eo.limit = limit.value();
+  eo.watermarks = {opts.cache_high_watermark, opts.cache_low_watermark};
+  eo.pins = pins;
+  // Declared before the Fetcher: it outlives it.
+  cache::Evictor evictor(eo, **index, **blobs);
+  log->info("cache limit {}{}, holding {}; eviction from {}% down to {}%, {} pins",
+            cache::format_size(eo.limit), configured_limit ? "" : " (default: 80% of free + held)",
+            cache::format_size(held), opts.cache_high_watermark, opts.cache_low_watermark,
+            pins.size());
 
   http::Options ho;
   ho.connect_timeout = ms(opts.connect_timeout);
@@ -370,9 +404,11 @@ int main(int argc, char** argv) {
   };
   describe(filter.value());
   fetcher.set_filter(filter.value());
+  fetcher.set_evictor(&evictor);
   fsimpl.attach(&fetcher);
   fs::MetricsRegistry metrics;
   fs::register_daemon_metrics(metrics, fetcher, fsimpl, **index);
+  fs::register_eviction_metrics(metrics, evictor);
   std::unique_ptr<fs::MetricsServer> metrics_server;
   if (metrics_socket.valid()) {
     // Mounted already: a failure here costs the metrics, not the mount.

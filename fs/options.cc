@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/evictor.h"
 #include "cache/http/url.h"
 
 namespace netbootfs::fs {
@@ -33,6 +34,9 @@ struct RawOptions {
   double entry_timeout = -1, attr_timeout = -1;
   double retry_timeout = -1, missing_grace = -1, probe_interval = -1, mirror_backoff = -1;
   std::vector<std::string>* mirrors = nullptr;  // every mirror=, in order
+  std::vector<std::string>* pins = nullptr;     // every pin=
+  char* max_cache_size = nullptr;
+  int cache_high_watermark = -1, cache_low_watermark = -1;
   int down_after = -1;
   int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
   int positional = 0;
@@ -46,8 +50,13 @@ struct RawOptions {
 // Repeatable options: "%s" would keep only the last one, so they reach
 // process() under their key.
 constexpr int kKeyMirror = 1;
+constexpr int kKeyPin = 2;
 const fuse_opt kOptions[] = {
     FUSE_OPT_KEY("mirror=", kKeyMirror),
+    FUSE_OPT_KEY("pin=", kKeyPin),
+    NBFS_OPT("max_cache_size=%s", max_cache_size),
+    NBFS_OPT("cache_high_watermark=%d", cache_high_watermark),
+    NBFS_OPT("cache_low_watermark=%d", cache_low_watermark),
     NBFS_OPT("mirror_backoff=%lf", mirror_backoff),
     NBFS_OPT("cache_dir=%s", cache_dir),
     NBFS_OPT("proxy=%s", proxy),
@@ -103,6 +112,10 @@ int process(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
   auto* raw = static_cast<RawOptions*>(data);
   if (key == kKeyMirror) {
     raw->mirrors->emplace_back(arg + std::strlen("mirror="));
+    return 0;
+  }
+  if (key == kKeyPin) {
+    raw->pins->emplace_back(arg + std::strlen("pin="));
     return 0;
   }
   if (key == FUSE_OPT_KEY_OPT) return ignorable(arg) ? 0 : 1;
@@ -173,6 +186,12 @@ const char* usage_text() {
          "  metrics_file=FILE        also write them to FILE (node_exporter textfile)\n"
          "  metrics_interval=S       how often metrics_file is rewritten (15)\n"
          "  control_socket=PATH      netbootfsctl's socket (cache_dir/control.sock)\n"
+         "  max_cache_size=SIZE      bound the cache: bytes, or with K, M, G, T (powers of 1024);\n"
+         "                           default 80% of the cache filesystem's free space plus what\n"
+         "                           the cache holds at mount; least recently read files go first\n"
+         "  pin=GLOB                 never evict paths matching GLOB (fnmatch; repeatable)\n"
+         "  cache_high_watermark=PCT background eviction starts past PCT% of the limit (90)\n"
+         "  cache_low_watermark=PCT  and evicts down to PCT% (80)\n"
          "\n"
          "FUSE options such as allow_other and default_permissions are passed through.\n";
 }
@@ -182,6 +201,8 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   RawOptions raw;
   std::vector<std::string> mirrors;
   raw.mirrors = &mirrors;
+  std::vector<std::string> pins;
+  raw.pins = &pins;
   if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
     take(opts.url, raw.url);
     take(opts.mountpoint, raw.mountpoint);
@@ -232,7 +253,26 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   set_if(opts.umask, raw.umask);
   if (raw.max_threads > 0) opts.max_threads = static_cast<unsigned>(raw.max_threads);
   opts.insecure = raw.insecure != 0;
+  std::string max_cache_size;
+  take(max_cache_size, raw.max_cache_size);
+  set_if(opts.cache_high_watermark, raw.cache_high_watermark);
+  set_if(opts.cache_low_watermark, raw.cache_low_watermark);
+  opts.pins.insert(opts.pins.end(), pins.begin(), pins.end());
   if (opts.show_help || opts.show_version) return {};
+  if (!max_cache_size.empty()) {
+    auto size = cache::parse_size(max_cache_size);
+    if (!size) return Error{EINVAL, "max_cache_size: " + size.error().message};
+    opts.max_cache_size = size.value();
+    opts.max_cache_size_given = true;
+  }
+  if (opts.cache_high_watermark < 1 || opts.cache_high_watermark > 100 ||
+      opts.cache_low_watermark >= opts.cache_high_watermark) {
+    return Error{EINVAL,
+                 "cache watermarks must satisfy 0 <= cache_low_watermark < cache_high_watermark <= 100"};
+  }
+  for (const auto& g : opts.pins) {
+    if (g.empty()) return Error{EINVAL, "pin= needs a glob"};
+  }
 
   if (opts.url.empty() || opts.mountpoint.empty()) {
     return Error{EINVAL, "missing argument: expected URL MOUNTPOINT"};

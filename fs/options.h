@@ -58,6 +58,12 @@ struct MountOptions {
   double metrics_interval = 15;  // seconds between rewrites of metrics_file
   // netbootfsctl's socket (fs/control_socket.h); empty: <cache_dir>/control.sock.
   std::string control_socket;
+  // Cache size (see cache/evictor.h).
+  uint64_t max_cache_size = 0;         // bytes; 0: not given (kDefaultFractionPct of the room)
+  bool max_cache_size_given = false;   // on the command line (it wins over the config file)
+  std::vector<std::string> pins;       // pin=GLOB, repeatable: paths never evicted
+  unsigned cache_high_watermark = 90;  // % of the limit where background eviction starts
+  unsigned cache_low_watermark = 80;   // % it evicts down to
   unsigned max_threads = 64;
   size_t index_map_size = size_t{1} << 30;
   bool foreground = false;

@@ -134,6 +134,29 @@ printf '[[rewrite]]\nnamex = "a"\n' >"$T/bad2.toml"
 refused "netbootfs: $T/bad2.toml: line 2: rewrite\[0\].namex: unknown key*" \
   "$url" "$T/m" -o "cache_dir=$CACHE,config=$T/bad2.toml"
 
+# The cache size.
+refused "netbootfs: max_cache_size: bad size 'lots' (want bytes or a number with K, M, G or T, e.g. 20G)" \
+  "$url" "$T/m" -o "cache_dir=$CACHE,max_cache_size=lots"
+printf 'max_cache_size = "12X"\n' >"$T/size.toml"
+refused "netbootfs: $T/size.toml: max_cache_size: bad size '12X'*" \
+  "$url" "$T/m" -o "cache_dir=$CACHE,config=$T/size.toml"
+printf 'pins = "grub/*"\n' >"$T/pins.toml"
+refused "netbootfs: $T/pins.toml: pins: expected a list of globs" \
+  "$url" "$T/m" -o "cache_dir=$CACHE,config=$T/pins.toml"
+# A limit the cache's filesystem cannot hold, counting what the cache holds.
+mkdir -p "$T/small"
+sys_mount -t tmpfs -o size=2m nbfs-small "$T/small"
+CACHE=$T/small/cache CACHE_EXPECTED=1 refused \
+  "netbootfs: cache_dir $T/small/cache: max_cache_size 64.0 MiB (67108864 bytes) does not fit on the cache filesystem: * free + 0 bytes held by the cache" \
+  "$url" "$T/m" -o "cache_dir=$T/small/cache,max_cache_size=64M"
+# The command line wins over the config file: 1M fits.
+printf 'max_cache_size = "64M"\n' >"$T/big.toml"
+CACHE_DIR=$T/small/cache2 start_mount "$url" "$T/vol/dst" "config=$T/big.toml,max_cache_size=1M"
+cmp "$T/up/pxelinux.0" "$T/vol/dst/pxelinux.0" || fail "the mount with max_cache_size=1M does not serve"
+grep -q "cache limit 1.0 MiB (1048576 bytes)," "$T/daemon.log" || fail "the command line's max_cache_size did not win"
+stop_mount "$T/vol/dst"
+DAEMON_PID=$first
+
 any_mount "$T/m" && fail "$T/m was mounted"
 check_daemon_log
 pass "$n bad configurations refused with one line each, nothing mounted; a bind-mounted volume accepted"

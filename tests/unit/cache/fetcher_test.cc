@@ -66,6 +66,7 @@ class FetcherTest : public ::testing::Test {
   void stop() {
     if (fetcher_) fetcher_->shutdown();
     fetcher_.reset();
+    evictor_.reset();
     client_.reset();
     index_.reset();
     blobs_.reset();
@@ -130,7 +131,143 @@ class FetcherTest : public ::testing::Test {
   std::unique_ptr<Index> index_;
   std::unique_ptr<http::Client> client_;
   std::unique_ptr<Fetcher> fetcher_;
+  std::unique_ptr<Evictor> evictor_;  // outlives nothing but the Fetcher
 };
+
+// --- Bounded cache ----------------------------------------------------------
+
+class FetcherEvictionTest : public FetcherTest {
+ protected:
+  void limit(uint64_t bytes, std::vector<std::string> pins = {}) {
+    FetcherOptions o;
+    o.revalidate = 60s;  // hits ask upstream nothing: GET counts are downloads
+    restart(o);
+    EvictorOptions eo;
+    eo.limit = bytes;
+    eo.pins = std::move(pins);
+    evictor_ = std::make_unique<Evictor>(eo, *index_, *blobs_);
+    fetcher_->set_evictor(evictor_.get());
+  }
+  bool cached(const std::string& path) { return index_->get_path(path).has_value(); }
+  // Background passes run on a worker: poll (bounded).
+  bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() - t0 > limit) return false;
+      std::this_thread::sleep_for(10ms);
+    }
+    return true;
+  }
+  uint64_t cache_bytes() { return index_->stats().blob_bytes; }
+};
+
+TEST_F(FetcherEvictionTest, TheLeastRecentlyReadGoFirstAndComeBackByteIdentical) {
+  limit(10000);  // high 9000, low 8000
+  for (const char* f : {"a", "b", "c", "d"}) server_.put(f, random_bytes(2500, f[0]));
+  auto old_b = lookup("b");
+  ASSERT_EQ(cat("a").value(), random_bytes(2500, 'a'));
+  // Access times are kept in seconds.
+  std::this_thread::sleep_for(1100ms);
+  ASSERT_EQ(cat("b").value(), random_bytes(2500, 'b'));
+  std::this_thread::sleep_for(1100ms);
+  ASSERT_EQ(cat("a").value(), random_bytes(2500, 'a'));  // a hit: a is recent again
+  std::this_thread::sleep_for(1100ms);
+  ASSERT_EQ(cat("c").value(), random_bytes(2500, 'c'));
+  EXPECT_TRUE(cached("a") && cached("b") && cached("c"));
+  // d's 2500 bytes would take the cache to 10000 > 9000: room is made first.
+  ASSERT_EQ(cat("d").value(), random_bytes(2500, 'd'));
+  ASSERT_TRUE(eventually([&] { return !cached("b"); }));
+  EXPECT_TRUE(cached("a") && cached("c") && cached("d"));
+  EXPECT_LE(cache_bytes(), 8000u);
+  EXPECT_EQ(evictor_->evictions.load(), 1u);
+  EXPECT_EQ(evictor_->evicted_bytes.load(), 2500u);
+  // The version the kernel knew is stale; a fresh lookup downloads again.
+  auto stale = open(old_b->version);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ESTALE);
+  ASSERT_EQ(cat("b").value(), random_bytes(2500, 'b'));
+  EXPECT_EQ(server_.count("GET", "b", 200), 2u);
+  EXPECT_EQ(server_.count("GET", "a", 200), 1u);
+  EXPECT_TRUE(cached("b"));
+}
+
+TEST_F(FetcherEvictionTest, AnOpenFileIsNeverEvictedAndStaysReadable) {
+  limit(6000);  // high 5400, low 4800
+  for (const char* f : {"a", "b", "c", "d"}) server_.put(f, random_bytes(2500, f[0]));
+  auto va = lookup("a");
+  auto ha = open(va->version);
+  ASSERT_TRUE(ha);
+  ASSERT_EQ(read_all(*ha.value()).value(), random_bytes(2500, 'a'));
+  ASSERT_EQ(cat("b").value(), random_bytes(2500, 'b'));
+  ASSERT_EQ(cat("c").value(), random_bytes(2500, 'c'));
+  ASSERT_EQ(cat("d").value(), random_bytes(2500, 'd'));
+  // a (in use) counts for nothing and stays; b and c made room for d.
+  ASSERT_TRUE(eventually([&] { return !cached("b") && !cached("c"); }));
+  EXPECT_TRUE(cached("a"));
+  EXPECT_TRUE(cached("d"));
+  EXPECT_EQ(read_all(*ha.value()).value(), random_bytes(2500, 'a'));
+  ASSERT_EQ(cat("a").value(), random_bytes(2500, 'a'));
+  EXPECT_EQ(server_.count("GET", "a", 200), 1u);
+}
+
+TEST_F(FetcherEvictionTest, AFileLargerThanTheLimitIsServedThenDroppedOnClose) {
+  limit(1000);
+  const std::string big = random_bytes(3000, 7);
+  server_.put("big", big);
+  auto v = lookup("big");
+  auto h = open(v->version);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(read_all(*h.value()).value(), big);
+  // Published, open: kept.
+  ASSERT_TRUE(eventually([&] { return cached("big"); }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(cached("big"));
+  EXPECT_EQ(read_all(*h.value()).value(), big);
+  h.value().reset();
+  ASSERT_TRUE(eventually([&] { return !cached("big"); }));
+  EXPECT_EQ(cache_bytes(), 0u);
+  ASSERT_EQ(cat("big").value(), big);  // served again
+}
+
+TEST_F(FetcherEvictionTest, PinnedPathsStay) {
+  limit(6000, {"boot/*"});
+  server_.put("boot/pxelinux.0", random_bytes(2500, 1));
+  for (const char* f : {"b", "c", "d"}) server_.put(f, random_bytes(2500, f[0]));
+  ASSERT_EQ(cat("boot/pxelinux.0").value(), random_bytes(2500, 1));
+  std::this_thread::sleep_for(1100ms);  // the oldest
+  for (const char* f : {"b", "c", "d"}) ASSERT_EQ(cat(f).value(), random_bytes(2500, f[0]));
+  ASSERT_TRUE(eventually([&] { return cache_bytes() <= 4800u + 2500u; }));
+  EXPECT_TRUE(cached("boot/pxelinux.0"));
+  EXPECT_TRUE(cached("d"));
+  EXPECT_FALSE(cached("b") && cached("c"));
+}
+
+TEST_F(FetcherEvictionTest, ConcurrentReadersUnderATightLimit) {
+  limit(20000);
+  constexpr int kFiles = 24;
+  for (int i = 0; i < kFiles; ++i) server_.put("f" + std::to_string(i), random_bytes(3000, i));
+  std::vector<std::thread> readers;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (int k = 0; k < kFiles; ++k) {
+        const int i = (k * 7 + t * 5) % kFiles;
+        auto r = cat("f" + std::to_string(i));
+        if (!r) {
+          // An eviction between lookup and open sends the caller back to lookup.
+          if (r.error().code == ESTALE) r = cat("f" + std::to_string(i));
+        }
+        if (!r || r.value() != random_bytes(3000, i)) bad++;
+      }
+    });
+  }
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(bad.load(), 0);
+  ASSERT_TRUE(eventually([&] { return cache_bytes() <= 20000u * 9 / 10; }));
+  for (const auto& [p, e] : index_->list_paths()) {
+    EXPECT_TRUE(std::filesystem::exists(blobs_->blob_path(e.sha256))) << p;
+  }
+}
 
 TEST_F(FetcherTest, AttributesComeFromTheListingWithoutHeads) {
   server_.put("pxelinux.cfg/default", "DEFAULT linux\n");

@@ -41,5 +41,24 @@ TEST(ConfigMirrors, AnUnreadableFileIsAnError) {
   EXPECT_EQ(r.error().code, ENOENT);
 }
 
+TEST(ConfigCache, SizeAndPins) {
+  auto none = config_cache_from("mirrors = []\n", "c.toml");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->max_cache_size);
+  EXPECT_TRUE(none->pins.empty());
+  auto r = config_cache_from("max_cache_size = \"20G\"\npins = [\"pxelinux.0\", \"grub/*\"]\n",
+                             "c.toml");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->max_cache_size, 20ull << 30);
+  EXPECT_EQ(r->pins, (std::vector<std::string>{"pxelinux.0", "grub/*"}));
+  for (const char* text : {"max_cache_size = 20\n", "max_cache_size = \"20X\"\n",
+                           "pins = \"a\"\n", "pins = [\"\"]\n", "pins = [3]\n"}) {
+    auto bad = config_cache_from(text, "c.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_EQ(bad.error().message.rfind("c.toml: ", 0), 0u) << bad.error().message;
+    EXPECT_EQ(bad.error().message.find('\n'), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace netbootfs::fs

@@ -167,3 +167,36 @@ TEST(Options, Errors) {
 
 }  // namespace
 }  // namespace netbootfs::fs
+
+namespace netbootfs::fs {
+namespace {
+
+TEST(Options, CacheSizePinsAndWatermarks) {
+  auto d = parse({"http://h/", "/m"});
+  ASSERT_TRUE(d.result.ok());
+  EXPECT_EQ(d.opts.max_cache_size, 0u);
+  EXPECT_FALSE(d.opts.max_cache_size_given);
+  EXPECT_TRUE(d.opts.pins.empty());
+  EXPECT_EQ(d.opts.cache_high_watermark, 90u);
+  EXPECT_EQ(d.opts.cache_low_watermark, 80u);
+  auto p = parse({"http://h/", "/m", "-o", "max_cache_size=20G,pin=pxelinux.0,allow_other", "-o",
+                  "pin=grub/*,cache_high_watermark=95,cache_low_watermark=70"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_EQ(p.opts.max_cache_size, 20ull << 30);
+  EXPECT_TRUE(p.opts.max_cache_size_given);
+  EXPECT_EQ(p.opts.pins, (std::vector<std::string>{"pxelinux.0", "grub/*"}));
+  EXPECT_EQ(p.opts.cache_high_watermark, 95u);
+  EXPECT_EQ(p.opts.cache_low_watermark, 70u);
+  EXPECT_TRUE(has_arg(p, "allow_other"));
+  EXPECT_FALSE(has_arg(p, "pin"));
+  EXPECT_FALSE(has_arg(p, "max_cache_size"));
+  auto bad = parse({"http://h/", "/m", "-o", "max_cache_size=lots"});
+  ASSERT_FALSE(bad.result.ok());
+  EXPECT_EQ(bad.result.error().message.rfind("max_cache_size: bad size 'lots'", 0), 0u)
+      << bad.result.error().message;
+  EXPECT_FALSE(parse({"http://h/", "/m", "-o", "cache_low_watermark=90"}).result.ok());
+  EXPECT_FALSE(parse({"http://h/", "/m", "-o", "cache_high_watermark=101"}).result.ok());
+}
+
+}  // namespace
+}  // namespace netbootfs::fs

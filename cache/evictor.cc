@@ -1,0 +1,260 @@
+#include "cache/evictor.h"
+
+#include <fnmatch.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace netbootfs::cache {
+
+Result<uint64_t> parse_size(std::string_view text) {
+  const std::string s(text);
+  auto bad = [&] {
+    return Error{EINVAL, "bad size '" + s + "' (want bytes or a number with K, M, G or T, e.g. 20G)"};
+  };
+  if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])))) return bad();
+  char* end = nullptr;
+  errno = 0;
+  const double n = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end == s.c_str() || !std::isfinite(n) || n <= 0) return bad();
+  std::string unit(end);
+  for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && (unit.substr(1) == "B" || unit.substr(1) == "IB")) unit.resize(1);
+  double mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K") {
+    mult = 1024.0;
+  } else if (unit == "M") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "G") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "T") {
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return bad();
+  }
+  const double bytes = n * mult;
+  if (bytes < 1 || bytes > 9.0e18) return bad();
+  if (mult == 1 && std::floor(n) != n) return bad();  // "1.5" bytes
+  return static_cast<uint64_t>(bytes);
+}
+
+namespace {
+// pct percent of n, without overflow (pct <= 100).
+uint64_t percent_of(uint64_t n, unsigned pct) { return n / 100 * pct + n % 100 * pct / 100; }
+}  // namespace
+
+uint64_t default_cache_limit(uint64_t fs_free_bytes, uint64_t cache_bytes) {
+  const uint64_t room = fs_free_bytes > UINT64_MAX - cache_bytes ? UINT64_MAX
+                                                                  : fs_free_bytes + cache_bytes;
+  return percent_of(room, kDefaultFractionPct);
+}
+
+std::string format_size(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[64];
+  if (u == 0) {
+    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s (%llu bytes)", v, kUnits[u],
+                  static_cast<unsigned long long>(bytes));
+  }
+  return buf;
+}
+
+Result<uint64_t> resolve_cache_limit(std::optional<uint64_t> configured, uint64_t fs_free_bytes,
+                                     uint64_t cache_bytes) {
+  if (!configured) return default_cache_limit(fs_free_bytes, cache_bytes);
+  const uint64_t room = fs_free_bytes > UINT64_MAX - cache_bytes ? UINT64_MAX
+                                                                  : fs_free_bytes + cache_bytes;
+  if (room < *configured) {
+    return Error{ENOSPC, "max_cache_size " + format_size(*configured) +
+                             " does not fit on the cache filesystem: " + format_size(fs_free_bytes) +
+                             " free + " + format_size(cache_bytes) + " held by the cache"};
+  }
+  return *configured;
+}
+
+EvictSelection select_evictions(std::vector<EvictCandidate> blobs, uint64_t limit,
+                                Watermarks wm) {
+  EvictSelection sel;
+  for (const auto& b : blobs) {
+    if (!b.in_use) sel.counted_before += b.size;
+  }
+  sel.counted_after = sel.counted_before;
+  if (limit == 0) return sel;
+  const auto share = [limit](unsigned pct) { return percent_of(limit, pct); };
+  const uint64_t high = share(std::min(wm.high_pct, 100u));
+  const uint64_t low = share(std::min(wm.low_pct, std::min(wm.high_pct, 100u)));
+  std::sort(blobs.begin(), blobs.end(), [](const EvictCandidate& a, const EvictCandidate& b) {
+    if (a.last_access != b.last_access) return a.last_access < b.last_access;
+    if (a.size != b.size) return a.size > b.size;
+    return a.sha256 < b.sha256;
+  });
+  const bool start = sel.counted_before > high;
+  if (!start) return sel;
+  // A blob larger than the whole limit can never stay: it goes first.
+  for (const auto& b : blobs) {
+    if (b.in_use || b.pinned || b.size <= limit) continue;
+    sel.victims.push_back(b.sha256);
+    sel.counted_after -= b.size;
+  }
+  for (const auto& b : blobs) {
+    if (sel.counted_after <= low) break;
+    if (b.in_use || b.pinned || b.size > limit) continue;
+    sel.victims.push_back(b.sha256);
+    sel.counted_after -= b.size;
+  }
+  return sel;
+}
+
+Evictor::Evictor(EvictorOptions options, Index& index, BlobStore& blobs)
+    : options_(std::move(options)), index_(index), blobs_(blobs) {}
+
+void Evictor::set_in_use(std::function<std::unordered_set<std::string>()> in_use) {
+  std::lock_guard lk(mu_);
+  in_use_ = std::move(in_use);
+}
+
+void Evictor::set_on_evicted(std::function<void(const std::vector<std::string>&)> cb) {
+  std::lock_guard lk(mu_);
+  on_evicted_ = std::move(cb);
+}
+
+bool Evictor::pinned(std::string_view path) const {
+  const std::string p(path);
+  for (const auto& g : options_.pins) {
+    if (::fnmatch(g.c_str(), p.c_str(), 0) == 0) return true;
+  }
+  return false;
+}
+
+namespace {
+constexpr std::string_view kFilteredPrefix = "\x01" "filtered/";
+bool is_internal(const std::string& p) { return !p.empty() && p[0] == '\x01'; }
+}  // namespace
+
+Result<EvictReport> Evictor::enforce(uint64_t incoming) {
+  std::unique_lock lk(mu_);
+  EvictReport report;
+  // Who refers to each blob: paths, and derived outputs of each source.
+  std::unordered_map<std::string, std::vector<std::string>> paths_of;
+  std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
+  std::unordered_set<std::string> pinned_blobs;
+  std::unordered_set<std::string> derived_outputs;
+  for (auto& [p, e] : index_.list_paths()) {
+    if (is_internal(p)) {
+      if (p.compare(0, kFilteredPrefix.size(), kFilteredPrefix) == 0) {
+        const std::string source = p.substr(p.rfind('/') + 1);
+        derived_of[source].emplace_back(p, e.sha256);
+        derived_outputs.insert(e.sha256);
+      }
+      continue;
+    }
+    if (pinned(p)) pinned_blobs.insert(e.sha256);
+    paths_of[e.sha256].push_back(p);
+  }
+  std::unordered_map<std::string, int64_t> pending;
+  for (auto& [sha, at] : index_.pending_access()) pending[sha] = at;
+  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
+  std::vector<EvictCandidate> cands;
+  std::unordered_map<std::string, uint64_t> size_of;
+  for (auto& [sha, b] : index_.list_blobs()) {
+    size_of[sha] = b.size;
+    EvictCandidate c;
+    c.sha256 = sha;
+    c.size = b.size;
+    c.last_access = b.last_access;
+    if (auto it = pending.find(sha); it != pending.end()) c.last_access = std::max(c.last_access, it->second);
+    c.pinned = pinned_blobs.count(sha) > 0;
+    c.in_use = in_use.count(sha) > 0;
+    cands.push_back(std::move(c));
+  }
+  // A derived output goes with its source: fold its bytes into the source's
+  // candidate (it is as recent as its source; its own record is not a
+  // candidate unless a path points at it directly).
+  std::unordered_map<std::string, size_t> pos;
+  for (size_t i = 0; i < cands.size(); ++i) pos[cands[i].sha256] = i;
+  for (auto& [source, outs] : derived_of) {
+    auto it = pos.find(source);
+    if (it == pos.end()) continue;
+    for (auto& [key, out] : outs) {
+      auto o = pos.find(out);
+      if (o == pos.end() || paths_of.count(out)) continue;
+      cands[it->second].size += cands[o->second].size;
+      if (cands[o->second].in_use) cands[it->second].in_use = true;
+      cands[o->second].size = 0;
+      cands[o->second].pinned = true;  // never chosen on its own
+    }
+  }
+  if (incoming > 0) {
+    // A download is about to add `incoming` bytes: they count now (a
+    // reservation that is never chosen itself).
+    cands.push_back(EvictCandidate{"", incoming, INT64_MAX, false, true});
+  }
+  const EvictSelection sel = select_evictions(cands, options_.limit, options_.watermarks);
+  std::vector<std::string> removed_paths;
+  for (const auto& sha : sel.victims) {
+    // Paths first (they release the blob's refs), then derived entries.
+    bool ok = true;
+    for (const auto& p : paths_of[sha]) {
+      if (auto r = index_.remove_path(p); !r) {
+        spdlog::warn("eviction: removing {}: {}", p, r.error().message);
+        ok = false;
+        continue;
+      }
+      removed_paths.push_back(p);
+      report.entries++;
+    }
+    if (!ok) continue;
+    std::vector<std::string> drop{sha};
+    for (auto& [key, out] : derived_of[sha]) {
+      if (index_.remove_path(key)) drop.push_back(out);
+    }
+    for (const auto& d : drop) {
+      auto b = index_.get_blob(d);
+      if (b && b->refs > 0) continue;  // still referred to (identical bytes elsewhere)
+      if (b && !index_.remove_blob(d)) continue;
+      const uint64_t size = blobs_.blob_size(d).value_or(0);
+      if (auto r = blobs_.remove(d); !r) {
+        spdlog::warn("eviction: deleting blob {}: {}", d, r.error().message);
+        continue;
+      }
+      report.blobs++;
+      report.bytes += size;
+    }
+  }
+  const IndexStats st = index_.stats();
+  report.cache_bytes = st.blob_bytes;
+  report.cache_objects = st.blobs;
+  evictions += report.blobs;
+  evicted_bytes += report.bytes;
+  cache_bytes = report.cache_bytes;
+  cache_objects = report.cache_objects;
+  auto cb = on_evicted_;
+  lk.unlock();
+  if (!removed_paths.empty()) {
+    spdlog::info("evicted {} blobs ({} bytes, {} paths); cache holds {} bytes of {}", report.blobs,
+                 report.bytes, report.entries, report.cache_bytes, options_.limit);
+    if (cb) cb(removed_paths);
+  }
+  return report;
+}
+
+}  // namespace netbootfs::cache

@@ -1,0 +1,138 @@
+// Evictor: keeps the bytes the cache holds under a limit (max_cache_size),
+// dropping the least recently used blobs first.
+//
+// Contract
+// - What counts: every published blob the index knows (path blobs and the
+//   rewritten outputs derived from them). A blob is "in use" while the caller
+//   says so (an open file, a download): it is never evicted then, and its
+//   bytes do not count against the limit. Pinned blobs (a path pointing at
+//   them matches a pin glob, fnmatch) are never evicted; they count.
+// - Selection (select_evictions, pure): nothing happens while the counted
+//   bytes are at or below high_pct of the limit; past it, blobs that are
+//   neither in use nor pinned go oldest last_access first (ties: larger
+//   first, then sha256) until the counted bytes are at or below low_pct of
+//   the limit. A blob larger than the whole limit goes first, as soon as it
+//   is not in use (it can never stay).
+// - Order includes accesses noted in memory and not yet flushed
+//   (Index::pending_access), so a read a second ago is recent.
+// - enforce(): evicting a blob removes every index path that points at it,
+//   the rewritten outputs derived from it (their "\x01filtered/<fp>/<sha>"
+//   entries and their blobs when nothing else refers to them), the blob
+//   records and the blob files. The caller gets the paths removed
+//   (on_evicted) so that it can forget what it kept in memory about them.
+//   The caller must hold the CacheLock (the mount, or netbootfsctl gc): no
+//   other process commits into the cache meanwhile.
+// - Thread safety: enforce() may run concurrently with Index users (the
+//   Index is thread safe); two enforce() calls on one cache are serialised
+//   by the Evictor's own mutex. The in_use hook runs with that mutex held
+//   (lock order: Evictor::mu_ before the caller's locks); on_evicted runs
+//   without it. A caller that publishes blobs concurrently must exclude its
+//   publishing from enforce() (the Fetcher holds its gc lock around both).
+// - Counters (evictions, evicted bytes, the cache's bytes and objects after
+//   the last pass) are atomics, readable from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "cache/blob_store.h"
+#include "cache/index.h"
+#include "cache/util/result.h"
+
+namespace netbootfs::cache {
+
+// "20G", "512M", "4096", "1.5G": K, M, G, T are powers of 1024 (an optional
+// trailing "B" or "iB" is accepted); plain digits are bytes. Anything else,
+// zero included, is an error naming the text.
+Result<uint64_t> parse_size(std::string_view text);
+
+// The default limit: kDefaultFractionPct percent of what the cache could use
+// (free space of its filesystem + what the cache holds already).
+constexpr unsigned kDefaultFractionPct = 80;
+uint64_t default_cache_limit(uint64_t fs_free_bytes, uint64_t cache_bytes);
+
+// "4.0 MiB (4194304 bytes)": for messages.
+std::string format_size(uint64_t bytes);
+
+// The limit in force: `configured` when given, else the default. A
+// configured limit that the cache's filesystem cannot hold (free space +
+// what the cache holds < limit) is an error (one line naming both figures).
+Result<uint64_t> resolve_cache_limit(std::optional<uint64_t> configured, uint64_t fs_free_bytes,
+                                     uint64_t cache_bytes);
+
+struct Watermarks {
+  unsigned high_pct = 90;  // background eviction starts past this share of the limit
+  unsigned low_pct = 80;   // and evicts down to this share
+};
+
+struct EvictCandidate {
+  std::string sha256;
+  uint64_t size = 0;
+  int64_t last_access = 0;  // unix seconds
+  bool in_use = false;
+  bool pinned = false;
+};
+
+struct EvictSelection {
+  std::vector<std::string> victims;  // in eviction order
+  uint64_t counted_before = 0;       // bytes counted against the limit
+  uint64_t counted_after = 0;
+};
+
+// Pure: see the contract.
+EvictSelection select_evictions(std::vector<EvictCandidate> blobs, uint64_t limit,
+                                Watermarks wm);
+
+struct EvictorOptions {
+  uint64_t limit = 0;  // bytes; 0: no limit (enforce does nothing)
+  Watermarks watermarks;
+  std::vector<std::string> pins;  // fnmatch globs on relative paths
+};
+
+struct EvictReport {
+  uint64_t blobs = 0;    // blobs deleted
+  uint64_t bytes = 0;    // their bytes
+  uint64_t entries = 0;  // path entries removed
+  uint64_t cache_bytes = 0;    // blob bytes the index holds afterwards
+  uint64_t cache_objects = 0;  // blobs afterwards
+};
+
+class Evictor {
+ public:
+  Evictor(EvictorOptions options, Index& index, BlobStore& blobs);
+  // The blobs in use now (open files, downloads), asked once per pass.
+  // Default: none.
+  void set_in_use(std::function<std::unordered_set<std::string>()> in_use);
+  // Called (no Evictor lock held) with the paths removed by one enforce().
+  void set_on_evicted(std::function<void(const std::vector<std::string>& paths)> cb);
+
+  // Evicts as the contract says. `incoming`: bytes a download is about to
+  // add (its reservation), counted with the rest: room is made before they
+  // arrive.
+  Result<EvictReport> enforce(uint64_t incoming = 0);
+
+  bool pinned(std::string_view path) const;
+  const EvictorOptions& options() const { return options_; }
+
+  std::atomic<uint64_t> evictions{0};     // blobs deleted, in total
+  std::atomic<uint64_t> evicted_bytes{0};
+  std::atomic<uint64_t> cache_bytes{0};   // after the last pass
+  std::atomic<uint64_t> cache_objects{0};
+
+ private:
+  EvictorOptions options_;
+  Index& index_;
+  BlobStore& blobs_;
+  std::mutex mu_;  // serialises enforce(); taken before any Index/BlobStore call
+  std::function<std::unordered_set<std::string>()> in_use_;
+  std::function<void(const std::vector<std::string>&)> on_evicted_;
+};
+
+}  // namespace netbootfs::cache
