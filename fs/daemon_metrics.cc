@@ -109,4 +109,10 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
           [totals] { return double(totals->get().paths); });
 }
 
+void register_client_metrics(MetricsRegistry& r, const http::Client& client) {
+  r.gauge("netbootfs_upstream_queued_downloads",
+          "File downloads waiting for a max_downloads slot.", {},
+          [&client] { return double(client.queued_bodies()); });
+}
+
 }  // namespace netbootfs::fs

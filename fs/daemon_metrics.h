@@ -13,5 +13,7 @@ namespace netbootfs::fs {
 // The objects must outlive every render() of the registry.
 void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
                              const FuseFs& fuse, const cache::Index& index);
+// The HTTP client's own series (max_downloads queue).
+void register_client_metrics(MetricsRegistry& r, const http::Client& client);
 
 }  // namespace netbootfs::fs
