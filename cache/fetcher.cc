@@ -608,10 +608,21 @@ class TrackedSink : public http::Sink {
 
 }  // namespace
 
+size_t FetcherStats::status_slot(long status) {
+  if (status <= 0) return kStatusCount - 1;  // "error"
+  for (size_t i = 0; i + 2 < kStatusCount; ++i) {
+    if (std::to_string(status) == kStatusLabels[i]) return i;
+  }
+  return kStatusCount - 2;  // "other"
+}
+
 void Fetcher::Impl::start_request(http::Request req, std::shared_ptr<http::Sink> sink,
                                   size_t origin) {
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  auto note = [this, origin](bool answered, http::Outcome o, long status) {
+  const int method = req.method == http::Request::Method::kHead ? 1 : 0;
+  auto note = [this, origin, method](bool answered, http::Outcome o, long status) {
+    stats.responses[method][FetcherStats::status_slot(answered ? status : 0)].fetch_add(
+        1, std::memory_order_relaxed);
     note_outcome(origin, answered, o, status);
   };
   auto tracked = std::make_shared<TrackedSink>(std::move(sink), note, [this, finished](uint64_t id) {

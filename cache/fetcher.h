@@ -272,6 +272,15 @@ struct FetcherStats {
   std::atomic<uint64_t> upstream_probes{0};
   std::atomic<uint64_t> down_fast_failures{0};  // misses failed at once while down
   std::atomic<uint64_t> write_failures{0};      // downloads failed by the cache's disk
+  // Upstream exchanges by method (0 GET, 1 HEAD) and answer: the HTTP status
+  // when one arrived (in the buckets of kStatusLabels), "error" when none did
+  // (connect, timeout, TLS, ...). Lock-free: one relaxed increment each.
+  static constexpr const char* kStatusLabels[] = {"200", "206", "304", "401", "403", "404", "410",
+                                                  "429", "500", "502", "503", "504", "other",
+                                                  "error"};
+  static constexpr size_t kStatusCount = sizeof(kStatusLabels) / sizeof(kStatusLabels[0]);
+  static size_t status_slot(long status);  // 0: "error"
+  std::atomic<uint64_t> responses[2][kStatusCount] = {};
   // Seconds from the request to the published blob, per completed download.
   Histogram download_seconds{{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
 };

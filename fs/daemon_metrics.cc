@@ -70,6 +70,19 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
     r.counter("netbootfs_upstream_requests_total", "Requests sent upstream, by kind.",
               Labels{{"kind", kind}}, [counter] { return value(*counter); });
   }
+  // Not netbootfs_upstream_requests_total: that family is labelled by kind,
+  // and one family with two label sets would double count under sum().
+  for (int m = 0; m < 2; ++m) {
+    for (size_t i = 0; i < cache::FetcherStats::kStatusCount; ++i) {
+      r.counter("netbootfs_upstream_responses_total",
+                m == 0 && i == 0 ? "Upstream exchanges by method and HTTP status "
+                                   "(\"error\": no answer: connect, timeout, TLS)."
+                                 : "",
+                Labels{{"method", m ? "HEAD" : "GET"},
+                       {"status", cache::FetcherStats::kStatusLabels[i]}},
+                [&s, m, i] { return value(s.responses[m][i]); });
+    }
+  }
   r.counter("netbootfs_upstream_bytes_total", "Body bytes received from upstream.", {},
             [&s] { return value(s.download_bytes); });
   r.counter("netbootfs_upstream_failures_total",
@@ -104,6 +117,12 @@ void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor
             [e] { return value(e->evictions); });
   r.counter("netbootfs_evicted_bytes_total", "Bytes of the blobs evicted.", {},
             [e] { return value(e->evicted_bytes); });
+}
+
+void register_client_metrics(MetricsRegistry& r, const http::Client& client) {
+  r.gauge("netbootfs_upstream_queued_downloads",
+          "File downloads waiting for a max_downloads slot.", {},
+          [&client] { return double(client.queued_bodies()); });
 }
 
 }  // namespace netbootfs::fs

@@ -16,5 +16,7 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
                              const FuseFs& fuse, const cache::Index& index);
 // The bounded cache: its limit and what eviction removed (see cache/evictor.h).
 void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor);
+// The HTTP client's own series (max_downloads queue).
+void register_client_metrics(MetricsRegistry& r, const http::Client& client);
 
 }  // namespace netbootfs::fs

@@ -334,6 +334,8 @@ int main(int argc, char** argv) {
   ho.client_key = opts.client_key;
   ho.insecure = opts.insecure;
   ho.user_agent = std::string("netbootfs/") + NETBOOTFS_VERSION;
+  ho.max_rate = opts.max_rate;
+  ho.max_downloads = opts.max_downloads;
   if (opts.insecure) log->warn("TLS certificate verification is disabled (insecure)");
   {
     // One request before mounting: a certificate that does not verify is a
@@ -409,6 +411,7 @@ int main(int argc, char** argv) {
   fs::MetricsRegistry metrics;
   fs::register_daemon_metrics(metrics, fetcher, fsimpl, **index);
   fs::register_eviction_metrics(metrics, evictor);
+  fs::register_client_metrics(metrics, client);
   std::unique_ptr<fs::MetricsServer> metrics_server;
   if (metrics_socket.valid()) {
     // Mounted already: a failure here costs the metrics, not the mount.

@@ -38,6 +38,8 @@ struct RawOptions {
   char* max_cache_size = nullptr;
   int cache_high_watermark = -1, cache_low_watermark = -1;
   int down_after = -1;
+  char* max_rate = nullptr;
+  int max_downloads = -1;
   int uid = -1, gid = -1, umask = -1, insecure = 0, max_threads = -1;
   int positional = 0;
   char* url = nullptr;
@@ -86,6 +88,8 @@ const fuse_opt kOptions[] = {
     NBFS_OPT("retry_timeout=%lf", retry_timeout),
     NBFS_OPT("missing_grace=%lf", missing_grace),
     NBFS_OPT("down_after=%d", down_after),
+    NBFS_OPT("max_rate=%s", max_rate),
+    NBFS_OPT("max_downloads=%d", max_downloads),
     NBFS_OPT("probe_interval=%lf", probe_interval),
     NBFS_OPT("uid=%d", uid),
     NBFS_OPT("gid=%d", gid),
@@ -144,6 +148,26 @@ void take(std::string& dst, char*& src) {
 
 }  // namespace
 
+Result<uint64_t> parse_rate(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  uint64_t unit = 1;
+  std::string_view rest = text.substr(digits);
+  if (rest.size() == 1) {
+    switch (rest[0]) {
+      case 'k': case 'K': unit = uint64_t{1} << 10; break;
+      case 'm': case 'M': unit = uint64_t{1} << 20; break;
+      case 'g': case 'G': unit = uint64_t{1} << 30; break;
+      default: unit = 0;
+    }
+  }
+  if (digits == 0 || digits > 12 || rest.size() > 1 || unit == 0) {
+    return Error{EINVAL, "bad max_rate '" + std::string(text) +
+                             "' (bytes per second, with an optional K, M or G)"};
+  }
+  return std::stoull(std::string(text.substr(0, digits))) * unit;
+}
+
 const char* usage_text() {
   return "usage: netbootfs URL MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
          "\n"
@@ -167,6 +191,10 @@ const char* usage_text() {
          "  mirror=URL               a mirror of URL, tried on transient failures (repeatable,\n"
          "                           in order; the first origin that works is used)\n"
          "  mirror_backoff=S         a failed origin is skipped for 1 s, doubling up to S (30)\n"
+         "  max_rate=RATE            total bandwidth of file downloads, bytes/s with an\n"
+         "                           optional K, M or G (x1024): max_rate=20M (no limit)\n"
+         "  max_downloads=N          file downloads at once; more wait in turn (no limit);\n"
+         "                           HEADs and listings never wait\n"
          "  entry_timeout=S          kernel name cache timeout (1)\n"
          "  attr_timeout=S           kernel attribute cache timeout (3600)\n"
          "  uid=N,gid=N,umask=OCT    owner and mode of files (0, 0, 022)\n"
@@ -248,6 +276,15 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   set_if(opts.down_after, raw.down_after);
   set_if(opts.probe_interval, raw.probe_interval);
   set_if(opts.mirror_backoff, raw.mirror_backoff);
+  if (raw.max_rate) {
+    auto rate = parse_rate(raw.max_rate);
+    if (!rate) return rate.error();
+    opts.max_rate = *rate;
+  }
+  if (raw.max_downloads != -1) {
+    if (raw.max_downloads < 0) return Error{EINVAL, "max_downloads must be 0 (no limit) or more"};
+    opts.max_downloads = raw.max_downloads;
+  }
   set_if(opts.uid, raw.uid);
   set_if(opts.gid, raw.gid);
   set_if(opts.umask, raw.umask);

@@ -11,7 +11,9 @@
 
 #include <fuse_lowlevel.h>
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cache/util/result.h"
@@ -35,6 +37,8 @@ struct MountOptions {
   double probe_interval = 5;         // how often a down upstream is probed
   std::vector<std::string> mirrors;  // mirror=URL, repeatable, tried in order after url
   double mirror_backoff = 30;        // cap of a failed origin's back-off (from 1 s, doubling)
+  uint64_t max_rate = 0;             // bytes/s of all body downloads together; 0 = no limit
+  int max_downloads = 0;             // body downloads at once (more wait, FIFO); 0 = no limit
   double entry_timeout = 1;          // kernel name cache
   double attr_timeout = 3600;        // an inode's attributes never change
   unsigned uid = 0;
@@ -77,5 +81,8 @@ struct MountOptions {
 Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_args& args);
 
 const char* usage_text();
+
+// max_rate= values: bytes per second, with an optional K, M or G suffix (x1024).
+Result<uint64_t> parse_rate(std::string_view text);
 
 }  // namespace netbootfs::fs

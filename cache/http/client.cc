@@ -3,6 +3,9 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
 #include <cstdio>
 #include <ctime>
 #include <future>
@@ -169,6 +172,36 @@ Outcome outcome_of(CURLcode code) {
 // --- one request ----------------------------------------------------------------
 
 // Owned by the worker thread from the moment it leaves the queue.
+// max_rate: one token bucket shared by every body transfer, on the worker
+// thread only. The write callback takes tokens for the bytes it is handed;
+// with none left it answers CURL_WRITEFUNC_PAUSE (libcurl keeps the bytes and
+// hands them again once unpaused) and the worker unpauses the transfer when
+// the bucket has refilled. Why not CURLOPT_MAX_RECV_SPEED_LARGE split per
+// transfer: a share left unused by a slow transfer is lost (the sum stays
+// below the limit), the split has to change as transfers come and go, and
+// libcurl does not reliably apply a new value to a running transfer. The
+// bucket is work-conserving and exact over time: a chunk may overdraw it
+// (tokens go negative), and the debt is paid back before the next byte.
+struct RateBucket {
+  double rate = 0;   // bytes per second
+  double burst = 0;  // at most this many tokens saved up
+  double tokens = 0;
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+  std::vector<uint64_t> paused;  // transfer ids, in the order they paused
+
+  void refill(std::chrono::steady_clock::time_point now) {
+    tokens = std::min(burst, tokens + rate * std::chrono::duration<double>(now - at).count());
+    at = now;
+  }
+  // False: pause the transfer (no token left).
+  bool take(size_t len) {
+    refill(std::chrono::steady_clock::now());
+    if (tokens <= 0) return false;
+    tokens -= static_cast<double>(len);
+    return true;
+  }
+};
+
 struct Transfer {
   enum class Stop { kNone, kSinkRefused, kProtocol, kStalled };
 
@@ -197,7 +230,13 @@ struct Transfer {
   std::string body;  // body_in_memory
   char errbuf[CURL_ERROR_SIZE] = {};
 
+  // A body transfer (what max_downloads and max_rate limit).
+  bool counted = false;         // holds a max_downloads slot
+  RateBucket* bucket = nullptr; // max_rate: the shared bucket
+  bool paused = false;
+
   bool in_memory() const { return req.body_in_memory; }
+  bool is_body() const { return req.method == Request::Method::kGet && !req.body_in_memory; }
   const char* method() const { return req.method == Request::Method::kHead ? "HEAD" : "GET"; }
 };
 
@@ -296,6 +335,11 @@ size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   // took for a redirect that libcurl did not follow.
   if (!deliver_head(t)) return 0;
   if (t->head.status < 200 || t->head.status >= 300) return len;  // an error page is not the file
+  if (t->bucket && !t->bucket->take(len)) {
+    t->paused = true;
+    t->bucket->paused.push_back(t->id);
+    return CURL_WRITEFUNC_PAUSE;
+  }
   if (t->in_memory()) {
     if (t->body.size() + len > t->req.max_memory_body) {
       t->stop = Transfer::Stop::kProtocol;
@@ -385,6 +429,10 @@ struct Client::Impl {
     // Idle connections stay cached up to the same bound, so a burst of opens
     // does not end in a burst of new TCP and TLS handshakes.
     curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, options.max_total_connections);
+    if (options.max_rate > 0) {
+      bucket.rate = static_cast<double>(options.max_rate);
+      bucket.burst = std::max(bucket.rate / 10, static_cast<double>(kReceiveBuffer));
+    }
     worker = std::thread([this] { run(); });
   }
 
@@ -512,6 +560,48 @@ struct Client::Impl {
     return rc;
   }
 
+  // A fresh request: started, or queued behind max_downloads bodies.
+  void admit(std::unique_ptr<Transfer> t) {
+    if (t->is_body()) {
+      if (options.max_downloads > 0 && bodies_running >= options.max_downloads) {
+        waiting.push_back(std::move(t));
+        queued.store(waiting.size(), std::memory_order_relaxed);
+        return;
+      }
+      t->counted = true;
+      bodies_running++;
+      if (options.max_rate > 0) t->bucket = &bucket;
+    }
+    add(std::move(t));
+  }
+
+  // Starts queued bodies while slots are free (FIFO).
+  void admit_waiting() {
+    while (!waiting.empty() &&
+           (options.max_downloads <= 0 || bodies_running < options.max_downloads)) {
+      auto t = std::move(waiting.front());
+      waiting.pop_front();
+      queued.store(waiting.size(), std::memory_order_relaxed);
+      admit(std::move(t));
+    }
+  }
+
+  // max_rate: unpauses the paused bodies once the bucket has tokens again.
+  void unpause() {
+    if (bucket.paused.empty()) return;
+    bucket.refill(std::chrono::steady_clock::now());
+    if (bucket.tokens <= 0) return;
+    std::vector<uint64_t> ids;
+    ids.swap(bucket.paused);
+    for (uint64_t id : ids) {
+      auto it = active.find(id);
+      if (it == active.end() || !it->second->paused) continue;
+      it->second->paused = false;
+      // May call the write callback at once, which may pause it again.
+      curl_easy_pause(it->second->easy.get(), CURLPAUSE_CONT);
+    }
+  }
+
   void add(std::unique_ptr<Transfer> t) {
     t->easy.reset(curl_easy_init());
     CURLcode rc = t->easy ? configure(t.get()) : CURLE_FAILED_INIT;
@@ -537,6 +627,10 @@ struct Client::Impl {
   // Ends a transfer: exactly one on_done, after the easy handle is gone.
   void finish(std::unique_ptr<Transfer> t, CURLcode code, bool aborted) {
     if (t->added) curl_multi_remove_handle(multi.get(), t->easy.get());
+    if (t->counted) {
+      t->counted = false;
+      bodies_running--;
+    }
     Outcome outcome = outcome_of(code);
     if (aborted || t->cancelled) {
       outcome = Outcome::kAborted;
@@ -582,7 +676,16 @@ struct Client::Impl {
 
   void abort(uint64_t id) {
     auto it = active.find(id);
-    if (it == active.end()) return;  // finished already, or never ours
+    if (it == active.end()) {
+      auto w = std::find_if(waiting.begin(), waiting.end(),
+                            [id](const auto& t) { return t->id == id; });
+      if (w == waiting.end()) return;  // finished already, or never ours
+      auto t = std::move(*w);
+      waiting.erase(w);
+      queued.store(waiting.size(), std::memory_order_relaxed);
+      finish(std::move(t), CURLE_OK, true);
+      return;
+    }
     auto t = std::move(it->second);
     active.erase(it);
     finish(std::move(t), CURLE_OK, true);
@@ -659,6 +762,12 @@ struct Client::Impl {
     ids.reserve(active.size());
     for (const auto& entry : active) ids.push_back(entry.first);
     for (uint64_t id : ids) abort(id);
+    while (!waiting.empty()) {
+      auto t = std::move(waiting.front());
+      waiting.pop_front();
+      finish(std::move(t), CURLE_OK, true);
+    }
+    queued.store(0);
     for (;;) {
       for (auto& t : fresh) finish(std::move(t), CURLE_OK, true);
       fresh.clear();
@@ -686,14 +795,19 @@ struct Client::Impl {
         shut_down(std::move(fresh));
         return;
       }
-      for (auto& t : fresh) add(std::move(t));
+      for (auto& t : fresh) admit(std::move(t));
       for (uint64_t id : cancelled) abort(id);
+      admit_waiting();
+      unpause();
 
       int running = 0;
       CURLMcode mc = curl_multi_perform(multi.get(), &running);
       if (mc != CURLM_OK) http_log()->error("curl_multi_perform: {}", curl_multi_strerror(mc));
       reap();
-      mc = curl_multi_poll(multi.get(), nullptr, 0, kIdlePollMs, nullptr);
+      admit_waiting();
+      // Paused bodies wait for tokens: come back soon to unpause them.
+      const int wait_ms = bucket.paused.empty() ? kIdlePollMs : 10;
+      mc = curl_multi_poll(multi.get(), nullptr, 0, wait_ms, nullptr);
       if (mc != CURLM_OK) {
         // Not expected to happen; without the pause the loop would spin.
         http_log()->error("curl_multi_poll: {}", curl_multi_strerror(mc));
@@ -715,6 +829,10 @@ struct Client::Impl {
 
   // Worker thread only.
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> active;
+  std::deque<std::unique_ptr<Transfer>> waiting;  // bodies over max_downloads, FIFO
+  int bodies_running = 0;                         // bodies holding a slot
+  RateBucket bucket;                              // max_rate
+  std::atomic<size_t> queued{0};                  // waiting.size(), for any thread
   bool stopping_seen = false;
 
   std::thread worker;  // started by the constructor once the members above exist
@@ -728,6 +846,8 @@ uint64_t Client::start(Request request, std::shared_ptr<Sink> sink) {
 }
 
 void Client::cancel(uint64_t id) { impl_->cancel(id); }
+
+size_t Client::queued_bodies() const { return impl_->queued.load(std::memory_order_relaxed); }
 
 const Options& Client::options() const { return impl_->options; }
 

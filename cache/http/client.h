@@ -27,6 +27,11 @@
 // - Outcome tells how the exchange ended; the HTTP status is in Head::status.
 //   An HTTP error status (404, 500...) is Outcome::kOk with that status: the
 //   caller decides what a status means.
+// - WAN limits (Options::max_downloads, max_rate) apply to body transfers
+//   only: streamed GETs, resumes included. HEADs and in-memory GETs
+//   (listings) are never queued or slowed. A body over max_downloads waits
+//   in a FIFO queue (not started, no connection) until one ends; cancel()
+//   of a queued one answers it kAborted without a request.
 #pragma once
 
 #include <chrono>
@@ -68,6 +73,10 @@ struct Options {
   long max_host_connections = 64;
   long max_total_connections = 128;
   std::string user_agent = "netbootfs";
+  // Body transfers running at once; 0: no limit (more wait, first come first served).
+  int max_downloads = 0;
+  // Bytes per second of all body transfers together; 0: no limit.
+  uint64_t max_rate = 0;
 };
 
 struct Request {
@@ -130,6 +139,8 @@ class Client {
   Response fetch(Request request);
 
   const Options& options() const;
+  // Body transfers waiting for a max_downloads slot.
+  size_t queued_bodies() const;
 
  private:
   struct Impl;

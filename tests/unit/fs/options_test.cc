@@ -165,6 +165,26 @@ TEST(Options, Errors) {
   }
 }
 
+
+TEST(Options, WanLimits) {
+  auto p = parse({"http://h/", "/tmp", "-o", "max_rate=20M,max_downloads=4"});
+  ASSERT_TRUE(p.result.ok()) << p.result.error().message;
+  EXPECT_EQ(p.opts.max_rate, 20u << 20);
+  EXPECT_EQ(p.opts.max_downloads, 4);
+  EXPECT_FALSE(has_arg(p, "max_rate"));
+  auto d = parse({"http://h/", "/tmp"});
+  EXPECT_EQ(d.opts.max_rate, 0u);
+  EXPECT_EQ(d.opts.max_downloads, 0);
+  EXPECT_EQ(parse_rate("500").value(), 500u);
+  EXPECT_EQ(parse_rate("3k").value(), 3072u);
+  EXPECT_EQ(parse_rate("1G").value(), uint64_t{1} << 30);
+  for (const char* bad : {"", "M", "10MB", "1.5M", "-3", "12x"}) {
+    EXPECT_FALSE(parse_rate(bad).ok()) << bad;
+  }
+  EXPECT_FALSE(parse({"http://h/", "/tmp", "-o", "max_rate=fast"}).result.ok());
+  EXPECT_FALSE(parse({"http://h/", "/tmp", "-o", "max_downloads=-2"}).result.ok());
+}
+
 }  // namespace
 }  // namespace netbootfs::fs
 

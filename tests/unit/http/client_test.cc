@@ -1231,5 +1231,123 @@ TEST(Client, KeepsTheSinkAliveUntilOnDone) {
   EXPECT_EQ(keep->outcome_, Outcome::kAborted);
 }
 
+
+// --- WAN limits ----------------------------------------------------------------------
+
+size_t count_gets(TestServer& server, const std::string& target) {
+  size_t n = 0;
+  for (const auto& s : server.requests()) n += s.method == "GET" && s.target == target;
+  return n;
+}
+
+TEST(ClientLimits, MaxDownloadsQueuesTheExtraBodyButNeverAHeadOrAListing) {
+  TestServer server;
+  Reply slow;
+  slow.body = pattern(2000);
+  slow.chunk = 200;
+  slow.pause = 100ms;  // about 1 s per body
+  server.on("slow", slow);
+  Reply small;
+  small.body = "listing";
+  server.on("dir/", small);
+  Options o = fast();
+  o.max_downloads = 2;
+  Client client(o);
+  std::vector<std::shared_ptr<RecordingSink>> bodies;
+  for (int i = 0; i < 3; ++i) {
+    bodies.push_back(std::make_shared<RecordingSink>());
+    client.start(get(server.url("slow")), bodies.back());
+  }
+  ASSERT_TRUE(bodies[0]->wait_bytes(200) && bodies[1]->wait_bytes(200));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(count_gets(server, "/slow"), 2u) << "the third body waits";
+  EXPECT_EQ(client.queued_bodies(), 1u);
+  const auto t0 = Clock::now();
+  auto h = run(client, head(server.url("slow")));
+  Request listing = get(server.url("dir/"));
+  listing.body_in_memory = true;
+  auto l = run(client, listing);
+  EXPECT_EQ(h->outcome_, Outcome::kOk);
+  EXPECT_EQ(l->memory_, "listing");
+  EXPECT_LT(Clock::now() - t0, 500ms) << "HEAD and listing are not queued behind bodies";
+  {
+    std::lock_guard lk(bodies[2]->mu_);
+    EXPECT_EQ(bodies[2]->done_count_, 0);
+    EXPECT_TRUE(bodies[2]->events_.empty()) << "not started yet";
+  }
+  for (auto& b : bodies) ASSERT_TRUE(b->wait_done(10s));
+  for (auto& b : bodies) {
+    EXPECT_EQ(b->outcome_, Outcome::kOk) << b->detail_;
+    EXPECT_TRUE(b->body_ == slow.body);
+  }
+  EXPECT_EQ(count_gets(server, "/slow"), 3u);
+  EXPECT_EQ(client.queued_bodies(), 0u);
+}
+
+TEST(ClientLimits, ACancelledQueuedBodyIsAbortedWithoutARequest) {
+  TestServer server;
+  Reply slow;
+  slow.body = pattern(1000);
+  slow.chunk = 100;
+  slow.pause = 50ms;
+  server.on("slow", slow);
+  Options o = fast();
+  o.max_downloads = 1;
+  Client client(o);
+  auto first = std::make_shared<RecordingSink>();
+  auto second = std::make_shared<RecordingSink>();
+  client.start(get(server.url("slow")), first);
+  ASSERT_TRUE(first->wait_bytes(100));
+  const uint64_t id = client.start(get(server.url("slow")), second);
+  client.cancel(id);
+  ASSERT_TRUE(second->wait_done());
+  EXPECT_EQ(second->outcome_, Outcome::kAborted);
+  EXPECT_EQ(second->events_, "E");
+  ASSERT_TRUE(first->wait_done());
+  EXPECT_EQ(first->outcome_, Outcome::kOk);
+  EXPECT_EQ(count_gets(server, "/slow"), 1u);
+}
+
+TEST(ClientLimits, MaxRateBoundsTheTotalOfConcurrentBodies) {
+  TestServer server;
+  Reply big;
+  big.body = pattern(300000);
+  server.on("a", big);
+  server.on("b", big);
+  Options o = fast();
+  o.max_rate = 300000;  // bytes/s for both together
+  Client client(o);
+  const auto t0 = Clock::now();
+  auto a = std::make_shared<RecordingSink>();
+  auto b = std::make_shared<RecordingSink>();
+  client.start(get(server.url("a")), a);
+  client.start(get(server.url("b")), b);
+  ASSERT_TRUE(a->wait_done(10s) && b->wait_done(10s));
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(a->outcome_, Outcome::kOk) << a->detail_;
+  EXPECT_EQ(b->outcome_, Outcome::kOk) << b->detail_;
+  EXPECT_TRUE(a->body_ == big.body && b->body_ == big.body);
+  // 600000 bytes at 300000 B/s: at least 0.8 x 2 s (the lower bound only).
+  EXPECT_GE(secs, 0.8 * 600000 / 300000) << "took " << secs << " s";
+  std::printf("max_rate 300000 B/s, 2 x 300000 bytes: %.2f s\n", secs);
+}
+
+TEST(ClientLimits, MaxRateLeavesHeadsAlone) {
+  TestServer server;
+  Reply big;
+  big.body = pattern(400000);
+  server.on("a", big);
+  Options o = fast();
+  o.max_rate = 100000;
+  Client client(o);
+  auto a = std::make_shared<RecordingSink>();
+  client.start(get(server.url("a")), a);
+  ASSERT_TRUE(a->wait_bytes(65536));
+  const auto t0 = Clock::now();
+  auto h = run(client, head(server.url("a")));
+  EXPECT_EQ(h->outcome_, Outcome::kOk);
+  EXPECT_LT(Clock::now() - t0, 500ms);
+}
+
 }  // namespace
 }  // namespace netbootfs::http
