@@ -558,10 +558,45 @@ int cmd_invalidate(const std::string& socket, const std::vector<std::string>& ar
   return 0;
 }
 
-// Enforces the limit now on an unmounted cache: what a mount's eviction
-// would do (cache/evictor.h), with the same default when no size is given.
-int cmd_gc(const std::string& dir, const std::string& size_text,
+void print_gc(const nlohmann::json& r, bool json) {
+  if (json) {
+    std::cout << r.dump(2) << "\n";
+    return;
+  }
+  std::printf("gc: limit %s; evicted %llu blobs (%llu bytes, %llu entries); cache holds %s in %llu blobs\n",
+              cache::format_size(r.value("limit", uint64_t{0})).c_str(),
+              static_cast<unsigned long long>(r.value("evicted_blobs", uint64_t{0})),
+              static_cast<unsigned long long>(r.value("evicted_bytes", uint64_t{0})),
+              static_cast<unsigned long long>(r.value("removed_entries", uint64_t{0})),
+              cache::format_size(r.value("bytes", uint64_t{0})).c_str(),
+              static_cast<unsigned long long>(r.value("objects", uint64_t{0})));
+}
+
+// A mounted cache: the mount enforces its own limit and pins now.
+int gc_through_mount(Control& c, bool json) {
+  auto r = control_call(c, nlohmann::json{{"cmd", "gc"}}, nullptr);
+  if (!r) return fail(r.error().message);
+  if (!r->value("ok", false)) return fail("the mount refused: " + r->value("error", "?"));
+  r->erase("ok");
+  print_gc(*r, json);
+  return 0;
+}
+
+// Enforces the limit now: through the mount when one answers on the control
+// socket (its max_cache_size and pins), else on the unmounted cache what a
+// mount's eviction would do (cache/evictor.h), with the same default when no
+// size is given.
+int cmd_gc(const std::string& dir, const std::string& socket, const std::string& size_text,
            const std::vector<std::string>& pins, bool json) {
+  if (auto c = control_connect(socket)) {
+    if (!size_text.empty() || !pins.empty()) {
+      return fail("gc: the cache is mounted and enforces its own max_cache_size and pins; "
+                  "drop --max-cache-size/--pin (or unmount)");
+    }
+    return gc_through_mount(*c, json);
+  } else if (!not_listening(c.error())) {
+    return fail(c.error().message);
+  }
   std::optional<uint64_t> configured;
   if (!size_text.empty()) {
     auto s = cache::parse_size(size_text);
@@ -570,10 +605,7 @@ int cmd_gc(const std::string& dir, const std::string& size_text,
   }
   if (!std::filesystem::exists(dir + "/index")) return fail("no cache at " + dir + " (no index/ directory)");
   auto c = open_for_write(dir);
-  if (!c) {
-    // Mounted: the mount enforces its own limit (gc through it is to come).
-    return fail("gc: " + c.error().message);
-  }
+  if (!c) return fail("gc: " + c.error().message);
   struct statvfs sv {};
   if (::statvfs(dir.c_str(), &sv) != 0) return fail("statvfs " + dir + ": " + std::strerror(errno));
   const cache::IndexStats before = c->index->stats();
@@ -587,24 +619,15 @@ int cmd_gc(const std::string& dir, const std::string& size_text,
   cache::Evictor ev(eo, *c->index, *c->blobs);
   auto r = ev.enforce();
   if (!r) return fail("gc: " + r.error().message);
-  if (json) {
-    std::cout << nlohmann::json{{"limit", eo.limit},
-                                {"bytes_before", before.blob_bytes},
-                                {"objects_before", before.blobs},
-                                {"evicted_blobs", r->blobs},
-                                {"evicted_bytes", r->bytes},
-                                {"removed_entries", r->entries},
-                                {"bytes", r->cache_bytes},
-                                {"objects", r->cache_objects}}
-                     .dump(2)
-              << "\n";
-  } else {
-    std::printf("gc: limit %s; evicted %llu blobs (%llu bytes, %llu entries); cache holds %s in %llu blobs\n",
-                cache::format_size(eo.limit).c_str(), static_cast<unsigned long long>(r->blobs),
-                static_cast<unsigned long long>(r->bytes), static_cast<unsigned long long>(r->entries),
-                cache::format_size(r->cache_bytes).c_str(),
-                static_cast<unsigned long long>(r->cache_objects));
-  }
+  print_gc(nlohmann::json{{"limit", eo.limit},
+                          {"bytes_before", before.blob_bytes},
+                          {"objects_before", before.blobs},
+                          {"evicted_blobs", r->blobs},
+                          {"evicted_bytes", r->bytes},
+                          {"removed_entries", r->entries},
+                          {"bytes", r->cache_bytes},
+                          {"objects", r->cache_objects}},
+           json);
   return 0;
 }
 
@@ -808,7 +831,8 @@ int main(int argc, char** argv) {
   std::string gc_size;
   std::vector<std::string> gc_pins;
   auto* gc = app.add_subcommand(
-      "gc", "evict least recently used blobs until an unmounted cache fits its limit");
+      "gc", "evict least recently used blobs until the cache fits its limit (through the mount "
+            "when mounted)");
   gc->add_option("--max-cache-size", gc_size,
                  "the limit (20G, 512M, bytes); default 80% of free space + what the cache holds");
   gc->add_option("--pin", gc_pins, "never evict paths matching GLOB (repeatable)");
@@ -855,6 +879,6 @@ int main(int argc, char** argv) {
   if (*evict) return cmd_evict(dir, evict_paths, evict_all, evict_older, json);
   if (*exp) return cmd_export(dir, export_since, export_file, json);
   if (*imp) return cmd_import(dir, import_file, json);
-  if (*gc) return cmd_gc(dir, gc_size, gc_pins, json);
+  if (*gc) return cmd_gc(dir, socket, gc_size, gc_pins, json);
   return 2;
 }

@@ -120,9 +120,9 @@ Result<std::vector<std::string>> request_paths(const nlohmann::json& req, bool a
 
 std::map<std::string, fs::ControlSocket::Handler> control_handlers(
     const fs::MountOptions& opts, cache::Fetcher& fetcher, fs::FuseFs& fsimpl,
-    std::chrono::steady_clock::time_point started) {
+    const cache::Evictor& evictor, std::chrono::steady_clock::time_point started) {
   std::map<std::string, fs::ControlSocket::Handler> h;
-  h["status"] = [&opts, &fetcher, &fsimpl, started](const nlohmann::json&,
+  h["status"] = [&opts, &fetcher, &fsimpl, &evictor, started](const nlohmann::json&,
                                                     fs::ControlSocket::Reply&)
       -> Result<nlohmann::json> {
     const auto& st = fetcher.stats();
@@ -144,8 +144,21 @@ std::map<std::string, fs::ControlSocket::Handler> control_handlers(
         {"download_bytes", st.download_bytes.load()},
         {"stale_served", st.stale_served.load()},
         {"served_bytes", fsimpl.served_bytes()},
+        {"cache_limit", evictor.options().limit},
+        {"evictions", evictor.evictions.load()},
         {"version", NETBOOTFS_VERSION},
     };
+  };
+  // The mount's own limit and pins, enforced now (netbootfsctl gc).
+  h["gc"] = [&fetcher, &evictor](const nlohmann::json&, fs::ControlSocket::Reply&)
+      -> Result<nlohmann::json> {
+    auto r = fetcher.enforce_limit();
+    if (!r) return r.error();
+    logger("control")->info("gc: evicted {} blobs ({} bytes); the cache holds {} bytes in {} blobs",
+                            r->blobs, r->bytes, r->cache_bytes, r->cache_objects);
+    return nlohmann::json{{"limit", evictor.options().limit}, {"evicted_blobs", r->blobs},
+                          {"evicted_bytes", r->bytes},        {"removed_entries", r->entries},
+                          {"bytes", r->cache_bytes},          {"objects", r->cache_objects}};
   };
   h["invalidate"] = [&fetcher, &fsimpl](const nlohmann::json& req, fs::ControlSocket::Reply&)
       -> Result<nlohmann::json> {
@@ -436,7 +449,7 @@ int main(int argc, char** argv) {
     co.path = opts.control_socket.empty() ? fs::default_control_socket(opts.cache_dir)
                                           : opts.control_socket;
     auto cs = fs::ControlSocket::start(
-        co, control_handlers(opts, fetcher, fsimpl, std::chrono::steady_clock::now()));
+        co, control_handlers(opts, fetcher, fsimpl, evictor, std::chrono::steady_clock::now()));
     if (cs) {
       control = std::move(cs).value();
       log->info("control socket {}", control->path());

@@ -5,8 +5,9 @@
 # the first eviction, one left unread does not); a file held open stays
 # readable byte-identical and is not evicted while open; a pinned file
 # survives; an evicted file reads again byte-identical (a second GET); a file
-# larger than the whole limit is served and dropped once closed; gc refuses a
-# mounted cache and enforces a limit on an unmounted one.
+# larger than the whole limit is served and dropped once closed; gc on a
+# mounted cache runs the mount's own limit (and refuses another one), on an
+# unmounted one it enforces the limit it is given.
 source "$(dirname "$0")/lib.sh"
 K=1024
 M=$((1024 * K))
@@ -93,9 +94,20 @@ wait_until 10 eval '! cached img/big' || fail "the file larger than the limit st
 exec 3<&-
 wait_until 10 eval '[ "$(cache_bytes)" -le $LIMIT ]' || fail "the cache holds $(cache_bytes) bytes after the closes"
 
-# gc: refused while mounted, enforces a limit once unmounted.
-"$NBCTL" --cache-dir "$T/cache" gc --max-cache-size 1M >"$T/gc.out" 2>&1 && fail "gc on a mounted cache succeeded"
-grep -q "in use by a running netbootfs" "$T/gc.out" || fail "gc while mounted said: $(cat "$T/gc.out")"
+# gc while mounted: through the control socket, with the mount's limit only.
+"$NBCTL" --cache-dir "$T/cache" gc --max-cache-size 1M >"$T/gc.out" 2>&1 && fail "gc with another limit on a mounted cache succeeded"
+grep -q "enforces its own max_cache_size" "$T/gc.out" || fail "gc --max-cache-size while mounted said: $(cat "$T/gc.out")"
+"$NBCTL" --cache-dir "$T/cache" --json gc >"$T/gc.json" 2>&1 || fail "gc through the mount failed: $(cat "$T/gc.json")"
+python3 - "$T/gc.json" "$LIMIT" <<'PY' || fail "gc through the mount: $(cat "$T/gc.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+limit = int(sys.argv[2])
+assert r["limit"] == limit, r
+# Down to the low watermark (80%) of the mount's limit, whatever it held.
+assert r["bytes"] <= limit * 80 // 100, r
+PY
+wait_until 5 grep -q "gc: evicted" "$T/daemon.log" || fail "the mount did not log the gc"
+cached boot/pxelinux.0 || fail "gc through the mount evicted the pinned file"
 check_daemon_log
 stop_mount "$T/mnt"
 "$NBCTL" --cache-dir "$T/cache" gc --max-cache-size 1M --pin 'boot/*' --json >"$T/gc.json" ||
