@@ -137,13 +137,15 @@ void Evictor::set_on_evicted(std::function<void(const std::vector<std::string>&)
   on_evicted_ = std::move(cb);
 }
 
-bool Evictor::pinned(std::string_view path) const {
+bool matches_pin(const std::vector<std::string>& pins, std::string_view path) {
   const std::string p(path);
-  for (const auto& g : options_.pins) {
+  for (const auto& g : pins) {
     if (::fnmatch(g.c_str(), p.c_str(), 0) == 0) return true;
   }
   return false;
 }
+
+bool Evictor::pinned(std::string_view path) const { return matches_pin(options_.pins, path); }
 
 namespace {
 constexpr std::string_view kFilteredPrefix = "\x01" "filtered/";

@@ -104,6 +104,11 @@ struct EvictReport {
   uint64_t cache_objects = 0;  // blobs afterwards
 };
 
+// Whether `path` (relative to the mount) matches one of the pin globs
+// (fnmatch without flags: `*` crosses `/`). What Evictor::pinned() and
+// `netbootfsctl ls -l` answer.
+bool matches_pin(const std::vector<std::string>& pins, std::string_view path);
+
 class Evictor {
  public:
   Evictor(EvictorOptions options, Index& index, BlobStore& blobs);

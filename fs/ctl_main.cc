@@ -148,9 +148,24 @@ void print_summary(const char* verb, const cache::BundleSummary& r, const std::s
 }
 
 // Plain: one path a line. `long_format`: a table. --json: every field.
-int cmd_ls(const std::string& dir, const std::string& path, bool long_format, bool json) {
+// The pins that decide the "pinned" column: the running mount's (asked
+// through its control socket) when it answers, else those given with --pin.
+std::vector<std::string> effective_pins(const std::string& socket,
+                                        const std::vector<std::string>& given) {
+  if (!given.empty()) return given;
+  auto c = control_connect(socket);
+  if (!c) return {};
+  auto r = control_call(*c, nlohmann::json{{"cmd", "status"}}, nullptr);
+  if (!r || !r->value("ok", false) || !r->contains("pins")) return {};
+  return (*r)["pins"].get<std::vector<std::string>>();
+}
+
+int cmd_ls(const std::string& dir, const std::string& socket, const std::string& path,
+           bool long_format, const std::vector<std::string>& pin_args, bool json) {
   auto index = open_index(dir);
   if (!index) return fail(index.error().message);
+  const std::vector<std::string> pins =
+      json || long_format ? effective_pins(socket, pin_args) : std::vector<std::string>{};
   std::string prefix;
   if (!path.empty()) {
     auto p = http::normalize_rel_path(path);
@@ -179,7 +194,8 @@ int cmd_ls(const std::string& dir, const std::string& path, bool long_format, bo
                      {"validated_at", e.validated_at},
                      {"last_access", blob ? blob->last_access : 0},
                      {"shared_by", blob ? blob->refs : 0},
-                     {"rewritten", rewritten.count(e.sha256) > 0}});
+                     {"rewritten", rewritten.count(e.sha256) > 0},
+                     {"pinned", cache::matches_pin(pins, p)}});
     }
     std::cout << out.dump(2) << "\n";
     return 0;
@@ -188,15 +204,16 @@ int cmd_ls(const std::string& dir, const std::string& path, bool long_format, bo
     for (const auto& [p, e] : entries) std::printf("%s\n", p.c_str());
     return 0;
   }
-  std::printf("%-40s %12s %-12s %-24s %-20s %-20s %s\n", "PATH", "SIZE", "SHA256", "ETAG",
-              "VALIDATED", "ACCESSED", "REWRITTEN");
+  std::printf("%-40s %12s %-12s %-24s %-20s %-20s %-9s %s\n", "PATH", "SIZE", "SHA256", "ETAG",
+              "VALIDATED", "ACCESSED", "REWRITTEN", "PINNED");
   for (const auto& [p, e] : entries) {
     auto blob = (*index)->get_blob(e.sha256);
-    std::printf("%-40s %12llu %.12s %-24s %-20s %-20s %s\n", p.c_str(),
+    std::printf("%-40s %12llu %.12s %-24s %-20s %-20s %-9s %s\n", p.c_str(),
                 static_cast<unsigned long long>(e.size), e.sha256.c_str(),
                 e.etag.empty() ? "-" : e.etag.c_str(), iso_time(e.validated_at).c_str(),
                 iso_time(blob ? blob->last_access : 0).c_str(),
-                rewritten.count(e.sha256) ? "yes" : "no");
+                rewritten.count(e.sha256) ? "yes" : "no",
+                cache::matches_pin(pins, p) ? "yes" : "no");
   }
   return 0;
 }
@@ -255,6 +272,11 @@ int cmd_status(const std::string& dir, const std::string& socket, bool json) {
                 live.value("hit_ratio", 0.0),
                 static_cast<unsigned long long>(live.value("downloads", uint64_t{0})),
                 static_cast<unsigned long long>(live.value("download_bytes", uint64_t{0})));
+    if (live.contains("cache_limit")) {
+      std::printf("limit:      %s (%llu evictions)\n",
+                  cache::format_size(live.value("cache_limit", uint64_t{0})).c_str(),
+                  static_cast<unsigned long long>(live.value("evictions", uint64_t{0})));
+    }
   } else if (!live_error.empty()) {
     std::printf("mount:      control socket %s: %s\n", socket.c_str(), live_error.c_str());
   } else {
@@ -797,6 +819,9 @@ int main(int argc, char** argv) {
       "ls", "list cached paths; -l: size, sha256, etag, validated and accessed times, rewritten");
   ls->add_option("PATH", ls_path, "only entries at or below PATH");
   ls->add_flag("-l,--long", ls_long, "one table row per entry");
+  std::vector<std::string> ls_pins;
+  ls->add_option("--pin", ls_pins,
+                 "the pin globs for the PINNED column (default: the running mount's)");
   auto* status = app.add_subcommand("status", "print cache totals");
   bool verify_repair = false;
   auto* verify = app.add_subcommand(
@@ -866,8 +891,8 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
-  if (*ls) return cmd_ls(dir, ls_path, ls_long, json);
   if (socket.empty()) socket = dir + "/control.sock";
+  if (*ls) return cmd_ls(dir, socket, ls_path, ls_long, ls_pins, json);
   if (*status) return cmd_status(dir, socket, json);
   if (*inv) return cmd_invalidate(socket, inv_paths, inv_all, json);
   if (*pf) {

@@ -145,6 +145,7 @@ std::map<std::string, fs::ControlSocket::Handler> control_handlers(
         {"stale_served", st.stale_served.load()},
         {"served_bytes", fsimpl.served_bytes()},
         {"cache_limit", evictor.options().limit},
+        {"pins", evictor.options().pins},
         {"evictions", evictor.evictions.load()},
         {"version", NETBOOTFS_VERSION},
     };

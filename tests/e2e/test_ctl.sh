@@ -66,9 +66,9 @@ stop_mount "$T/mnt"
 C=(--cache-dir "$CACHE_DIR")
 [ "$("$NBCTL" "${C[@]}" ls images)" = "$(printf 'images/initrd\nimages/linux')" ] || fail "ls images: $("$NBCTL" "${C[@]}" ls images)"
 "$NBCTL" "${C[@]}" ls -l >"$T/ls-l.txt" || fail "ls -l failed"
-head -1 "$T/ls-l.txt" | grep -qE '^PATH +SIZE +SHA256 +ETAG +VALIDATED +ACCESSED +REWRITTEN$' || fail "ls -l header: $(head -1 "$T/ls-l.txt")"
+head -1 "$T/ls-l.txt" | grep -qE '^PATH +SIZE +SHA256 +ETAG +VALIDATED +ACCESSED +REWRITTEN +PINNED$' || fail "ls -l header: $(head -1 "$T/ls-l.txt")"
 lsum=$(sha256sum "$T/up/images/linux" | cut -d' ' -f1)
-grep -qE "^images/linux +$(stat -c %s "$T/up/images/linux") ${lsum:0:12} \"[^ ]+\" +[0-9T:-]+Z +[0-9T:-]+Z +no$" "$T/ls-l.txt" \
+grep -qE "^images/linux +$(stat -c %s "$T/up/images/linux") ${lsum:0:12} \"[^ ]+\" +[0-9T:-]+Z +[0-9T:-]+Z +no +no$" "$T/ls-l.txt" \
   || fail "ls -l row of images/linux: $(cat "$T/ls-l.txt")"
 "$NBCTL" "${C[@]}" ls --json >"$T/ls.json" || fail "ls --json failed"
 python3 - "$T/ls.json" "$lsum" <<'EOF2' || fail "ls --json: $(cat "$T/ls.json")"

@@ -94,6 +94,25 @@ wait_until 10 eval '! cached img/big' || fail "the file larger than the limit st
 exec 3<&-
 wait_until 10 eval '[ "$(cache_bytes)" -le $LIMIT ]' || fail "the cache holds $(cache_bytes) bytes after the closes"
 
+# status: the live mount's limit, pins and evictions.
+"$NBCTL" --cache-dir "$T/cache" status >"$T/status.txt" || fail "status failed"
+grep -qE '^limit: +4\.0 MiB \(4194304 bytes\) \([1-9][0-9]* evictions\)$' "$T/status.txt" || fail "status: $(cat "$T/status.txt")"
+"$NBCTL" --cache-dir "$T/cache" --json status | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["mount"]
+assert m["cache_limit"] == 4194304 and m["pins"] == ["boot/*"] and m["evictions"] > 0, m' \
+  || fail "status --json: $("$NBCTL" --cache-dir "$T/cache" --json status)"
+# ls: the PINNED column follows the running mount's pins, or --pin.
+"$NBCTL" --cache-dir "$T/cache" --json ls >"$T/ls.json" || fail "ls --json failed"
+python3 - "$T/ls.json" <<'PY' || fail "ls --json pinned: $(cat "$T/ls.json")"
+import json, sys
+e = {x["path"]: x["pinned"] for x in json.load(open(sys.argv[1]))}
+assert e["boot/pxelinux.0"] is True, e
+assert any(p.startswith("img/") for p in e) and not any(v for p, v in e.items() if p.startswith("img/")), e
+PY
+"$NBCTL" --cache-dir "$T/cache" ls -l --pin 'img/*' >"$T/ls.txt" || fail "ls -l --pin failed"
+grep -qE '^boot/pxelinux\.0 .* no$' "$T/ls.txt" || fail "ls -l --pin img/*: boot/pxelinux.0 shown pinned: $(cat "$T/ls.txt")"
+grep -qE '^img/.* yes$' "$T/ls.txt" || fail "ls -l --pin img/*: no img/ file pinned: $(cat "$T/ls.txt")"
 # gc while mounted: through the control socket, with the mount's limit only.
 "$NBCTL" --cache-dir "$T/cache" gc --max-cache-size 1M >"$T/gc.out" 2>&1 && fail "gc with another limit on a mounted cache succeeded"
 grep -q "enforces its own max_cache_size" "$T/gc.out" || fail "gc --max-cache-size while mounted said: $(cat "$T/gc.out")"
