@@ -179,6 +179,10 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   // Set before start, read-only afterwards.
   bool conditional_ = false;
   uint64_t max_rate_ = 0;  // bytes/s, 0: unlimited
+  // OpenFiles reading through it: a published download's blob is in use
+  // while they are (the Download itself may outlive them a moment on the
+  // worker that published it, which must not keep the blob from eviction).
+  std::atomic<int> handles_{0};
   std::string cond_etag_;
   int64_t cond_last_modified_ = 0;
 
@@ -567,7 +571,8 @@ void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
 OpenFile::~OpenFile() {
   if (!fetcher_) return;
   const bool held_download = download_ != nullptr;
-  download_.reset();  // before the pass, which sees live downloads as in use
+  if (held_download) download_->handles_.fetch_sub(1);  // before the pass below
+  download_.reset();
   if (!used_blob_.empty()) {
     fetcher_->impl_->release_blob(used_blob_);
   } else if (held_download) {
@@ -1344,6 +1349,7 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
     if (dl->state_ == Download::State::kComplete) dl.reset();  // serve the blob instead
   }
   if (dl) {
+    dl->handles_.fetch_add(1);
     of->download_ = std::move(dl);
   } else if (sha.empty()) {
     cb(Error{EIO, "no content for this version"});
@@ -1813,7 +1819,7 @@ std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
       auto d = w.lock();
       if (!d) continue;
       std::lock_guard dlk(d->mu_);
-      if (!d->sha256_.empty()) used.insert(d->sha256_);  // its handles read its fd
+      if (!d->sha256_.empty() && d->handles_.load() > 0) used.insert(d->sha256_);  // their fd
     }
     for (const auto& [path, ps] : states_) {
       // A revalidation may answer 304 (the blob stays current); a rewrite

@@ -1,5 +1,7 @@
 #include "cache/prefetch.h"
 
+#include "cache/evictor.h"
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -10,28 +12,12 @@
 namespace netbootfs::cache {
 
 Result<uint64_t> parse_rate(const std::string& text) {
-  if (text.empty()) return Error{EINVAL, "empty rate"};
-  size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    return Error{EINVAL, "'" + text + "' is not a rate (bytes per second, K/M/G suffixes)"};
+  // A rate is a size per second: the same suffixes as max_cache_size.
+  auto r = parse_size(text);
+  if (!r) {
+    return Error{EINVAL, "bad rate '" + text + "' (bytes per second, or with K, M, G: e.g. 20M)"};
   }
-  std::string suffix = text.substr(pos);
-  if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b')) suffix.pop_back();
-  double mult = 1;
-  if (suffix == "K" || suffix == "k") {
-    mult = 1024.0;
-  } else if (suffix == "M" || suffix == "m") {
-    mult = 1024.0 * 1024;
-  } else if (suffix == "G" || suffix == "g") {
-    mult = 1024.0 * 1024 * 1024;
-  } else if (!suffix.empty()) {
-    return Error{EINVAL, "'" + text + "' is not a rate (bytes per second, K/M/G suffixes)"};
-  }
-  if (!(v > 0) || v * mult > 1e15) return Error{EINVAL, "rate '" + text + "' out of range"};
-  return static_cast<uint64_t>(v * mult);
+  return r;
 }
 
 namespace {

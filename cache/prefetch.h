@@ -52,7 +52,8 @@ struct PrefetchSummary {
   std::vector<std::pair<std::string, std::string>> failed;  // path, reason (first 100)
 };
 
-// Parses "10M", "512K", "1G", "2000" (bytes per second; K = 1024). EINVAL otherwise.
+// Parses "10M", "512K", "1.5G", "2000" (bytes per second; K = 1024, as
+// parse_size in cache/evictor.h, which it uses). EINVAL otherwise (0 included).
 Result<uint64_t> parse_rate(const std::string& text);
 
 PrefetchSummary prefetch(Fetcher& fetcher, const std::vector<std::string>& paths,

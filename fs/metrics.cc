@@ -309,6 +309,7 @@ MetricsFileWriter::~MetricsFileWriter() {
 }
 
 Result<void> MetricsFileWriter::write_now() {
+  std::lock_guard lk(write_mu_);
   const std::string text = registry_.render();
   const std::string tmp = path_ + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));

@@ -115,6 +115,7 @@ class MetricsFileWriter {
   const std::string path_;
   const std::chrono::milliseconds interval_;
   const MetricsRegistry& registry_;
+  std::mutex write_mu_;  // one write_now() at a time: they share the temp file
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

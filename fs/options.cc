@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cache/evictor.h"
+#include "cache/prefetch.h"
 #include "cache/http/url.h"
 
 namespace netbootfs::fs {
@@ -148,26 +149,6 @@ void take(std::string& dst, char*& src) {
 
 }  // namespace
 
-Result<uint64_t> parse_rate(std::string_view text) {
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  uint64_t unit = 1;
-  std::string_view rest = text.substr(digits);
-  if (rest.size() == 1) {
-    switch (rest[0]) {
-      case 'k': case 'K': unit = uint64_t{1} << 10; break;
-      case 'm': case 'M': unit = uint64_t{1} << 20; break;
-      case 'g': case 'G': unit = uint64_t{1} << 30; break;
-      default: unit = 0;
-    }
-  }
-  if (digits == 0 || digits > 12 || rest.size() > 1 || unit == 0) {
-    return Error{EINVAL, "bad max_rate '" + std::string(text) +
-                             "' (bytes per second, with an optional K, M or G)"};
-  }
-  return std::stoull(std::string(text.substr(0, digits))) * unit;
-}
-
 const char* usage_text() {
   return "usage: netbootfs URL MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
          "\n"
@@ -276,9 +257,12 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   set_if(opts.down_after, raw.down_after);
   set_if(opts.probe_interval, raw.probe_interval);
   set_if(opts.mirror_backoff, raw.mirror_backoff);
-  if (raw.max_rate) {
-    auto rate = parse_rate(raw.max_rate);
-    if (!rate) return rate.error();
+  std::string max_rate;
+  const bool max_rate_given = raw.max_rate != nullptr;
+  take(max_rate, raw.max_rate);  // frees fuse_opt's copy before any error return
+  if (max_rate_given) {
+    auto rate = max_rate == "0" ? Result<uint64_t>(uint64_t{0}) : cache::parse_rate(max_rate);
+    if (!rate) return Error{EINVAL, "max_rate: " + rate.error().message};
     opts.max_rate = *rate;
   }
   if (raw.max_downloads != -1) {

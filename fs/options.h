@@ -82,7 +82,4 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
 
 const char* usage_text();
 
-// max_rate= values: bytes per second, with an optional K, M or G suffix (x1024).
-Result<uint64_t> parse_rate(std::string_view text);
-
 }  // namespace netbootfs::fs
