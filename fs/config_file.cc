@@ -11,15 +11,23 @@
 
 namespace netbootfs::fs {
 
-Result<std::vector<std::string>> config_mirrors_from(const std::string& text,
-                                                     const std::string& name) {
-  toml::table doc;
+namespace {
+// The config file's TOML, or one line naming the file and the line.
+Result<toml::table> parse_document(const std::string& text, const std::string& name) {
   try {
-    doc = toml::parse(text);
+    return toml::parse(text);
   } catch (const toml::parse_error& e) {
     return Error{EINVAL, name + ": line " + std::to_string(e.source().begin.line) + ": " +
                              std::string(e.description())};
   }
+}
+}  // namespace
+
+Result<std::vector<std::string>> config_mirrors_from(const std::string& text,
+                                                     const std::string& name) {
+  auto parsed = parse_document(text, name);
+  if (!parsed) return parsed.error();
+  const toml::table& doc = parsed.value();
   std::vector<std::string> out;
   const toml::node* node = doc.get("mirrors");
   if (!node) return out;
@@ -57,13 +65,9 @@ Result<std::vector<std::string>> config_mirrors(const std::string& path) {
 }
 
 Result<CacheConfig> config_cache_from(const std::string& text, const std::string& name) {
-  toml::table doc;
-  try {
-    doc = toml::parse(text);
-  } catch (const toml::parse_error& e) {
-    return Error{EINVAL, name + ": line " + std::to_string(e.source().begin.line) + ": " +
-                             std::string(e.description())};
-  }
+  auto parsed = parse_document(text, name);
+  if (!parsed) return parsed.error();
+  const toml::table& doc = parsed.value();
   CacheConfig out;
   if (const toml::node* node = doc.get("max_cache_size")) {
     const auto* s = node->as_string();
