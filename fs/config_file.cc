@@ -8,6 +8,7 @@
 
 #include "cache/evictor.h"
 #include "cache/http/url.h"
+#include "cache/prefetch.h"
 
 namespace netbootfs::fs {
 
@@ -86,6 +87,20 @@ Result<CacheConfig> config_cache_from(const std::string& text, const std::string
       }
       out.pins.push_back(g->get());
     }
+  }
+  if (const toml::node* node = doc.get("max_rate")) {
+    const auto* s = node->as_string();
+    if (!s) return Error{EINVAL, name + ": max_rate: expected a rate string such as \"20M\""};
+    auto rate = s->get() == "0" ? Result<uint64_t>(uint64_t{0}) : cache::parse_rate(s->get());
+    if (!rate) return Error{EINVAL, name + ": max_rate: " + rate.error().message};
+    out.max_rate = rate.value();
+  }
+  if (const toml::node* node = doc.get("max_downloads")) {
+    const auto* n = node->as_integer();
+    if (!n || n->get() < 0 || n->get() > 100000) {
+      return Error{EINVAL, name + ": max_downloads: expected a whole number, 0 for no limit"};
+    }
+    out.max_downloads = static_cast<int>(n->get());
   }
   return out;
 }

@@ -23,9 +23,12 @@ Result<std::vector<std::string>> config_mirrors(const std::string& path);
 Result<std::vector<std::string>> config_mirrors_from(const std::string& text,
                                                      const std::string& name);
 
+// The cache and WAN settings of the config file (the command line wins).
 struct CacheConfig {
   std::optional<uint64_t> max_cache_size;
   std::vector<std::string> pins;
+  std::optional<uint64_t> max_rate;      // max_rate = "20M"
+  std::optional<int> max_downloads;      // max_downloads = 4
 };
 Result<CacheConfig> config_cache(const std::string& path);
 Result<CacheConfig> config_cache_from(const std::string& text, const std::string& name);

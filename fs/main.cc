@@ -289,6 +289,8 @@ int main(int argc, char** argv) {
     if (!cc) return fail(cc.error().message);
     if (!configured_limit) configured_limit = cc->max_cache_size;
     pins.insert(pins.end(), cc->pins.begin(), cc->pins.end());
+    if (cc->max_rate && !opts.wan_limits_given[0]) opts.max_rate = *cc->max_rate;
+    if (cc->max_downloads && !opts.wan_limits_given[1]) opts.max_downloads = *cc->max_downloads;
   }
 
   if (auto r = prepare_cache_dir(opts.cache_dir); !r) return fail(r.error().message);

@@ -264,10 +264,12 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
     auto rate = max_rate == "0" ? Result<uint64_t>(uint64_t{0}) : cache::parse_rate(max_rate);
     if (!rate) return Error{EINVAL, "max_rate: " + rate.error().message};
     opts.max_rate = *rate;
+    opts.wan_limits_given[0] = true;
   }
   if (raw.max_downloads != -1) {
     if (raw.max_downloads < 0) return Error{EINVAL, "max_downloads must be 0 (no limit) or more"};
     opts.max_downloads = raw.max_downloads;
+    opts.wan_limits_given[1] = true;
   }
   set_if(opts.uid, raw.uid);
   set_if(opts.gid, raw.gid);

@@ -39,6 +39,7 @@ struct MountOptions {
   double mirror_backoff = 30;        // cap of a failed origin's back-off (from 1 s, doubling)
   uint64_t max_rate = 0;             // bytes/s of all body downloads together; 0 = no limit
   int max_downloads = 0;             // body downloads at once (more wait, FIFO); 0 = no limit
+  bool wan_limits_given[2] = {false, false};  // max_rate, max_downloads on the command line
   double entry_timeout = 1;          // kernel name cache
   double attr_timeout = 3600;        // an inode's attributes never change
   unsigned uid = 0;

@@ -4,7 +4,8 @@
 # while a directory listing and a HEAD-less lookup are answered meanwhile
 # (they are never queued behind bodies); with max_rate the two downloads
 # together take at least 0.8 x their bytes / rate (only the lower bound is
-# asserted); both files read byte-identical.
+# asserted); both files read byte-identical. max_downloads comes from the
+# config file, max_rate from the command line.
 source "$(dirname "$0")/lib.sh"
 K=1024
 RATE=$((512 * K))
@@ -14,7 +15,8 @@ echo menu >"$T/up/other/default"
 chmod -R a+rX "$T/up"
 start_nginx "$T/up"
 port=$(free_port tcp)
-start_mount "$NGINX_URL" "$T/mnt" "max_rate=512K,max_downloads=1,metrics=127.0.0.1:$port"
+printf 'max_downloads = 1\nmax_rate = "64M"  # the command line wins\n' >"$T/netbootfs.toml"
+start_mount "$NGINX_URL" "$T/mnt" "max_rate=512K,config=$T/netbootfs.toml,metrics=127.0.0.1:$port"
 queued() {
   curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" |
     awk '$1 == "netbootfs_upstream_queued_downloads" { print $2 }'

@@ -60,5 +60,26 @@ TEST(ConfigCache, SizeAndPins) {
   }
 }
 
+TEST(ConfigCache, WanLimits) {
+  auto none = config_cache_from("", "c.toml");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->max_rate);
+  EXPECT_FALSE(none->max_downloads);
+  auto r = config_cache_from("max_rate = \"20M\"\nmax_downloads = 4\n", "c.toml");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->max_rate, 20ull << 20);
+  EXPECT_EQ(r->max_downloads, 4);
+  auto off = config_cache_from("max_rate = \"0\"\nmax_downloads = 0\n", "c.toml");
+  ASSERT_TRUE(off.ok()) << off.error().message;
+  EXPECT_EQ(off->max_rate, 0u) << "0: no limit";
+  EXPECT_EQ(off->max_downloads, 0);
+  for (const char* text : {"max_rate = 20\n", "max_rate = \"fast\"\n", "max_downloads = -1\n",
+                           "max_downloads = \"4\"\n"}) {
+    auto bad = config_cache_from(text, "c.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_EQ(bad.error().message.rfind("c.toml: max_", 0), 0u) << bad.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace netbootfs::fs
