@@ -68,6 +68,9 @@ stop_mount "$T/mnt2"
 restart_nginx
 printf 'new menu\n' >"$T/up/pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"
 chmod a+r "$T/up/pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"
+# Times are whole seconds: TIME must come after the second the first fetches
+# were validated in, and the new fetch after TIME.
+sleep 1.1
 since=$(date +%s)
 sleep 1.1
 CACHE_DIR=$T/src start_mount "$NGINX_URL" "$T/mnt" "revalidate=600"
