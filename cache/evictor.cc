@@ -155,6 +155,19 @@ bool is_internal(const std::string& p) { return !p.empty() && p[0] == '\x01'; }
 Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   std::unique_lock lk(mu_);
   EvictReport report;
+  // The common case, cheaply: everything the cache holds (in use or not)
+  // plus what is coming fits under the high watermark, so nothing would be
+  // selected. One pass over the blob records instead of the path table,
+  // pins and in-use sets (this runs for every download that announces its
+  // size).
+  const IndexStats total = index_.stats();
+  if (options_.limit == 0 ||
+      total.blob_bytes + incoming <=
+          percent_of(options_.limit, std::min(options_.watermarks.high_pct, 100u))) {
+    report.cache_bytes = total.blob_bytes;
+    report.cache_objects = total.blobs;
+    return report;
+  }
   // Who refers to each blob: paths, and derived outputs of each source.
   std::unordered_map<std::string, std::vector<std::string>> paths_of;
   std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
