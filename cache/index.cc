@@ -654,8 +654,10 @@ IndexStats Index::stats() const {
     IndexStats s;
     MDB_stat st{};
     if (mdb_stat(t, impl_->paths, &st) == 0) s.paths = st.ms_entries;
-    // Without the totals record (an old index open read-only), walk.
-    const Totals tot = impl_->get_totals(t).value_or(impl_->count_totals(t));
+    // Without the totals record (an old index open read-only), walk. (Not
+    // value_or: its argument, the walk, would be evaluated every time.)
+    auto kept = impl_->get_totals(t);
+    const Totals tot = kept ? *kept : impl_->count_totals(t);
     s.blobs = tot.objects;
     s.blob_bytes = tot.bytes;
     return s;
