@@ -13,6 +13,7 @@
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace netbootfs::cache {
 
@@ -152,42 +153,100 @@ constexpr std::string_view kFilteredPrefix = "\x01" "filtered/";
 bool is_internal(const std::string& p) { return !p.empty() && p[0] == '\x01'; }
 }  // namespace
 
+Evictor::Reservation::Reservation(Reservation&& o) noexcept
+    : pool_(std::move(o.pool_)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+Evictor::Reservation& Evictor::Reservation::operator=(Reservation&& o) noexcept {
+  if (this != &o) {
+    release();
+    pool_ = std::move(o.pool_);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+void Evictor::Reservation::release() {
+  if (pool_) pool_->fetch_sub(bytes_);
+  pool_.reset();
+  bytes_ = 0;
+}
+
+Evictor::Reservation Evictor::reserve(uint64_t bytes) {
+  reserved_->fetch_add(bytes);
+  return Reservation(reserved_, bytes);
+}
+
 Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   std::unique_lock lk(mu_);
   EvictReport report;
-  // The common case, cheaply: everything the cache holds (in use or not)
+  // Bytes on their way: every announced download's, not only the caller's.
+  // Read once, so the check below and the selection agree.
+  const uint64_t reserved = reserved_->load();
+  const uint64_t coming = reserved > UINT64_MAX - incoming ? UINT64_MAX : reserved + incoming;
+  // The common case, for free: everything the cache holds (in use or not)
   // plus what is coming fits under the high watermark, so nothing would be
-  // selected. One pass over the blob records instead of the path table,
-  // pins and in-use sets (this runs for every download that announces its
-  // size).
+  // selected. The index keeps its totals as it writes (Index::stats() is
+  // one read): this runs for every download that announces its size, on
+  // the HTTP worker thread.
   const IndexStats total = index_.stats();
   if (options_.limit == 0 ||
-      total.blob_bytes + incoming <=
-          percent_of(options_.limit, std::min(options_.watermarks.high_pct, 100u))) {
+      (total.blob_bytes <= UINT64_MAX - coming &&
+       total.blob_bytes + coming <=
+           percent_of(options_.limit, std::min(options_.watermarks.high_pct, 100u)))) {
     report.cache_bytes = total.blob_bytes;
     report.cache_objects = total.blobs;
+    cache_bytes = report.cache_bytes;
+    cache_objects = report.cache_objects;
     return report;
   }
+  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
   // Who refers to each blob: paths, and derived outputs of each source.
   std::unordered_map<std::string, std::vector<std::string>> paths_of;
   std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
   std::unordered_set<std::string> pinned_blobs;
-  std::unordered_set<std::string> derived_outputs;
   for (auto& [p, e] : index_.list_paths()) {
     if (is_internal(p)) {
       if (p.compare(0, kFilteredPrefix.size(), kFilteredPrefix) == 0) {
         const std::string source = p.substr(p.rfind('/') + 1);
         derived_of[source].emplace_back(p, e.sha256);
-        derived_outputs.insert(e.sha256);
       }
       continue;
     }
     if (pinned(p)) pinned_blobs.insert(e.sha256);
     paths_of[e.sha256].push_back(p);
   }
+  // Rewritten outputs of a source no path points at any more (removed
+  // another way than by eviction) would never go with their source: they
+  // go now, before the candidates are counted.
+  const auto drop_blobs = [&](const std::vector<std::string>& shas) {
+    for (const auto& d : shas) {
+      auto b = index_.get_blob(d);
+      if (b && b->refs > 0) continue;  // still referred to (identical bytes elsewhere)
+      if (b && !index_.remove_blob(d)) continue;
+      const uint64_t size = blobs_.blob_size(d).value_or(0);
+      if (auto r = blobs_.remove(d); !r) {
+        spdlog::warn("eviction: deleting blob {}: {}", d, r.error().message);
+        continue;
+      }
+      report.blobs++;
+      report.bytes += size;
+    }
+  };
+  for (auto it = derived_of.begin(); it != derived_of.end();) {
+    if (paths_of.count(it->first)) {
+      ++it;
+      continue;
+    }
+    std::vector<std::string> outs;
+    for (auto& [key, out] : it->second) {
+      if (in_use.count(out)) continue;  // a handle reads it: a later pass
+      if (index_.remove_path(key)) outs.push_back(out);
+    }
+    drop_blobs(outs);
+    it = derived_of.erase(it);
+  }
   std::unordered_map<std::string, int64_t> pending;
   for (auto& [sha, at] : index_.pending_access()) pending[sha] = at;
-  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
   std::vector<EvictCandidate> cands;
   std::unordered_map<std::string, uint64_t> size_of;
   for (auto& [sha, b] : index_.list_blobs()) {
@@ -218,10 +277,10 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
       cands[o->second].pinned = true;  // never chosen on its own
     }
   }
-  if (incoming > 0) {
-    // A download is about to add `incoming` bytes: they count now (a
-    // reservation that is never chosen itself).
-    cands.push_back(EvictCandidate{"", incoming, INT64_MAX, false, true});
+  if (coming > 0) {
+    // Downloads are about to add these bytes: they count now (a candidate
+    // that is never chosen itself).
+    cands.push_back(EvictCandidate{"", coming, INT64_MAX, false, true});
   }
   const EvictSelection sel = select_evictions(cands, options_.limit, options_.watermarks);
   std::vector<std::string> removed_paths;
@@ -242,18 +301,7 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
     for (auto& [key, out] : derived_of[sha]) {
       if (index_.remove_path(key)) drop.push_back(out);
     }
-    for (const auto& d : drop) {
-      auto b = index_.get_blob(d);
-      if (b && b->refs > 0) continue;  // still referred to (identical bytes elsewhere)
-      if (b && !index_.remove_blob(d)) continue;
-      const uint64_t size = blobs_.blob_size(d).value_or(0);
-      if (auto r = blobs_.remove(d); !r) {
-        spdlog::warn("eviction: deleting blob {}: {}", d, r.error().message);
-        continue;
-      }
-      report.blobs++;
-      report.bytes += size;
-    }
+    drop_blobs(drop);
   }
   const IndexStats st = index_.stats();
   report.cache_bytes = st.blob_bytes;
@@ -264,7 +312,7 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   cache_objects = report.cache_objects;
   auto cb = on_evicted_;
   lk.unlock();
-  if (!removed_paths.empty()) {
+  if (report.blobs > 0 || !removed_paths.empty()) {
     spdlog::info("evicted {} blobs ({} bytes, {} paths); cache holds {} bytes of {}", report.blobs,
                  report.bytes, report.entries, report.cache_bytes, options_.limit);
     if (cb) cb(removed_paths);

@@ -15,11 +15,22 @@
 //   is not in use (it can never stay).
 // - Order includes accesses noted in memory and not yet flushed
 //   (Index::pending_access), so a read a second ago is recent.
+// - Reservations: a download that announced its size reserves it
+//   (reserve()); every enforce() counts the sum of the reservations still
+//   held, so several downloads announced at once make room for all of them,
+//   not each for itself. A reservation is released when its holder drops it
+//   (the download published, its bytes now in the index, or failed).
+// - The common case costs no scan: when the index's running totals
+//   (Index::stats(), O(1)) plus the reservations and `incoming` are at or
+//   below the high watermark, enforce() returns at once.
 // - enforce(): evicting a blob removes every index path that points at it,
 //   the rewritten outputs derived from it (their "\x01filtered/<fp>/<sha>"
 //   entries and their blobs when nothing else refers to them), the blob
 //   records and the blob files. The caller gets the paths removed
 //   (on_evicted) so that it can forget what it kept in memory about them.
+//   A rewritten output whose source no path points at any more (the source
+//   was removed another way) is garbage: a pass that scans removes it with
+//   its blob unless that is in use.
 //   The caller must hold the CacheLock (the mount, or netbootfsctl gc): no
 //   other process commits into the cache meanwhile.
 // - Thread safety: enforce() may run concurrently with Index users (the
@@ -35,6 +46,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -111,6 +123,28 @@ bool matches_pin(const std::vector<std::string>& pins, std::string_view path);
 
 class Evictor {
  public:
+  // Bytes held back for a download until it publishes or fails. Move-only;
+  // releasing (or destroying) it returns the bytes. Safe to outlive the
+  // Evictor.
+  class Reservation {
+   public:
+    Reservation() = default;
+    Reservation(Reservation&& o) noexcept;
+    Reservation& operator=(Reservation&& o) noexcept;
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    ~Reservation() { release(); }
+    void release();
+    uint64_t bytes() const { return bytes_; }
+
+   private:
+    friend class Evictor;
+    Reservation(std::shared_ptr<std::atomic<uint64_t>> pool, uint64_t bytes)
+        : pool_(std::move(pool)), bytes_(bytes) {}
+    std::shared_ptr<std::atomic<uint64_t>> pool_;
+    uint64_t bytes_ = 0;
+  };
+
   Evictor(EvictorOptions options, Index& index, BlobStore& blobs);
   // The blobs in use now (open files, downloads), asked once per pass.
   // Default: none.
@@ -118,9 +152,14 @@ class Evictor {
   // Called (no Evictor lock held) with the paths removed by one enforce().
   void set_on_evicted(std::function<void(const std::vector<std::string>& paths)> cb);
 
-  // Evicts as the contract says. `incoming`: bytes a download is about to
-  // add (its reservation), counted with the rest: room is made before they
-  // arrive.
+  // Counts `bytes` in every enforce() until the reservation is released.
+  Reservation reserve(uint64_t bytes);
+  // The sum of the reservations held now.
+  uint64_t reserved() const { return reserved_->load(); }
+
+  // Evicts as the contract says. `incoming`: bytes about to be added that
+  // hold no reservation, counted with the rest (and with the reservations):
+  // room is made before they arrive.
   Result<EvictReport> enforce(uint64_t incoming = 0);
 
   bool pinned(std::string_view path) const;
@@ -138,6 +177,8 @@ class Evictor {
   std::mutex mu_;  // serialises enforce(); taken before any Index/BlobStore call
   std::function<std::unordered_set<std::string>()> in_use_;
   std::function<void(const std::vector<std::string>&)> on_evicted_;
+  // Shared with the Reservations, which may outlive the Evictor.
+  std::shared_ptr<std::atomic<uint64_t>> reserved_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 }  // namespace netbootfs::cache

@@ -203,6 +203,9 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   // on its content) or a response without Content-Length.
   bool whole_ = false;
   int write_errno_ = 0;         // the cache write that failed, if any
+  // The announced size, counted by every eviction pass until the bytes are
+  // in the index (publish) or the download failed (see cache/evictor.h).
+  Evictor::Reservation reservation_;
   // Failed for a reason waiting cannot cure (the cache's disk): reads of
   // missing bytes fail at once.
   // Retries before any size was reported (HTTP thread and timer only).
@@ -1442,8 +1445,16 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     origin = dl->origin_;
   }
   std::string source = http::join_url(origins.base(origin), dl->path_);
-  // Room for it before its bytes arrive (see cache/evictor.h).
-  if (evictor_.load()) (void)run_eviction(size);
+  // Room for it before its bytes arrive (see cache/evictor.h): reserved
+  // first, so a pass made for another download counts these bytes too.
+  if (Evictor* ev = evictor_.load()) {
+    auto reservation = ev->reserve(size);
+    {
+      std::lock_guard dlk(dl->mu_);
+      dl->reservation_ = std::move(reservation);
+    }
+    (void)run_eviction(0);
+  }
   std::shared_ptr<FileVersion> v;
   std::vector<VersionCallback> waiters;
   {
@@ -1703,6 +1714,9 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
     // through its fd.
     std::lock_guard dlk(dl->mu_);
     dl->state_ = Download::State::kFailed;
+    // Its temp file goes with the Download, soon; the bytes will not be
+    // published.
+    dl->reservation_.release();
   }
   if (fatal) stats.write_failures++;
   // Parked readers are not failed here, not even for a full disk: they wait
@@ -1757,6 +1771,12 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     // Its readers read it from the download: count that as its last use,
     // or eviction would take a file just fetched for "never read".
     index.note_access(sha, entry.validated_at);
+    {
+      // Its bytes are in the index's totals now; still under gc_mu_, so a
+      // pass counts them either as reserved or as held, never as neither.
+      std::lock_guard dlk(dl->mu_);
+      dl->reservation_.release();
+    }
     stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
     // Still under gc_mu_: once the eviction can look, the download is bound
     // to its blob (and so counts as using it).
@@ -1888,6 +1908,7 @@ void Fetcher::Impl::remove_cached(const std::string& path) {
     log()->warn("{}: removing the index entry failed: {}", path, r.error().message);
     return;
   }
+  forget_derived(before->sha256);
   collect_garbage(before->sha256);
 }
 
@@ -1995,20 +2016,20 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
 }
 
 void Fetcher::Impl::forget_derived(const std::string& old_source_sha) {
-  // The output derived from a blob no path uses any more is garbage too.
-  // (Outputs of older filter fingerprints are left to eviction.)
+  // The outputs derived from a blob no path uses any more are garbage too,
+  // whichever filter fingerprint made them. Keys are fingerprint first, so
+  // this walks the internal entries (one per rewritten file and rule set,
+  // few), not the whole index.
   auto b = index.get_blob(old_source_sha);
   if (b && b->refs > 0) return;
-  std::string fp;
-  {
-    std::lock_guard lk(mu_);
-    if (!filter_) return;
-    fp = filter_->fingerprint();
+  const std::string suffix = "/" + old_source_sha;
+  for (const auto& [key, d] : index.list_paths(std::string("\x01") + "filtered")) {
+    if (key.size() < suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    if (index.remove_path(key)) collect_garbage(d.sha256);
   }
-  const std::string key = derived_key(fp, old_source_sha);
-  auto d = index.get_path(key);
-  if (!d) return;
-  if (index.remove_path(key)) collect_garbage(d->sha256);
 }
 
 void Fetcher::set_evictor(Evictor* evictor) {

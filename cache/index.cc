@@ -98,6 +98,15 @@ std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_
 //              u16 n + n bytes sha256, u16 n + n bytes etag
 //   BlobEntry: u8 format=1, u64 size, u32 refs, i64 last_access
 //   meta "schema": u32 version
+//   meta "totals": u8 format=1, u64 blob bytes, u64 blob records
+//
+// "totals" sums the blob records (the decodable ones) so that the cache's
+// size is one read instead of a walk of the blob table. Every write of a
+// blob record adjusts it in the same transaction, so it is as
+// crash-consistent as the records. An index written by a release without it
+// (or a downgrade that wrote records without adjusting it) is recounted:
+// at a writable open when it is missing, by rebuild_refs() (recovery, at
+// every mount) when it is wrong.
 //
 // The leading format byte lets a later release read old records while it
 // rewrites them lazily; a record of an unknown format reads as missing. An
@@ -105,6 +114,7 @@ std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_
 // which only costs an unconditional GET on revalidation.
 constexpr uint8_t kFormat = 1;
 constexpr std::string_view kSchemaKey = "schema";
+constexpr std::string_view kTotalsKey = "totals";
 
 template <class T>
 void put_raw(std::string& out, T v) {
@@ -167,6 +177,27 @@ std::optional<BlobEntry> decode_blob(std::string_view in) {
     return std::nullopt;
   }
   return e;
+}
+
+struct Totals {
+  uint64_t bytes = 0;
+  uint64_t objects = 0;
+  bool operator==(const Totals& o) const { return bytes == o.bytes && objects == o.objects; }
+};
+std::string encode(const Totals& t) {
+  std::string out;
+  put_raw(out, kFormat);
+  put_raw(out, t.bytes);
+  put_raw(out, t.objects);
+  return out;
+}
+std::optional<Totals> decode_totals(std::string_view in) {
+  Totals t;
+  uint8_t f;
+  if (!get_raw(in, f) || f != kFormat || !get_raw(in, t.bytes) || !get_raw(in, t.objects)) {
+    return std::nullopt;
+  }
+  return t;
 }
 
 }  // namespace
@@ -399,16 +430,70 @@ struct Index::Impl {
   // Moves one reference. A decrement of a blob without a record is a no-op:
   // creating a zero-size garbage record would hide the real size.
   int add_ref(MDB_txn* txn, const std::string& sha, uint64_t size) {
-    auto b = get_blob(txn, sha).value_or(BlobEntry{});
+    const auto before = get_blob(txn, sha);
+    BlobEntry b = before.value_or(BlobEntry{});
     b.refs += 1;
     b.size = size;  // same address, same bytes: any entry's size is the blob's
-    return put(txn, blobs, sha, encode(b));
+    return write_blob(txn, sha, before, b);
   }
   int drop_ref(MDB_txn* txn, const std::string& sha) {
     auto b = get_blob(txn, sha);
     if (!b) return 0;
     if (b->refs > 0) b->refs -= 1;
-    return put(txn, blobs, sha, encode(*b));
+    return put(txn, blobs, sha, encode(*b));  // same size: the totals stay
+  }
+
+  // Blob records change only through these two, so "totals" follows them.
+  // `before`: the record as get_blob() read it in this transaction.
+  int write_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before,
+                 const BlobEntry& after) {
+    int rc = put(txn, blobs, sha, encode(after));
+    if (rc == 0 && (!before || before->size != after.size)) {
+      rc = adjust_totals(txn, before, after);
+    }
+    return rc;
+  }
+  int erase_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before) {
+    MDB_val k = val(sha);
+    int rc = mdb_del(txn, blobs, &k, nullptr);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc == 0 && before) rc = adjust_totals(txn, before, std::nullopt);
+    return rc;
+  }
+  int adjust_totals(MDB_txn* txn, const std::optional<BlobEntry>& before,
+                    const std::optional<BlobEntry>& after) {
+    auto t = get_totals(txn);
+    // Missing only in an index no writable open has seen yet (open() creates
+    // it); stats() counts by walking until then.
+    if (!t) return 0;
+    if (before) {
+      t->bytes -= std::min(t->bytes, before->size);
+      t->objects -= std::min<uint64_t>(t->objects, 1);
+    }
+    if (after) {
+      t->bytes += after->size;
+      t->objects += 1;
+    }
+    return put(txn, meta, kTotalsKey, encode(*t));
+  }
+  std::optional<Totals> get_totals(MDB_txn* txn) const {
+    MDB_val k = val(kTotalsKey), v;
+    if (mdb_get(txn, meta, &k, &v) != 0) return std::nullopt;
+    return decode_totals(view(v));
+  }
+  // Walks the blob table: what "totals" must say.
+  Totals count_totals(MDB_txn* txn) const {
+    Totals t;
+    Cursor c;
+    if (c.open(txn, blobs) != 0) return t;
+    MDB_val k, v;
+    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+      if (auto e = decode_blob(view(v))) {
+        t.objects++;
+        t.bytes += e->size;
+      }
+    }
+    return t;
   }
 };
 
@@ -482,6 +567,15 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
                                ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
                                "; move the cache directory away or clear it"};
     }
+  }
+  if (!options.read_only && !impl->get_totals(txn.get())) {
+    // An index from before the running totals (or with a damaged record):
+    // counted once here, kept up to date by every write from now on.
+    const Totals t = impl->count_totals(txn.get());
+    if ((rc = Impl::put(txn.get(), impl->meta, kTotalsKey, encode(t))) != 0) {
+      return mdb_error(rc, "index totals");
+    }
+    log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
   }
   // Committing also makes the dbi handles usable by every later transaction.
   if ((rc = txn.commit()) != 0) return mdb_error(rc, "index open commit");
@@ -560,16 +654,28 @@ IndexStats Index::stats() const {
     IndexStats s;
     MDB_stat st{};
     if (mdb_stat(t, impl_->paths, &st) == 0) s.paths = st.ms_entries;
-    Cursor c;
-    if (c.open(t, impl_->blobs) != 0) return s;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob(view(v))) {
-        s.blobs++;
-        s.blob_bytes += e->size;
-      }
-    }
+    // Without the totals record (an old index open read-only), walk. (Not
+    // value_or: its argument, the walk, would be evaluated every time.)
+    auto kept = impl_->get_totals(t);
+    const Totals tot = kept ? *kept : impl_->count_totals(t);
+    s.blobs = tot.objects;
+    s.blob_bytes = tot.bytes;
     return s;
+  });
+}
+
+Index::TotalsCheck Index::check_totals() const {
+  return impl_->read<TotalsCheck>([&](MDB_txn* t) {
+    TotalsCheck c;
+    if (auto kept = impl_->get_totals(t)) {
+      c.stored = true;
+      c.kept.blobs = kept->objects;
+      c.kept.blob_bytes = kept->bytes;
+    }
+    const Totals counted = impl_->count_totals(t);
+    c.counted.blobs = counted.objects;
+    c.counted.blob_bytes = counted.bytes;
+    return c;
   });
 }
 
@@ -637,7 +743,7 @@ Result<void> Index::remove_blob(std::string sha256) {
       return Result<void>(Error{EBUSY, "blob " + sha + " is still referenced by " +
                                            std::to_string(b->refs) + " path(s)"});
     }
-    if (int rc = Impl::del(t, impl_->blobs, sha); rc != 0) {
+    if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
       return Result<void>(mdb_error(rc, "remove blob " + sha));
     }
     return Result<void>();
@@ -678,7 +784,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     for (auto& [sha, b] : existing) {
       auto it = want.find(sha);
       if (it == want.end()) {
-        if (int rc = Impl::del(t, impl_->blobs, sha); rc != 0) {
+        if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
           return Result<void>(mdb_error(rc, "drop blob record " + sha));
         }
         dropped->push_back(sha);
@@ -688,7 +794,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
       fixed.refs = it->second.refs;
       fixed.size = it->second.size;
       if (!b || b->refs != fixed.refs || b->size != fixed.size) {
-        if (int rc = Impl::put(t, impl_->blobs, sha, encode(fixed)); rc != 0) {
+        if (int rc = impl_->write_blob(t, sha, b, fixed); rc != 0) {
           return Result<void>(mdb_error(rc, "refcount of " + sha));
         }
       }
@@ -696,8 +802,22 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     }
     for (auto& [sha, w] : want) {  // entries whose blob record was missing
       if (!is_sha256_hex(sha)) continue;
-      if (int rc = Impl::put(t, impl_->blobs, sha, encode(BlobEntry{w.size, w.refs, 0})); rc != 0) {
+      if (int rc = impl_->write_blob(t, sha, std::nullopt, BlobEntry{w.size, w.refs, 0}); rc != 0) {
         return Result<void>(mdb_error(rc, "blob record " + sha));
+      }
+    }
+    // The totals are checked here too: recovery runs this at every mount,
+    // and a release that wrote blob records without adjusting them (a
+    // downgrade), or a damaged record, must not skew eviction for long.
+    const Totals counted = impl_->count_totals(t);
+    const auto stored = impl_->get_totals(t);
+    if (!stored || !(*stored == counted)) {
+      if (stored) {
+        log()->warn("index: totals said {} blobs ({} bytes), the records hold {} ({} bytes); fixed",
+                    stored->objects, stored->bytes, counted.objects, counted.bytes);
+      }
+      if (int rc = Impl::put(t, impl_->meta, kTotalsKey, encode(counted)); rc != 0) {
+        return Result<void>(mdb_error(rc, "index totals"));
       }
     }
     return Result<void>();

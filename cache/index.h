@@ -2,8 +2,13 @@
 //
 // Contract
 // - Tables: "paths" path -> PathEntry, "blobs" sha256 -> BlobEntry, "meta"
-//   (schema version). open() fails with a clear message when the schema
-//   version on disk differs from kSchemaVersion.
+//   (schema version, blob totals). open() fails with a clear message when
+//   the schema version on disk differs from kSchemaVersion.
+// - The bytes and number of blob records are kept as running totals in
+//   "meta", adjusted in the transaction that writes the records, so stats()
+//   costs one read however large the cache. A writable open creates them
+//   when missing (an index from an older release); rebuild_refs() (run by
+//   recovery at every mount and by repair) recounts and fixes them.
 // - Blob refcounts are kept by the Index: put_path() increments the new blob's
 //   refs (creating its BlobEntry) and decrements the blob the path pointed at
 //   before; remove_path() decrements. A blob with refs == 0 is garbage that
@@ -77,7 +82,18 @@ class Index {
                                                             size_t max = SIZE_MAX) const;
   std::vector<std::pair<std::string, BlobEntry>> list_blobs() const;
   std::vector<std::string> unreferenced_blobs() const;
+  // O(1): the running totals (walks the blob table only for an index from
+  // before them, opened read-only).
   IndexStats stats() const;
+  // The running totals and the same figures counted by walking the blob
+  // table, read in one transaction: they differ only when the totals are
+  // wrong (verification).
+  struct TotalsCheck {
+    bool stored = false;  // a totals record exists
+    IndexStats kept;      // what it says (blobs, blob_bytes)
+    IndexStats counted;   // what the blob records hold
+  };
+  TotalsCheck check_totals() const;
 
   Result<void> put_path(std::string path, PathEntry entry);
   // Every entry in one transaction: all of them become visible, or none.
@@ -88,8 +104,9 @@ class Index {
   Result<void> remove_blob(std::string sha256);
 
   // Recomputes every blob's refcount from the path entries in one write
-  // transaction (a blob record is created where an entry needs one) and
-  // drops the blob records nothing refers to; returns their sha256s.
+  // transaction (a blob record is created where an entry needs one), drops
+  // the blob records nothing refers to (returns their sha256s), and
+  // recounts the blob totals, rewriting them when they were wrong.
   Result<std::vector<std::string>> rebuild_refs();
 
   void note_access(std::string_view sha256, int64_t at);

@@ -11,6 +11,17 @@
 namespace netbootfs::cache {
 namespace {
 
+// Rewritten outputs are keyed "\x01filtered/<filter fingerprint>/<source sha256>"
+// (cache/fetcher.cc); the source is the part after the last '/'.
+constexpr std::string_view kFilteredPrefix = "\x01" "filtered";
+bool is_internal(std::string_view p) { return !p.empty() && p[0] == '\x01'; }
+std::optional<std::string> derived_source(std::string_view key) {
+  if (key.compare(0, kFilteredPrefix.size(), kFilteredPrefix) != 0) return std::nullopt;
+  const auto slash = key.rfind('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  return std::string(key.substr(slash + 1));
+}
+
 std::optional<std::string> hash_file(int fd) {
   // Tell the kernel the whole file is read once, front to back.
   (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -44,11 +55,28 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs) {
 
   // 2. An entry must point at a complete blob of its size. A missing file is
   //    a rename lost with its directory; a wrong size a torn or damaged file.
+  std::set<std::string> sources;  // blobs that a (kept) path points at
+  std::vector<std::pair<std::string, std::string>> derived;  // key, source
   for (const auto& [path, entry] : index.list_paths()) {
     const auto size = blobs.blob_size(entry.sha256);
-    if (size && *size == entry.size) continue;
+    if (size && *size == entry.size) {
+      if (!is_internal(path)) {
+        sources.insert(entry.sha256);
+      } else if (auto src = derived_source(path)) {
+        derived.emplace_back(path, std::move(*src));
+      }
+      continue;
+    }
     if (auto r = index.remove_path(path); !r) return r.error();
     report.entries_dropped++;
+  }
+  // 2b. A rewritten output is only reached through its source: once no path
+  //     points at the source (dropped above, or removed while the output
+  //     stayed), the output is garbage. Its blob goes in steps 3 and 4.
+  for (const auto& [key, source] : derived) {
+    if (sources.count(source)) continue;
+    if (auto r = index.remove_path(key); !r) return r.error();
+    report.derived_dropped.push_back(key);
   }
 
   // 3. Refcounts are recounted from the entries rather than trusted: the
@@ -76,7 +104,11 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
   const std::map<std::string, BlobEntry> records(records_list.begin(), records_list.end());
   std::map<std::string, uint32_t> refs;  // sha256 -> entries pointing at it
 
+  std::set<std::string> sources;
+  std::vector<std::string> derived_keys;
   for (const auto& [path, entry] : index.list_paths()) {
+    if (!is_internal(path)) sources.insert(entry.sha256);
+    if (derived_source(path)) derived_keys.push_back(path);
     refs[entry.sha256]++;
     const auto size = blobs.blob_size(entry.sha256);
     if (!size) {
@@ -93,6 +125,23 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
                          std::to_string(rec->second.size) + " bytes, the entry " +
                          std::to_string(entry.size));
     }
+  }
+
+  for (const auto& key : derived_keys) {
+    const std::string source = *derived_source(key);
+    if (sources.count(source)) continue;
+    problems.push_back("rewritten output " + key.substr(1) + ": no path points at its source " +
+                       source);
+  }
+
+  // The running totals must match the records (eviction trusts them).
+  const Index::TotalsCheck totals = index.check_totals();
+  if (totals.stored && (totals.kept.blobs != totals.counted.blobs ||
+                        totals.kept.blob_bytes != totals.counted.blob_bytes)) {
+    problems.push_back("index totals say " + std::to_string(totals.kept.blobs) + " blobs (" +
+                       std::to_string(totals.kept.blob_bytes) + " bytes), the blob records hold " +
+                       std::to_string(totals.counted.blobs) + " (" +
+                       std::to_string(totals.counted.blob_bytes) + " bytes)");
   }
 
   for (const auto& [sha, b] : records) {
@@ -151,9 +200,21 @@ Result<RepairReport> repair(Index& index, BlobStore& blobs) {
                              (size ? " has the wrong size)" : " is missing)"));
   }
   const auto before = blobs.list();
+  const Index::TotalsCheck totals = index.check_totals();
   auto r = recover(index, blobs);
   if (!r) return r.error();
-  report.entries_dropped = r->entries_dropped;
+  for (const auto& key : r->derived_dropped) {
+    report.actions.push_back("dropped rewritten output " + key.substr(1) + " (its source is gone)");
+  }
+  if (totals.stored && (totals.kept.blobs != totals.counted.blobs ||
+                        totals.kept.blob_bytes != totals.counted.blob_bytes)) {
+    report.actions.push_back("recounted the index totals (they said " +
+                             std::to_string(totals.kept.blob_bytes) + " bytes in " +
+                             std::to_string(totals.kept.blobs) + " blobs, the records held " +
+                             std::to_string(totals.counted.blob_bytes) + " in " +
+                             std::to_string(totals.counted.blobs) + ")");
+  }
+  report.entries_dropped = r->entries_dropped + r->derived_dropped.size();
   report.orphan_blobs_removed = r->blobs_removed;
   report.temp_files_removed = r->temp_files_removed;
   std::set<std::string> after;

@@ -1,9 +1,11 @@
 // Start-up recovery: makes a cache consistent after a crash at any instant.
 //
 // Order matters: tmp/ is emptied; index entries whose blob is missing or has
-// the wrong size are dropped; blobs that no entry refers to (on disk without
-// an entry, or with refs == 0) are deleted. Afterwards every path entry points
-// at a complete blob of its recorded size.
+// the wrong size are dropped, and so are rewritten outputs
+// ("\x01filtered/<fp>/<source sha256>") whose source no path points at any
+// more; refcounts and the index's blob totals are recounted; blobs that no
+// entry refers to (on disk without an entry, or with refs == 0) are deleted.
+// Afterwards every path entry points at a complete blob of its recorded size.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,8 @@ namespace netbootfs::cache {
 struct RecoveryReport {
   uint64_t temp_files_removed = 0;
   uint64_t entries_dropped = 0;   // index entries without a valid blob
+  // Rewritten outputs whose source is gone (their keys, for messages).
+  std::vector<std::string> derived_dropped;
   uint64_t blobs_removed = 0;     // orphan blobs deleted
 };
 
@@ -30,8 +34,9 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs);
 // `netbootfsctl verify --repair`, for a cache nothing else has open (the
 // caller holds the CacheLock): re-hashes every blob, deletes those whose
 // content does not hash to their name, then does what recover() does (tmp/
-// emptied, entries without a blob of their size dropped, refcounts rebuilt,
-// orphan blobs deleted). `actions` gets one human-readable line per change.
+// emptied, entries without a blob of their size dropped, rewritten outputs
+// of a dropped source dropped, refcounts and totals rebuilt, orphan blobs
+// deleted). `actions` gets one human-readable line per change.
 struct RepairReport {
   uint64_t corrupt_blobs_removed = 0;  // content did not match the sha256
   uint64_t entries_dropped = 0;        // their blob was missing, corrupt or short

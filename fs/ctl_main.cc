@@ -235,10 +235,10 @@ int cmd_status(const std::string& dir, const std::string& socket, bool json) {
   } else if (!not_listening(c.error())) {
     live_error = c.error().message;
   }
+  // The index's running totals: no walk of the blob table. Rewritten
+  // outputs are internal entries; only they are walked, to leave them out.
   auto st = (*index)->stats();
-  for (const auto& [p, e] : (*index)->list_paths()) {
-    if (!p.empty() && p[0] == '\x01') st.paths--;  // rewritten outputs: internal
-  }
+  st.paths -= std::min<uint64_t>(st.paths, (*index)->list_paths("\x01" "filtered").size());
   size_t tmp_files = 0;
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir + "/tmp", ec);

@@ -10,8 +10,9 @@ using Labels = MetricsRegistry::Labels;
 
 double value(const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); }
 
-// Index::stats() walks the blob table: computed once per scrape (at most
-// every 100 ms) however many of the cache gauges read it.
+// Index::stats() is one read transaction (the index keeps running totals);
+// the three cache gauges still share one per scrape (at most every 100 ms)
+// so that they describe the same moment.
 class CacheTotals {
  public:
   explicit CacheTotals(const cache::Index& index) : index_(index) {}

@@ -318,6 +318,11 @@ int main(int argc, char** argv) {
     log->warn("recovered the cache: {} temp files removed, {} entries dropped, {} blobs removed",
               rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
   }
+  if (!rec->derived_dropped.empty()) {
+    // Garbage left by an older release (its source was removed without them).
+    log->info("recovery: dropped {} rewritten outputs whose source is gone",
+              rec->derived_dropped.size());
+  }
 
   // A limit the filesystem cannot hold (counting what the cache holds) is
   // refused before mounting.

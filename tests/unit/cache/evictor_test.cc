@@ -264,6 +264,137 @@ TEST_F(EvictorStore, IncomingDownloadMakesRoomBeforeTheLimitIsCrossed) {
   EXPECT_TRUE(has("b"));
 }
 
+TEST_F(EvictorStore, UnderTheWatermarkAPassScansNothing) {
+  put("a", 300, 'a', 1);
+  put("b", 300, 'b', 2);
+  EvictorOptions o;
+  o.limit = 1000;  // high 900
+  Evictor ev(o, *index_, *blobs_);
+  int scans = 0;  // the in-use hook is asked once per scanning pass
+  ev.set_in_use([&] {
+    ++scans;
+    return std::unordered_set<std::string>{};
+  });
+  auto r = ev.enforce(300);  // 900: at the watermark
+  ASSERT_TRUE(r);
+  EXPECT_EQ(scans, 0);
+  EXPECT_EQ(r->cache_bytes, 600u);
+  EXPECT_EQ(r->cache_objects, 2u);
+  r = ev.enforce(301);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(scans, 1);
+  EXPECT_EQ(r->blobs, 1u);
+}
+
+TEST_F(EvictorStore, EveryOutstandingReservationCounts) {
+  const auto a = put("a", 300, 'a', 1);
+  const auto b = put("b", 300, 'b', 2);
+  const auto c = put("c", 100, 'c', 3);
+  EvictorOptions o;
+  o.limit = 1000;  // high 900, low 800
+  Evictor ev(o, *index_, *blobs_);
+  // Three downloads announce 100 bytes each: 700 + 300 > 900, though each
+  // alone (700 + 100) fits.
+  auto r1 = ev.reserve(100);
+  auto r2 = ev.reserve(100);
+  {
+    auto r3 = ev.reserve(100);
+    EXPECT_EQ(ev.reserved(), 300u);
+    auto r = ev.enforce();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->blobs, 1u);  // 1000 -> 700 <= 800
+    EXPECT_FALSE(has("a") || file(a));
+    EXPECT_TRUE(has("b") && has("c"));
+  }
+  EXPECT_EQ(ev.reserved(), 200u) << "released when dropped";
+  // With two left (and an unreserved incoming), 400 + 200 + 300 = 900 fits.
+  auto r = ev.enforce(300);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->blobs, 0u);
+  // Moved, a reservation still counts once; released, never again.
+  Evictor::Reservation moved = std::move(r1);
+  EXPECT_EQ(ev.reserved(), 200u);
+  EXPECT_EQ(moved.bytes(), 100u);
+  r = ev.enforce(301);  // 400 + 200 + 301 > 900: down to 800 -> b goes
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(has("b") || file(b));
+  EXPECT_TRUE(has("c") && file(c));
+  moved.release();
+  moved.release();
+  r2 = Evictor::Reservation();
+  EXPECT_EQ(ev.reserved(), 0u);
+}
+
+TEST_F(EvictorStore, AReservationMayOutliveItsEvictor) {
+  Evictor::Reservation held;
+  {
+    EvictorOptions o;
+    o.limit = 1000;
+    Evictor ev(o, *index_, *blobs_);
+    held = ev.reserve(500);
+  }
+  held.release();  // no use after free (ASan would say)
+  EXPECT_EQ(held.bytes(), 0u);
+}
+
+TEST_F(EvictorStore, ARewrittenOutputWhoseSourceIsGoneIsRemoved) {
+  const auto src = put("menu.cfg", 100, 'm', 1);
+  const auto keep = put("keep", 500, 'k', 2);
+  const auto out_of = [&](char fill, const std::string& source, const std::string& fp) {
+    auto t = blobs_->create_temp().value();
+    std::string bytes(150, fill);
+    EXPECT_TRUE(t.append(bytes.data(), bytes.size()));
+    const auto sha = blobs_->publish(t).value();
+    PathEntry d;
+    d.sha256 = sha;
+    d.size = bytes.size();
+    EXPECT_TRUE(index_->put_path(std::string("\x01") + "filtered/" + fp + "/" + source, d));
+    return sha;
+  };
+  const auto out1 = out_of('1', src, "fp1");
+  const auto out2 = out_of('2', src, "fp2");  // an older rule set's output
+  const auto busy = out_of('3', src, "fp3");  // one a handle still reads
+  // The source path went without its outputs (as a missing file's removal
+  // did), and its blob with it.
+  ASSERT_TRUE(index_->remove_path("menu.cfg"));
+  ASSERT_TRUE(index_->remove_blob(src));
+  ASSERT_TRUE(blobs_->remove(src));
+  EvictorOptions o;
+  o.limit = 1000;  // 950 > 900
+  Evictor ev(o, *index_, *blobs_);
+  ev.set_in_use([&] { return std::unordered_set<std::string>{busy}; });
+  auto r = ev.enforce();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->blobs, 2u);
+  EXPECT_EQ(r->bytes, 300u);
+  EXPECT_EQ(r->entries, 0u) << "no path was evicted";
+  for (const char* fp : {"fp1", "fp2"}) {
+    EXPECT_FALSE(has(std::string("\x01") + "filtered/" + fp + "/" + src)) << fp;
+  }
+  EXPECT_FALSE(file(out1) || file(out2));
+  EXPECT_FALSE(index_->get_blob(out1) || index_->get_blob(out2));
+  EXPECT_TRUE(has(std::string("\x01") + "filtered/fp3/" + src) && file(busy));
+  EXPECT_TRUE(has("keep") && file(keep)) << "650 fits: nothing else goes";
+  EXPECT_EQ(r->cache_bytes, 650u);
+  EXPECT_EQ(index_->stats().blob_bytes, index_->check_totals().counted.blob_bytes);
+}
+
+TEST_F(EvictorStore, TheIndexTotalsFollowEvictions) {
+  for (int i = 0; i < 10; ++i) put("f" + std::to_string(i), 100 + i, static_cast<char>('a' + i), i);
+  EvictorOptions o;
+  o.limit = 800;
+  Evictor ev(o, *index_, *blobs_);
+  auto r = ev.enforce();
+  ASSERT_TRUE(r);
+  EXPECT_GT(r->blobs, 0u);
+  const auto c = index_->check_totals();
+  EXPECT_EQ(c.kept.blob_bytes, c.counted.blob_bytes);
+  EXPECT_EQ(c.kept.blobs, c.counted.blobs);
+  EXPECT_EQ(r->cache_bytes, c.counted.blob_bytes);
+  EXPECT_EQ(r->cache_objects, c.counted.blobs);
+  EXPECT_LE(r->cache_bytes, 640u);
+}
+
 TEST_F(EvictorStore, ConcurrentEnforceAndWrites) {
   EvictorOptions o;
   o.limit = 5000;

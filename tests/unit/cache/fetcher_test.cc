@@ -264,9 +264,69 @@ TEST_F(FetcherEvictionTest, ConcurrentReadersUnderATightLimit) {
   for (auto& r : readers) r.join();
   EXPECT_EQ(bad.load(), 0);
   ASSERT_TRUE(eventually([&] { return cache_bytes() <= 20000u * 9 / 10; }));
+  EXPECT_EQ(evictor_->reserved(), 0u) << "every download released its reservation";
+  const auto totals = index_->check_totals();
+  EXPECT_EQ(totals.kept.blob_bytes, totals.counted.blob_bytes);
   for (const auto& [p, e] : index_->list_paths()) {
     EXPECT_TRUE(std::filesystem::exists(blobs_->blob_path(e.sha256))) << p;
   }
+}
+
+TEST_F(FetcherEvictionTest, DownloadsInFlightReserveTheirAnnouncedSizesTogether) {
+  limit(10u << 20);  // high 9 MiB, low 8 MiB
+  server_.put("old", random_bytes(4 << 20, 'o'));
+  server_.put("x", random_bytes(3 << 20, 'x'));
+  server_.put("y", random_bytes(3 << 20, 'y'));
+  ASSERT_EQ(cat("old").value(), random_bytes(4 << 20, 'o'));
+  auto ax = lookup("x");
+  auto ay = lookup("y");
+  ASSERT_TRUE(ax && ay);
+  // Two slow downloads at once: 4 + 3 fits under 9 MiB for each alone, but
+  // 4 + 3 + 3 does not, so "old" must go before their bytes arrive.
+  const auto open_slow = [&](const std::shared_ptr<FileVersion>& v) {
+    std::promise<Result<std::unique_ptr<OpenFile>>> p;
+    auto f = p.get_future();
+    fetcher_->open(v, 1 << 20, [&p](Result<std::unique_ptr<OpenFile>> r) { p.set_value(std::move(r)); });
+    return await(f);
+  };
+  auto hx = open_slow(ax->version);
+  auto hy = open_slow(ay->version);
+  ASSERT_TRUE(hx && hy);
+  // Both sizes are announced (the opens were answered) and neither file is
+  // complete (3 MiB at 1 MiB/s): both are reserved, and "old" is gone.
+  EXPECT_EQ(evictor_->reserved(), uint64_t{6} << 20);
+  EXPECT_FALSE(cached("old"));
+  EXPECT_FALSE(cached("x") || cached("y"));
+  ASSERT_EQ(read_all(*hx.value()).value(), random_bytes(3 << 20, 'x'));
+  ASSERT_EQ(read_all(*hy.value()).value(), random_bytes(3 << 20, 'y'));
+  // Published: the bytes are in the index, the reservations released.
+  ASSERT_TRUE(eventually([&] { return evictor_->reserved() == 0; }));
+  EXPECT_TRUE(cached("x") && cached("y"));
+  EXPECT_EQ(cache_bytes(), uint64_t{6} << 20);
+}
+
+TEST_F(FetcherEvictionTest, AFailedDownloadReleasesItsReservation) {
+  limit(64u << 20);
+  const std::string body = random_bytes(3 << 20, 7);
+  server_.put("huge", body);
+  auto a = lookup("huge");
+  ASSERT_TRUE(a);
+  // Writes past 1 MiB fail: the download fails after announcing its size.
+  ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = 1 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  {
+    auto of = open(a->version);
+    ASSERT_TRUE(of) << of.error().message;
+    ASSERT_TRUE(eventually([&] { return fetcher_->stats().write_failures.load() == 1; }));
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    EXPECT_EQ(evictor_->reserved(), 0u);
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_FALSE(cached("huge"));
 }
 
 TEST_F(FetcherTest, AttributesComeFromTheListingWithoutHeads) {

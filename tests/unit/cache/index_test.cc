@@ -61,6 +61,15 @@ class RawEnv {
     ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
     ASSERT_EQ(mdb_txn_commit(txn), 0);
   }
+  void del(const char* db, std::string_view key) {
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env_, nullptr, 0, &txn), 0);
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k{key.size(), const_cast<char*>(key.data())};
+    ASSERT_EQ(mdb_del(txn, dbi, &k, nullptr), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+  }
   std::optional<std::string> get(const char* db, std::string_view key) {
     MDB_txn* txn = nullptr;
     if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn) != 0) return std::nullopt;
@@ -383,6 +392,129 @@ TEST_F(IndexTest, RebuildRefsRecountsFromThePaths) {
   EXPECT_EQ(dropped.value(), std::vector<std::string>{sha(2)});
   EXPECT_EQ(refs(sha(1)), 2u);
   EXPECT_FALSE(index_->get_blob(sha(2)));
+}
+
+// The running blob totals (meta "totals"): exact after every kind of write,
+// durable, and recounted when missing or wrong.
+class IndexTotalsTest : public IndexTest {
+ protected:
+  // Asserts stats() says `blobs`/`bytes` and agrees with a walk of the records.
+  void expect_totals(uint64_t blobs, uint64_t bytes, const char* when) {
+    const IndexStats st = index_->stats();
+    EXPECT_EQ(st.blobs, blobs) << when;
+    EXPECT_EQ(st.blob_bytes, bytes) << when;
+    const Index::TotalsCheck c = index_->check_totals();
+    EXPECT_TRUE(c.stored) << when;
+    EXPECT_EQ(c.kept.blobs, c.counted.blobs) << when;
+    EXPECT_EQ(c.kept.blob_bytes, c.counted.blob_bytes) << when;
+  }
+  static std::string raw_totals(uint64_t bytes, uint64_t objects) {
+    std::string raw(1 + 8 + 8, '\0');
+    raw[0] = 1;
+    std::memcpy(&raw[1], &bytes, 8);
+    std::memcpy(&raw[9], &objects, 8);
+    return raw;
+  }
+};
+
+TEST_F(IndexTotalsTest, StayExactAcrossPublishReplaceRemoveAndReopen) {
+  expect_totals(0, 0, "empty");
+  ASSERT_TRUE(index_->put_path("x", entry(sha(1), 100)));
+  ASSERT_TRUE(index_->put_path("y", entry(sha(1), 100)));  // same blob: counted once
+  ASSERT_TRUE(index_->put_path("z", entry(sha(2), 20)));
+  expect_totals(2, 120, "published");
+  ASSERT_TRUE(index_->put_path("x", entry(sha(3), 7)));  // replaced; sha(1) still held by y
+  expect_totals(3, 127, "replaced");
+  ASSERT_TRUE(index_->put_path("x", entry(sha(3), 7)));  // the same entry again
+  expect_totals(3, 127, "rewritten");
+  ASSERT_TRUE(index_->put_paths({{"m/1", entry(sha(4), 1000)}, {"m/2", entry(sha(5), 2000)}}));
+  expect_totals(5, 3127, "a batch");
+  ASSERT_TRUE(index_->remove_path("y"));  // refs 0: the record (and its bytes) stay
+  expect_totals(5, 3127, "unreferenced");
+  ASSERT_TRUE(index_->remove_blob(sha(1)));  // as eviction and garbage collection do
+  expect_totals(4, 3027, "blob removed");
+  ASSERT_FALSE(index_->remove_blob(sha(2)));  // refused (referenced): nothing changes
+  ASSERT_TRUE(index_->remove_blob(sha(1)));   // gone already: a no-op
+  expect_totals(4, 3027, "refused and repeated removals");
+  // A failing op in a batch leaves the totals as it found them.
+  ASSERT_FALSE(index_->put_paths({{"n/1", entry(sha(6), 5)}, {"", entry(sha(7), 5)}}));
+  expect_totals(4, 3027, "a refused batch");
+  index_->note_access(sha(2), 1900000000);
+  ASSERT_TRUE(index_->flush_access());
+  expect_totals(4, 3027, "access times");
+  reopen();
+  expect_totals(4, 3027, "reopened");
+  reopen(size_t{1} << 30, /*read_only=*/true);
+  expect_totals(4, 3027, "read-only");
+}
+
+TEST_F(IndexTotalsTest, ConcurrentWritersKeepThemExact) {
+  constexpr int kThreads = 4, kOps = 100;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([this, t] {
+      for (int i = 0; i < kOps; ++i) {
+        const int n = t * kOps + i;
+        ASSERT_TRUE(index_->put_path("p" + std::to_string(n), entry(sha(n), 10 + n % 7)));
+        if (i % 3 == 0) {
+          ASSERT_TRUE(index_->remove_path("p" + std::to_string(n)));
+          ASSERT_TRUE(index_->remove_blob(sha(n)));
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  const auto c = index_->check_totals();
+  EXPECT_EQ(c.kept.blobs, c.counted.blobs);
+  EXPECT_EQ(c.kept.blob_bytes, c.counted.blob_bytes);
+  EXPECT_EQ(c.counted.blobs, uint64_t{kThreads} * (kOps - (kOps + 2) / 3));
+}
+
+TEST_F(IndexTotalsTest, MissingTotalsAreCountedAtAWritableOpen) {
+  ASSERT_TRUE(index_->put_path("x", entry(sha(1), 100)));
+  ASSERT_TRUE(index_->put_path("z", entry(sha(2), 20)));
+  index_.reset();
+  {
+    RawEnv raw(env_dir_);  // an index written before the totals existed
+    ASSERT_TRUE(raw.ok());
+    raw.del("meta", "totals");
+  }
+  // Read-only, nothing may be written: stats() walks instead.
+  reopen(size_t{1} << 30, /*read_only=*/true);
+  EXPECT_FALSE(index_->check_totals().stored);
+  EXPECT_EQ(index_->stats().blob_bytes, 120u);
+  EXPECT_EQ(index_->stats().blobs, 2u);
+  reopen();
+  expect_totals(2, 120, "counted at open");
+  index_.reset();
+  {
+    RawEnv raw(env_dir_);  // damaged: unreadable reads as missing
+    ASSERT_TRUE(raw.ok());
+    raw.put("meta", "totals", "??");
+  }
+  reopen();
+  expect_totals(2, 120, "a damaged record");
+}
+
+TEST_F(IndexTotalsTest, StaleTotalsAreRecountedByRebuildRefs) {
+  ASSERT_TRUE(index_->put_path("x", entry(sha(1), 100)));
+  ASSERT_TRUE(index_->put_path("z", entry(sha(2), 20)));
+  index_.reset();
+  {
+    // A release without the totals wrote records meanwhile (a downgrade).
+    RawEnv raw(env_dir_);
+    ASSERT_TRUE(raw.ok());
+    raw.put("meta", "totals", raw_totals(5, 9));
+  }
+  reopen();
+  EXPECT_EQ(index_->stats().blob_bytes, 5u) << "trusted until recovery recounts";
+  const auto c = index_->check_totals();
+  EXPECT_EQ(c.counted.blob_bytes, 120u);
+  ASSERT_TRUE(index_->rebuild_refs());
+  expect_totals(2, 120, "recounted");
+  // And they stay right afterwards.
+  ASSERT_TRUE(index_->put_path("w", entry(sha(3), 1)));
+  expect_totals(3, 121, "after the recount");
 }
 
 // 8 writers x 200 puts, plus ops that must fail alone in the same batches.

@@ -329,5 +329,82 @@ TEST_F(RecoveryTest, VerifyNamesEachKindOfProblem) {
   }
 }
 
+// A rewritten output, keyed as the Fetcher keys it, derived from `source`.
+std::string derived_key(const std::string& source) {
+  return std::string("\x01") + "filtered/fp1/" + source;
+}
+
+TEST_F(RecoveryTest, RepairDropsTheRewrittenOutputsOfACorruptSource) {
+  const std::string src = cached("pxelinux.cfg/default", "menu upstream.example");
+  const std::string out = cached(derived_key(src), "menu proxy.example");
+  const std::string keep = cached("keep", "other");
+  {
+    const int fd = ::open(blobs_->blob_path(src).c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "X", 1, 0), 1);
+    ::close(fd);
+  }
+  auto rep = repair(*index_, *blobs_);
+  ASSERT_TRUE(rep) << rep.error().message;
+  EXPECT_EQ(rep->corrupt_blobs_removed, 1u);
+  EXPECT_EQ(rep->entries_dropped, 2u) << "the path and its rewritten output";
+  EXPECT_FALSE(index_->get_path("pxelinux.cfg/default"));
+  EXPECT_FALSE(index_->get_path(derived_key(src)));
+  EXPECT_FALSE(blobs_->blob_size(out)) << "the output's blob went with it";
+  EXPECT_FALSE(index_->get_blob(out));
+  EXPECT_TRUE(index_->get_path("keep") && blobs_->blob_size(keep));
+  bool named = false;
+  for (const auto& a : rep->actions) {
+    named = named || a.find("dropped rewritten output filtered/fp1/" + src) != std::string::npos;
+  }
+  EXPECT_TRUE(named) << ::testing::PrintToString(rep->actions);
+  expect_invariant();
+}
+
+TEST_F(RecoveryTest, AnOutputWhoseSourcePathWentIsFoundAndDropped) {
+  const std::string src = cached("grub/grub.cfg", "set root=upstream");
+  const std::string out = cached(derived_key(src), "set root=proxy");
+  cached("copy/grub.cfg", "set root=upstream");  // the same source blob, another path
+  ASSERT_TRUE(verify(*index_, *blobs_).empty()) << "a path still points at the source";
+  ASSERT_TRUE(index_->remove_path("copy/grub.cfg"));
+  ASSERT_TRUE(verify(*index_, *blobs_).empty());
+  // The last path goes (a missing file removed) and the output stays behind.
+  ASSERT_TRUE(index_->remove_path("grub/grub.cfg"));
+  const auto problems = verify(*index_, *blobs_);
+  bool found = false;
+  for (const auto& p : problems) found = found || p.find("no path points at its source") != std::string::npos;
+  EXPECT_TRUE(found) << ::testing::PrintToString(problems);
+  auto rep = recover(*index_, *blobs_);
+  ASSERT_TRUE(rep) << rep.error().message;
+  EXPECT_EQ(rep->derived_dropped, std::vector<std::string>{derived_key(src)});
+  EXPECT_FALSE(index_->get_path(derived_key(src)));
+  EXPECT_FALSE(blobs_->blob_size(out) || blobs_->blob_size(src));
+  expect_invariant();
+}
+
+TEST_F(RecoveryTest, WrongTotalsAreReportedAndRepaired) {
+  cached("a", "aaaa");
+  cached("b", "bbbbbb");
+  std::string raw(17, '\0');  // meta "totals": format 1, bytes, records (see index.cc)
+  raw[0] = 1;
+  const uint64_t bytes = 3, records = 7;
+  std::memcpy(&raw[1], &bytes, 8);
+  std::memcpy(&raw[9], &records, 8);
+  poke("meta", "totals", raw);
+  EXPECT_EQ(index_->stats().blob_bytes, 3u);
+  const auto problems = verify(*index_, *blobs_);
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("index totals say 7 blobs (3 bytes), the blob records hold 2 (10 bytes)"),
+            std::string::npos)
+      << problems[0];
+  auto rep = repair(*index_, *blobs_);
+  ASSERT_TRUE(rep) << rep.error().message;
+  ASSERT_EQ(rep->actions.size(), 1u) << ::testing::PrintToString(rep->actions);
+  EXPECT_NE(rep->actions[0].find("recounted the index totals"), std::string::npos);
+  EXPECT_EQ(index_->stats().blob_bytes, 10u);
+  EXPECT_EQ(index_->stats().blobs, 2u);
+  expect_invariant();
+}
+
 }  // namespace
 }  // namespace netbootfs::cache
