@@ -2,22 +2,27 @@
 # Benchmark (not a test): netbootfs side by side with a local directory (the
 # physical baseline), `curl -o` (the network baseline), rclone's VFS cache
 # (`mount :http: --vfs-cache-mode full`) and httpdirfs (`--cache`), in one run,
-# against the same nginx on 127.0.0.1 serving the same generated netboot tree.
+# against the same nginx on 127.0.0.1 serving the same generated netboot tree;
+# then netbootfs alone with a cache of 1k and of 100k entries (start-up,
+# lookup and open latency).
 #
-#   tests/bench/run.sh [--quick] [--out FILE.md]
+#   tests/bench/run.sh [--quick] [--runs N] [--out FILE.md]
 #
 # Needs root (drop_caches, in.tftpd --secure, allow_other), a build in build/
 # (or NETBOOTFS_BUILD_DIR), and installs rclone and httpdirfs from Debian when
-# they are missing. --quick: small sizes and one run, a smoke run of a minute.
-# RUNS (3) sets the repeats; every time is the median of the runs.
+# they are missing. --quick: small sizes and one run, a smoke run of a minute
+# or two. --runs N (or RUNS=N; default 3, 1 with --quick) sets the repeats of
+# every timed scenario; every time is the median of the runs.
 # Writes the table to FILE.md (default tests/bench/results.md) and stdout.
 set -euo pipefail
-QUICK=0 OUT=
+QUICK=0 OUT= RUNS_ARG=
+usage() { echo "usage: $0 [--quick] [--runs N] [--out FILE.md]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
-    --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--out FILE.md]" >&2; exit 2 ;;
+    --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage; RUNS_ARG=$2; shift ;;
+    --out) [ $# -ge 2 ] || usage; OUT=$2; shift ;;
+    *) usage ;;
   esac
   shift
 done
@@ -28,10 +33,14 @@ OUT=${OUT:-$here/results.md}
 source "$here/../e2e/lib.sh"
 T_START=$SECONDS
 
+# BIG_MB: the largest file of the memory scenario (0: none). ENTRIES_*: the
+# two cache sizes of the scaling scenario; SAMPLE files are timed in each.
 if [ $QUICK = 1 ]; then
-  SIZE_MB=8 KERNEL_MB=1 RUNS=${RUNS:-1} HERD=20 NDIRS=10 PERDIR=20 PXE=5 OPENS=300 CAP=5m
+  SIZE_MB=8 KERNEL_MB=1 RUNS=${RUNS_ARG:-${RUNS:-1}} HERD=20 NDIRS=10 PERDIR=20 PXE=5 OPENS=300 CAP=5m
+  BIG_MB=0 ENTRIES_SMALL=1000 ENTRIES_BIG=10000 SAMPLE=300
 else
-  SIZE_MB=100 KERNEL_MB=10 RUNS=${RUNS:-3} HERD=300 NDIRS=100 PERDIR=100 PXE=50 OPENS=300 CAP=50m
+  SIZE_MB=100 KERNEL_MB=10 RUNS=${RUNS_ARG:-${RUNS:-3}} HERD=300 NDIRS=100 PERDIR=100 PXE=50 OPENS=300 CAP=50m
+  BIG_MB=1024 ENTRIES_SMALL=1000 ENTRIES_BIG=100000 SAMPLE=1000
 fi
 SYSTEMS=(local nbfs rclone httpdirfs)
 REVALIDATE=1  # netbootfs' default revalidate window, seconds
@@ -63,6 +72,19 @@ broken() {
 UP=$T/up
 KERNEL_MB=$KERNEL_MB INITRD_MB=$SIZE_MB make_tree "$UP"
 head -c 1048576 /dev/urandom >"$UP/images/small1m"
+[ "$BIG_MB" = 0 ] || head -c $((BIG_MB * 1048576)) /dev/urandom >"$UP/images/big"
+# many/dNNNN/fNNN: ENTRIES_BIG files of distinct content (one blob each), 100
+# a directory; the first ENTRIES_SMALL of them are the small cache.
+python3 - "$UP/many" "$ENTRIES_BIG" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "d%04d" % (i // 100 + 1))
+    if i % 100 == 0:
+        os.makedirs(d)
+    with open(os.path.join(d, "f%03d" % (i % 100 + 1)), "w") as f:
+        f.write("many %d\n" % i)
+PY
 for d in $(seq -w 1 $NDIRS); do
   mkdir -p "$UP/tree/d$d"
   for f in $(seq -w 1 $PERDIR); do printf '%s %s\n' "$d" "$f" >"$UP/tree/d$d/f$f"; done
@@ -185,13 +207,15 @@ sc_read() {
   return 0
 }
 
-# 1 MB cold read: memory flat from 1 MB to 100 MB.
-sc_small_mem() {
+# Cold reads of 1 MB (and of BIG_MB in a full run): memory flat from 1 MB to
+# 100 MB and 1 GB. The caches go at once: 1 GB each.
+sc_mem() {  # sc_mem SYS FILE LABEL
   local sys=$1
   rm -rf "$T/cache-$sys"
   mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0
-  start_sampler; readall "$MNT/images/small1m"; stop_sampler "$sys" "read 1 MB"
+  start_sampler; readall "$MNT/$2" || true; stop_sampler "$sys" "$3"
   umount_sys "$MNT"
+  rm -rf "$T/cache-$sys"
 }
 
 # 4: a herd of HERD concurrent readers of the cold file.
@@ -304,22 +328,109 @@ boot() {  # boot N DIR: one client; prints "ok" when every file is byte-identica
   echo ok
 }
 sc_pxe() {
-  local sys=$1 d s mk i pids=() bad
-  if [ "$sys" = local ]; then d=$UP; drop_caches; else
-    rm -rf "$T/cache-$sys"; drop_caches; readall "$UP/images/initrd"
-    mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0; start_sampler; d=$MNT; fi
-  start_tftpd "$d"
-  mk=$(log_mark)
+  local sys=$1 d s mk i r pids t=() ok=0
+  for r in $(seq $RUNS); do
+    if [ "$sys" = local ]; then d=$UP; drop_caches; else
+      rm -rf "$T/cache-$sys"; drop_caches; readall "$UP/images/initrd"
+      mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0; start_sampler; d=$MNT; fi
+    start_tftpd "$d"
+    mk=$(log_mark); pids=()
+    s=$(now)
+    for i in $(seq $PXE); do with_timeout 900 bash -c "$(declare -f boot); $(declare -p LADDER T UP TFTP_PORT); boot $i" >"$T/boot.$i" 2>&1 & pids+=($!); done
+    wait "${pids[@]}" || true
+    t+=("$(since "$s")")
+    ok=$((ok + $(grep -lx ok "$T"/boot.* 2>/dev/null | wc -l || true)))
+    kill "$TFTPD_PID"; wait "$TFTPD_PID" 2>/dev/null || true
+    rm -rf "$T/pxe" "$T"/boot.*
+    if [ "$sys" != local ]; then  # the requests of the last run
+      log_count "$sys" pxe "$mk"; stop_sampler "$sys" "$PXE PXE boots"; umount_sys "$MNT"; fi
+  done
+  put "$sys" pxe "$(printf '%s\n' "${t[@]}" | median)"
+  REQS["$sys|pxeok"]="$ok/$((PXE * RUNS)) byte-identical"
+}
+
+# 9: netbootfs with a cache of ENTRIES_SMALL and of ENTRIES_BIG entries,
+# filled by `netbootfsctl prefetch` unmounted. Per run: start-up with the page
+# cache dropped and again warm, each timed from exec to the first cached file
+# being there (recovery, index open, the upstream probe, the mount, the
+# listings of / and many/ for that first lookup); then SAMPLE random cached
+# files: stat (a FUSE lookup each: the index) and open+read+close. revalidate
+# is a day so that the opens are answered from the cache alone: a conditional
+# GET per open would time nginx, not the cache.
+declare -A CACHE
+startup() {  # startup CACHEDIR: mounts it on $MNT; sets FPID and STARTUP (seconds)
+  local probe=$MNT/many/d0001/f001 s end
+  mkdir -p "$MNT"
+  echo "=== netbootfs startup $1" >>"$T/daemon.log"
   s=$(now)
-  for i in $(seq $PXE); do with_timeout 900 bash -c "$(declare -f boot); $(declare -p LADDER T UP TFTP_PORT); boot $i" >"$T/boot.$i" 2>&1 & pids+=($!); done
-  wait "${pids[@]}" || true
-  put "$sys" pxe "$(since "$s")"
-  bad=$(grep -Lx ok "$T"/boot.* | wc -l)
-  REQS["$sys|pxeok"]="$((PXE - bad))/$PXE byte-identical"
-  kill "$TFTPD_PID"; wait "$TFTPD_PID" 2>/dev/null || true
-  rm -rf "$T/pxe" "$T"/boot.*
-  if [ "$sys" != local ]; then
-    log_count "$sys" pxe "$mk"; stop_sampler "$sys" "$PXE PXE boots"; umount_sys "$MNT"; fi
+  "$NBFS" "$URL" "$MNT" -f -o "allow_other,cache_dir=$1,log_level=info,revalidate=86400" \
+    >>"$T/daemon.log" 2>&1 &
+  FPID=$!
+  track_pid "$FPID"; _mounts+=("$MNT")
+  end=$((SECONDS + 120))
+  # [ -e ] is a builtin stat: no fork between polls.
+  until [ -e "$probe" ]; do
+    kill -0 "$FPID" 2>/dev/null || { echo "netbootfs exited at start-up" >&2; return 1; }
+    [ $SECONDS -lt $end ] || { echo "netbootfs: no mount after 120 s" >&2; return 1; }
+    sleep 0.01
+  done
+  STARTUP=$(since "$s")
+}
+latencies() {  # latencies N_ENTRIES: "stat_p50 stat_p99 open_p50 open_p99" in ms
+  python3 - "$MNT/many" "$1" "$SAMPLE" <<'PY'
+import os, random, sys, time
+root, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+files = ["%s/d%04d/f%03d" % (root, i // 100 + 1, i % 100 + 1)
+         for i in random.Random(7).sample(range(n), min(k, n))]
+for d in {os.path.dirname(f) for f in files}:
+    os.stat(d)  # untimed: directory lookups come from many/'s listing
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p))] * 1000
+st, op = [], []
+for f in files:
+    t = time.perf_counter(); os.stat(f); st.append(time.perf_counter() - t)
+for f in files:
+    t = time.perf_counter()
+    with open(f, "rb") as h:
+        h.read()
+    op.append(time.perf_counter() - t)
+print("%.3f %.3f %.3f %.3f" % (pct(st, .5), pct(st, .99), pct(op, .5), pct(op, .99)))
+PY
+}
+sc_cache_scale() {
+  local n c s r l dirs a b x y cold warm sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99
+  for n in $ENTRIES_SMALL $ENTRIES_BIG; do
+    c=$T/cache-scale-$n
+    rm -rf "$c"
+    dirs=(); for r in $(seq $(((n + 99) / 100))); do dirs+=("many/d$(printf %04d "$r")"); done
+    s=$(now)
+    "$NBCTL" --cache-dir "$c" prefetch --url "$URL" -r --jobs 16 "${dirs[@]}" >"$T/prefetch.log" 2>&1 \
+      || { CACHE["$n|fill"]="failed: $(tail -n 1 "$T/prefetch.log")"; continue; }
+    CACHE["$n|fill"]=$(since "$s")
+    CACHE["$n|entries"]=$("$NBCTL" --cache-dir "$c" --json status | python3 -c 'import json, sys; print(json.load(sys.stdin).get("paths", "?"))' 2>/dev/null || echo "?")
+    cold=() warm=() sp50=() sp99=() op50=() op99=() wsp50=() wsp99=() wop50=() wop99=()
+    for r in $(seq $RUNS); do
+      drop_caches
+      startup "$c" || break
+      cold+=("$STARTUP")
+      read -r a b x y <<<"$(latencies "$n")"
+      sp50+=("$a") sp99+=("$b") op50+=("$x") op99+=("$y")
+      umount_sys "$MNT"
+      startup "$c" || break
+      warm+=("$STARTUP")
+      read -r a b x y <<<"$(latencies "$n")"
+      wsp50+=("$a") wsp99+=("$b") wop50+=("$x") wop99+=("$y")
+      umount_sys "$MNT"
+    done
+    for l in cold warm sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99; do
+      local -n arr=$l
+      CACHE["$n|$l"]=$(printf '%s\n' "${arr[@]}" | median)
+      unset -n arr
+    done
+    CACHE["$n|du"]=$(du -sh "$c" | cut -f1)
+    rm -rf "$c"
+  done
 }
 
 # --- run ----------------------------------------------------------------------
@@ -332,13 +443,15 @@ for sys in local curl nbfs rclone httpdirfs; do
 done
 for sys in "${SYSTEMS[@]}"; do
   [ -z "${BROKEN[$sys]:-}" ] || continue
-  [ "$sys" = local ] || { step "1 MB $sys"; sc_small_mem "$sys"; }
+  [ "$sys" = local ] || { step "1 MB $sys"; sc_mem "$sys" images/small1m "read 1 MB"; }
+  [ "$sys" = local ] || [ "$BIG_MB" = 0 ] || { step "$BIG_MB MB $sys"; sc_mem "$sys" images/big "read $BIG_MB MB"; }
   step "herd $sys"; sc_herd "$sys"
   step "opens $sys"; sc_opens "$sys"
   step "ls $sys"; sc_ls "$sys"
   step "tftp $sys"; sc_tftp "$sys"
   step "pxe $sys"; sc_pxe "$sys"
 done
+step "cache of $ENTRIES_SMALL and $ENTRIES_BIG entries nbfs"; sc_cache_scale
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -------------------------------------------------------------------
@@ -360,7 +473,7 @@ row() {  # row LABEL SCENARIO BASE_SYS [REQ_SCENARIO]
 {
 echo "## netbootfs benchmark ($([ $QUICK = 1 ] && echo quick || echo full) run, $(date -u +%F))"
 echo
-echo "Median of $RUNS runs ($((RUNS + 2)) for TFTP; 50 PXE boots: one run). Files: initrd $SIZE_MB MB, kernel $KERNEL_MB MB;"
+echo "Median of $RUNS runs ($((RUNS + 2)) for TFTP; requests: of one run). Files: initrd $SIZE_MB MB, kernel $KERNEL_MB MB;"
 echo "tree of $((NDIRS * PERDIR)) files in $NDIRS directories. Upstream: nginx on 127.0.0.1, HTML autoindex;"
 echo "\"capped\": nginx \`limit_rate $CAP\` per connection. Ratio: to the baseline column."
 echo "Requests: upstream requests during the scenario from nginx's access log, \`METHOD STATUS ×count\`"
@@ -391,9 +504,37 @@ echo "Peak RssAnon of each daemon (KiB, sampled every 20 ms):"
 echo
 echo "| scenario | netbootfs | rclone | httpdirfs |"
 echo "|---|---|---|---|"
-for sc in "read 1 MB" "read $SIZE_MB MB" "herd of $HERD" "$PXE PXE boots"; do
+mem_rows=("read 1 MB" "read $SIZE_MB MB")
+[ "$BIG_MB" = 0 ] || mem_rows+=("read $BIG_MB MB")
+for sc in "${mem_rows[@]}" "herd of $HERD" "$PXE PXE boots"; do
   echo "| $sc | ${PEAK["nbfs|$sc"]:-n/a} | ${PEAK["rclone|$sc"]:-n/a} | ${PEAK["httpdirfs|$sc"]:-n/a} |"
 done
+echo
+echo "netbootfs with a cache of $ENTRIES_SMALL and of $ENTRIES_BIG entries (many/dNNNN/fNNN, 100 files a directory, distinct"
+echo "contents), filled by \`netbootfsctl prefetch -r --jobs 16\` unmounted. Start-up: from exec to the first cached file"
+echo "being there (recovery, index open, upstream probe, mount, listings of / and many/), page cache dropped, then warm."
+echo "Latency: $SAMPLE random cached files, \`stat\` (one FUSE lookup each) then open+read+close, on the mount of the cold"
+echo "start-up (blobs not in the page cache) and again on the warm one (the same files, their blobs in the page cache);"
+echo "revalidate=86400 so that opens are answered from the cache. Median of $RUNS runs of each figure:"
+echo
+echo "| cache of | $ENTRIES_SMALL entries | $ENTRIES_BIG entries | ratio |"
+echo "|---|---|---|---|"
+cs() { local v=${CACHE["$1|$2"]:-n/a}; [[ $v =~ ^[0-9.]+$ ]] && printf "%.${3:-3}f$4" "$v" || echo "$v"; }
+crow() {  # crow LABEL KEY DECIMALS UNIT
+  echo "| $1 | $(cs $ENTRIES_SMALL "$2" "$3" "$4") | $(cs $ENTRIES_BIG "$2" "$3" "$4") | ×$(ratio "${CACHE["$ENTRIES_BIG|$2"]:-x}" "${CACHE["$ENTRIES_SMALL|$2"]:-x}") |"
+}
+echo "| index entries (netbootfsctl status), size on disk | ${CACHE["$ENTRIES_SMALL|entries"]:-?}, ${CACHE["$ENTRIES_SMALL|du"]:-?} | ${CACHE["$ENTRIES_BIG|entries"]:-?}, ${CACHE["$ENTRIES_BIG|du"]:-?} | |"
+crow "fill: prefetch, unmounted (one run)" fill 1 " s"
+crow "start-up to a usable mount, page cache dropped" cold 3 " s"
+crow "start-up to a usable mount, warm" warm 3 " s"
+crow "stat, median, cold" sp50 3 " ms"
+crow "stat, p99, cold" sp99 3 " ms"
+crow "open+read+close, median, cold" op50 3 " ms"
+crow "open+read+close, p99, cold" op99 3 " ms"
+crow "stat, median, warm" wsp50 3 " ms"
+crow "stat, p99, warm" wsp99 3 " ms"
+crow "open+read+close, median, warm" wop50 3 " ms"
+crow "open+read+close, p99, warm" wop99 3 " ms"
 echo
 echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%d GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(rclone version 2>/dev/null | head -1), httpdirfs $(httpdirfs --version 2>&1 | grep -oE '[0-9]+\.[0-9.]+' | head -1)."
 echo "Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (the machine was shared). Run time: $((SECONDS - T_START)) s."
