@@ -748,11 +748,20 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
           }
         },
         24 * 3600 * 1000);
-    if (tty) std::printf("\n");
-    if (!r) return fail(r.error().message);
-    if (!r->value("ok", false)) return fail("the mount refused: " + r->value("error", "?"));
+    if (!r || !r->value("ok", false)) {
+      if (tty) std::printf("\n");
+      if (!r) return fail(r.error().message);
+      return fail("the mount refused: " + r->value("error", "?"));
+    }
     result = std::move(r).value();
     result.erase("ok");
+    if (tty) {
+      // The mount sends at most ten progress lines a second, so the last
+      // file's may have been skipped: the bar ends on the totals.
+      draw_progress(result.value("files", uint64_t{0}), result.value("failures", uint64_t{0}),
+                    result.value("bytes", uint64_t{0}), 0, elapsed());
+      std::printf("\n");
+    }
   } else {
     if (!c && !not_listening(c.error())) return fail(c.error().message);
     if (c) {
