@@ -765,8 +765,10 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
   } else {
     if (!c && !not_listening(c.error())) return fail(c.error().message);
     if (c) {
-      return fail(std::string(url_override.empty() ? "--proxy, --ca-file, ..." : "--url") +
-                  " are for an unmounted cache; this one is mounted (" + socket + ")");
+      // The mount fetches with its own settings: a flag here would be ignored.
+      return fail(std::string(url_override.empty() ? "the HTTP options (--proxy, ...) are"
+                                                   : "--url is") +
+                  " for an unmounted cache; this one is mounted (" + socket + ")");
     }
     // Not mounted: fetch into the cache directly, as the mount would.
     std::string url = url_override;
@@ -791,6 +793,10 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
     if (!ho) return fail(ho.error().message);
     where = "directly from " + base.value();
     if (!ho->proxy.empty()) where += " via proxy " + http::strip_userinfo(ho->proxy);
+    if (ho->insecure) {
+      spdlog::warn("TLS certificate verification is disabled ({})",
+                   hf.insecure ? "--insecure" : "the last mount's insecure");
+    }
     http::Client client(ho.value());
     cache::FetcherOptions fo;
     fo.base_url = base.value();

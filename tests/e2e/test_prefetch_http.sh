@@ -39,6 +39,9 @@ curl -sf --max-time 5 -x "http://127.0.0.1:$p1" -o /dev/null "$url" || fail "pro
 # --- proxy= ----------------------------------------------------------------------
 start_mount "$url" "$T/mnt" "proxy=http://nbfs:s3cret@127.0.0.1:$p1,connect_timeout=4"
 cmp "$T/up/pxelinux.cfg/default" "$T/mnt/pxelinux.cfg/default" || fail "read through the proxy differs"
+rc=0
+out=$(ctl prefetch --proxy "http://127.0.0.1:$p2" grub 2>&1) || rc=$?
+[ $rc -eq 2 ] && [[ $out == *"for an unmounted cache"* ]] || fail "--proxy on a mounted cache: rc $rc, $out"
 stop_mount "$T/mnt"
 rec=$T/cache/upstream.http
 [ -f "$rec" ] || fail "no $rec after the mount"
