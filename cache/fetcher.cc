@@ -2184,9 +2184,30 @@ InvalidateResult Fetcher::invalidate(const std::string& prefix) {
   } else {
     inv.emplace_back(prefix, now);
   }
+  auto drop_listing = [&r](const std::string& path, PathState& ps) {
+    if (!ps.listing || ps.listing_in_flight) return;
+    ps.listing.reset();
+    r.listings++;
+    if (r.listing_paths.size() < InvalidateResult::kMaxReported) r.listing_paths.push_back(path);
+  };
+  // The parent's listing says whether prefix exists and what lies beside
+  // it: kept, it would answer the lookups and readdirs the admin asked to
+  // send upstream again, for as long as listing_ttl. The siblings' negative
+  // entries go with it (a name absent from that listing is remembered as
+  // missing), or `ls` would show a new file that a lookup still denies.
+  const bool has_parent = !prefix.empty();
+  const std::string parent(http::parent_path(prefix));
   for (auto& [path, ps] : impl_->states_) {
-    if (!path_at_or_under(path, prefix)) continue;
-    if (ps->current && ps->validated_ms != 0) {
+    const bool under = path_at_or_under(path, prefix);
+    if (!under) {
+      if (!has_parent) continue;
+      if (path == parent) {
+        drop_listing(path, *ps);
+        continue;
+      }
+      if (path.empty() || http::parent_path(path) != parent) continue;
+    }
+    if (under && ps->current && ps->validated_ms != 0) {
       ps->validated_ms = 0;
       r.files++;
     }
@@ -2195,11 +2216,7 @@ InvalidateResult Fetcher::invalidate(const std::string& prefix) {
       r.negatives++;
       if (r.negative_paths.size() < InvalidateResult::kMaxReported) r.negative_paths.push_back(path);
     }
-    if (ps->listing && !ps->listing_in_flight) {
-      ps->listing.reset();
-      r.listings++;
-      if (r.listing_paths.size() < InvalidateResult::kMaxReported) r.listing_paths.push_back(path);
-    }
+    if (under) drop_listing(path, *ps);
   }
   return r;
 }

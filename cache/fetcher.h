@@ -50,7 +50,10 @@
 // - invalidate(prefix): every path at or under prefix is treated as never
 //   validated: the next open of a cached file sends a conditional request
 //   whatever the revalidate window says, and negative entries and directory
-//   listings there are dropped, so a lookup asks upstream again. Paths the
+//   listings there are dropped, so a lookup asks upstream again; so are the
+//   listing of prefix's parent directory (it names prefix and what lies
+//   beside it, and would answer for them until listing_ttl) and the negative
+//   entries of prefix's siblings. Paths the
 //   Fetcher has not loaded yet are covered too (checked when loaded).
 //   Downloads in flight are left alone: they already ask upstream.
 // - open() with a max_rate starts its download (if it starts one) with that

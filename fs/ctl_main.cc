@@ -30,6 +30,7 @@
 #include "cache/cache_lock.h"
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
+#include "cache/http/settings_file.h"
 #include "cache/prefetch.h"
 #include "cache/evictor.h"
 #include "cache/http/url.h"
@@ -679,12 +680,42 @@ void draw_progress(uint64_t files, uint64_t failures, uint64_t bytes, uint64_t q
   std::fflush(stdout);
 }
 
+// The HTTP flags of an unmounted prefetch: each given one wins over what the
+// last mount recorded (http::kSettingsFileName in the cache directory).
+struct HttpFlags {
+  std::string proxy, ca_file, client_cert, client_key;
+  bool insecure = false;
+  double connect_timeout = -1, request_timeout = -1;  // seconds; < 0: not given
+  bool given() const {
+    return !proxy.empty() || !ca_file.empty() || !client_cert.empty() || !client_key.empty() ||
+           insecure || connect_timeout >= 0 || request_timeout >= 0;
+  }
+};
+
+// The mount's recorded settings with the flags applied over them.
+Result<http::Options> unmounted_http_options(const std::string& dir, const HttpFlags& hf) {
+  http::Options base;
+  base.user_agent = "netbootfsctl";
+  auto rec = http::read_settings_file(dir + "/" + http::kSettingsFileName, base);
+  if (!rec) return rec.error();
+  http::Options ho = std::move(rec->options);
+  if (!hf.proxy.empty()) ho.proxy = hf.proxy;
+  if (!hf.ca_file.empty()) ho.ca_file = hf.ca_file;
+  if (!hf.client_cert.empty()) ho.client_cert = hf.client_cert;
+  if (!hf.client_key.empty()) ho.client_key = hf.client_key;
+  if (hf.insecure) ho.insecure = true;
+  auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
+  if (hf.connect_timeout >= 0) ho.connect_timeout = ms(hf.connect_timeout);
+  if (hf.request_timeout >= 0) ho.request_timeout = ms(hf.request_timeout);
+  return ho;
+}
+
 // Exit codes of prefetch: 0 every file fetched, 1 some failed, 2 usage,
 // upstream unknown or the mount unreachable.
 int cmd_prefetch(const std::string& dir, const std::string& socket,
                  const std::vector<std::string>& args, const std::string& from, bool recursive,
                  int jobs, const std::string& rate_text, const std::string& url_override,
-                 bool json) {
+                 const HttpFlags& hf, bool json) {
   auto paths = gather_paths(args, from);
   if (!paths) return fail(paths.error().message);
   if (paths->empty()) paths->push_back("");
@@ -703,7 +734,7 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
   nlohmann::json result;
   std::string where;
   auto c = control_connect(socket);
-  if (c && url_override.empty()) {
+  if (c && url_override.empty() && !hf.given()) {
     where = "through the mount";
     nlohmann::json req = {{"cmd", "prefetch"}, {"paths", paths.value()}, {"recursive", recursive},
                           {"jobs", jobs},       {"max_rate", rate}};
@@ -717,14 +748,28 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
           }
         },
         24 * 3600 * 1000);
-    if (tty) std::printf("\n");
-    if (!r) return fail(r.error().message);
-    if (!r->value("ok", false)) return fail("the mount refused: " + r->value("error", "?"));
+    if (!r || !r->value("ok", false)) {
+      if (tty) std::printf("\n");
+      if (!r) return fail(r.error().message);
+      return fail("the mount refused: " + r->value("error", "?"));
+    }
     result = std::move(r).value();
     result.erase("ok");
+    if (tty) {
+      // The mount sends at most ten progress lines a second, so the last
+      // file's may have been skipped: the bar ends on the totals.
+      draw_progress(result.value("files", uint64_t{0}), result.value("failures", uint64_t{0}),
+                    result.value("bytes", uint64_t{0}), 0, elapsed());
+      std::printf("\n");
+    }
   } else {
     if (!c && !not_listening(c.error())) return fail(c.error().message);
-    if (c) return fail("--url is for an unmounted cache; this one is mounted (" + socket + ")");
+    if (c) {
+      // The mount fetches with its own settings: a flag here would be ignored.
+      return fail(std::string(url_override.empty() ? "the HTTP options (--proxy, ...) are"
+                                                   : "--url is") +
+                  " for an unmounted cache; this one is mounted (" + socket + ")");
+    }
     // Not mounted: fetch into the cache directly, as the mount would.
     std::string url = url_override;
     if (url.empty()) {
@@ -744,10 +789,15 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
     if (auto rec = cache::recover(*wc->index, *wc->blobs); !rec) {
       return fail("cache recovery: " + rec.error().message);
     }
+    auto ho = unmounted_http_options(dir, hf);
+    if (!ho) return fail(ho.error().message);
     where = "directly from " + base.value();
-    http::Options ho;
-    ho.user_agent = "netbootfsctl";
-    http::Client client(ho);
+    if (!ho->proxy.empty()) where += " via proxy " + http::strip_userinfo(ho->proxy);
+    if (ho->insecure) {
+      spdlog::warn("TLS certificate verification is disabled ({})",
+                   hf.insecure ? "--insecure" : "the last mount's insecure");
+    }
+    http::Client client(ho.value());
     cache::FetcherOptions fo;
     fo.base_url = base.value();
     fo.down_after = 1;  // an unreachable upstream fails the rest at once
@@ -884,6 +934,22 @@ int main(int argc, char** argv) {
   pf->add_option("--jobs,-j", pf_jobs, "files in flight at once (1..64)")->capture_default_str();
   pf->add_option("--max-rate", pf_rate, "cap the prefetch's transfers (bytes/s, K/M/G suffixes)");
   pf->add_option("--url", pf_url, "upstream URL for an unmounted cache (default: the last mount's)");
+  // Unmounted, the last mount's HTTP settings apply (recorded in the cache
+  // directory); these override them one by one.
+  HttpFlags pf_http;
+  pf->add_option("--proxy", pf_http.proxy, "unmounted: HTTP proxy URL (default: the mount's proxy=)");
+  pf->add_option("--ca-file", pf_http.ca_file, "unmounted: CA bundle (default: the mount's ca_file=)");
+  pf->add_option("--client-cert", pf_http.client_cert,
+                 "unmounted: PEM client certificate (default: the mount's client_cert=)");
+  pf->add_option("--client-key", pf_http.client_key,
+                 "unmounted: its key (default: the mount's client_key=)");
+  pf->add_flag("--insecure", pf_http.insecure, "unmounted: do not verify TLS certificates");
+  pf->add_option("--connect-timeout", pf_http.connect_timeout,
+                 "unmounted: seconds (default: the mount's connect_timeout=, else 10)")
+      ->check(CLI::NonNegativeNumber);
+  pf->add_option("--request-timeout", pf_http.request_timeout,
+                 "unmounted: seconds for listings (default: the mount's request_timeout=, else 30)")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -897,7 +963,7 @@ int main(int argc, char** argv) {
   if (*inv) return cmd_invalidate(socket, inv_paths, inv_all, json);
   if (*pf) {
     return cmd_prefetch(dir, socket, pf_paths, pf_from, pf_recursive, pf_jobs, pf_rate, pf_url,
-                        json);
+                        pf_http, json);
   }
   if (*verify) return cmd_verify(dir, verify_repair, json);
   if (*stat) return cmd_stat(dir, stat_path, json);

@@ -504,7 +504,19 @@ size_t FuseFs::invalidate_kernel(const std::string& prefix,
     const std::string name(http::base_name(path));
     if (fuse_lowlevel_notify_inval_entry(session_, parent, name.c_str(), name.size()) == 0) n++;
   }
-  for (fuse_ino_t ino : inodes_.dirs_under(prefix)) {
+  std::vector<fuse_ino_t> dirs = inodes_.dirs_under(prefix);
+  if (!prefix.empty()) {
+    // The parent lists prefix and its siblings (the Fetcher dropped that
+    // listing too): its cached contents and attributes go as well, or a
+    // file added or removed beside a single invalidated file would stay
+    // invisible for the kernel's timeouts.
+    if (fuse_ino_t parent = inodes_.dir_ino(std::string(http::parent_path(prefix)))) {
+      dirs.push_back(parent);
+    }
+  }
+  // The table's lock is not held here: the kernel may need a FUSE request
+  // answered before the notification returns.
+  for (fuse_ino_t ino : dirs) {
     if (fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0) == 0) n++;
   }
   return n;

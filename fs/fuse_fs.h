@@ -59,8 +59,9 @@ class FuseFs {
   // The session, for notifications to the kernel (set before the loop runs).
   void set_session(fuse_session* se) { session_ = se; }
   // After Fetcher::invalidate(prefix): tells the kernel to forget the names
-  // it caches at or under prefix (entries, directory contents), plus the
-  // names in `extra` (negative entries the inode table never held). Must
+  // it caches at or under prefix (entries, directory contents) and the
+  // contents of prefix's parent directory, plus the names in `extra`
+  // (negative entries the inode table never held). Must
   // not be called from a FUSE worker thread that holds a request. Returns
   // how many notifications the kernel accepted.
   size_t invalidate_kernel(const std::string& prefix, const std::vector<std::string>& extra);

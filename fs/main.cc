@@ -29,6 +29,7 @@
 #include "cache/evictor.h"
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
+#include "cache/http/settings_file.h"
 #include "cache/index.h"
 #include "cache/recovery.h"
 #include "cache/util/log.h"
@@ -90,9 +91,13 @@ struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
 
-// Leaves the upstream URL where `netbootfsctl prefetch` finds it when this
-// cache is not mounted.
-void record_upstream(const std::string& cache_dir, const std::string& url) {
+// Leaves the upstream URL and the HTTP settings used to reach it where
+// `netbootfsctl prefetch` finds them when this cache is not mounted.
+void record_upstream(const std::string& cache_dir, const std::string& url,
+                     const http::Options& ho) {
+  if (auto r = http::write_settings_file(cache_dir + "/" + http::kSettingsFileName, ho); !r) {
+    logger("main")->warn("HTTP settings not recorded for netbootfsctl: {}", r.error().message);
+  }
   const std::string path = cache_dir + "/upstream";
   const std::string tmp = path + ".tmp";
   {
@@ -400,7 +405,7 @@ int main(int argc, char** argv) {
     return fail("cannot mount on " + opts.mountpoint);
   }
   log->info("mounted {} on {} (cache {})", opts.url, opts.mountpoint, opts.cache_dir);
-  record_upstream(opts.cache_dir, opts.url);
+  record_upstream(opts.cache_dir, opts.url, ho);
   fsimpl.set_session(se.get());
   if (!opts.foreground) {
     fuse_daemonize(0);

@@ -7,7 +7,8 @@
 # - invalidate: with revalidate=3600 (and the kernel told to cache names and
 #   attributes for an hour) a file changed upstream keeps its old bytes until
 #   `invalidate PATH`, and a name looked up as missing appears after
-#   `invalidate --all`;
+#   `invalidate --all`; invalidating one file refreshes its directory's
+#   listing (a file added or removed beside it shows in ls);
 # - prefetch --recursive --jobs 4 caches the whole tree with each file GET
 #   once although cat readers of the mount race it; --max-rate paces a
 #   transfer; unmounted, prefetch uses the recorded upstream or --url.
@@ -112,11 +113,34 @@ ls "$T/mnt/pxelinux.cfg" | grep -qx "${m#*/}" || fail "ls does not show $m after
 out=$(ctl invalidate ../etc 2>&1) && fail "a path escaping the tree was accepted: $out"
 note "a name looked up as missing appears after invalidate --all; '..' refused"
 
+# Invalidating one file also refreshes its directory: a file added beside it
+# (looked up as missing before, so both the daemon and the kernel remember
+# the name as absent) and one removed there show in `ls` right after, though
+# listings, negative entries and kernel names are all cached for an hour.
+printf 'old\n' >"$T/up/grub/old.cfg"
+chmod a+r "$T/up/grub/old.cfg"
+ctl invalidate grub >/dev/null  # the listing of grub/ may predate old.cfg
+ls "$T/mnt/grub" | grep -qx old.cfg || fail "grub/old.cfg not listed at first"
+[ -e "$T/mnt/grub/added.cfg" ] && fail "grub/added.cfg exists before it was created"
+printf 'added\n' >"$T/up/grub/added.cfg"
+chmod a+r "$T/up/grub/added.cfg"
+rm "$T/up/grub/old.cfg"
+ls "$T/mnt/grub" | grep -qx added.cfg && fail "grub/ was listed again by itself (test proves nothing)"
+ls "$T/mnt/grub" | grep -qx old.cfg || fail "grub/old.cfg gone from ls by itself (test proves nothing)"
+[ -e "$T/mnt/grub/added.cfg" ] && fail "grub/added.cfg not remembered as missing (test proves nothing)"
+out=$(ctl invalidate grub/grub.cfg) || fail "invalidate grub/grub.cfg failed: $out"
+listing=$(ls "$T/mnt/grub")
+grep -qx added.cfg <<<"$listing" || fail "ls grub after invalidating grub/grub.cfg lacks added.cfg: $listing"
+grep -qx old.cfg <<<"$listing" && fail "ls grub after invalidating grub/grub.cfg still shows old.cfg"
+cmp "$T/up/grub/added.cfg" "$T/mnt/grub/added.cfg" || fail "grub/added.cfg listed but not readable"
+note "invalidate of one file: a file added and one removed beside it show in ls at once"
+
 # --- prefetch through the mount -----------------------------------------------------
 mkdir -p "$T/up/deep/a/b"
 for i in 1 2 3 4 5 6; do head -c $((i * 300000)) /dev/urandom >"$T/up/deep/f$i"; done
 head -c 700000 /dev/urandom >"$T/up/deep/a/b/g"
 chmod -R a+rX "$T/up"
+ctl invalidate deep >/dev/null  # the cached listing of the root predates deep/
 : >"$NGINX_LOG"
 files=$(cd "$T/up" && find . -type f | sed 's|^\./||' | sort)
 # Readers of the mount race the prefetch for the same files.

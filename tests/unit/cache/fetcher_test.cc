@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -998,7 +999,10 @@ TEST_F(FetcherTest, InsideTheRevalidateWindowAnInvalidatedFileRevalidatesAtItsNe
   EXPECT_EQ(cat("boot/initrd").value(), "old bytes") << "inside the window nothing is asked";
   const auto r = fetcher_->invalidate("boot");
   EXPECT_EQ(r.files, 1u);
-  EXPECT_EQ(r.listings, 1u) << "the listing of boot/";
+  EXPECT_EQ(r.listings, 2u) << "the listings of boot/ and of its parent, the root";
+  EXPECT_NE(std::find(r.listing_paths.begin(), r.listing_paths.end(), "boot"),
+            r.listing_paths.end());
+  EXPECT_NE(std::find(r.listing_paths.begin(), r.listing_paths.end(), ""), r.listing_paths.end());
   auto v = lookup("boot/initrd");
   ASSERT_TRUE(v);
   auto h = open(v->version);
@@ -1012,6 +1016,27 @@ TEST_F(FetcherTest, InsideTheRevalidateWindowAnInvalidatedFileRevalidatesAtItsNe
   // The other path was not under the prefix: still not asked again.
   EXPECT_EQ(cat("other").value(), "x");
   EXPECT_EQ(server_.count("GET", "other"), 1u);
+}
+
+TEST_F(FetcherTest, InvalidatingOneFileDropsItsDirectorysListing) {
+  FetcherOptions o;
+  o.listing_ttl = 3600s;
+  o.negative_ttl = 3600s;
+  restart(o);
+  server_.put("pxelinux.cfg/default", "d");
+  ASSERT_EQ(cat("pxelinux.cfg/default").value(), "d");
+  auto m = lookup("pxelinux.cfg/01-aa");
+  ASSERT_FALSE(m) << "absent from the listing";
+  server_.put("pxelinux.cfg/01-aa", "host");
+  ASSERT_FALSE(lookup("pxelinux.cfg/01-aa")) << "the listing is trusted for an hour";
+  const size_t listed = server_.count("GET", "pxelinux.cfg/");
+  // Not the new file itself: a file beside it, as an admin would after a sync.
+  const auto r = fetcher_->invalidate("pxelinux.cfg/default");
+  EXPECT_EQ(r.listings, 1u) << "the listing of pxelinux.cfg/";
+  ASSERT_EQ(r.listing_paths.size(), 1u);
+  EXPECT_EQ(r.listing_paths[0], "pxelinux.cfg");
+  EXPECT_EQ(cat("pxelinux.cfg/01-aa").value(), "host");
+  EXPECT_EQ(server_.count("GET", "pxelinux.cfg/"), listed + 1);
 }
 
 TEST_F(FetcherTest, AnInvalidatedUnchangedFileSendsAConditionalRequest) {
