@@ -114,6 +114,9 @@ void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor
   const cache::Evictor* e = &evictor;
   r.gauge("netbootfs_cache_limit_bytes", "max_cache_size: the bound on the cache's blob bytes.", {},
           [e] { return double(e->options().limit); });
+  r.gauge("netbootfs_cache_reserved_bytes",
+          "Bytes announced by downloads in flight, counted against the limit before they arrive.",
+          {}, [e] { return double(e->reserved()); });
   r.counter("netbootfs_evictions_total", "Blobs evicted to keep the cache under its limit.", {},
             [e] { return value(e->evictions); });
   r.counter("netbootfs_evicted_bytes_total", "Bytes of the blobs evicted.", {},

@@ -17,10 +17,11 @@ start_nginx "$T/up"
 port=$(free_port tcp)
 printf 'max_downloads = 1\nmax_rate = "64M"  # the command line wins\n' >"$T/netbootfs.toml"
 start_mount "$NGINX_URL" "$T/mnt" "max_rate=512K,config=$T/netbootfs.toml,metrics=127.0.0.1:$port"
-queued() {
-  curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" |
-    awk '$1 == "netbootfs_upstream_queued_downloads" { print $2 }'
+gauge() {
+  curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
 }
+queued() { gauge netbootfs_upstream_queued_downloads; }
+reserved() { gauge netbootfs_cache_reserved_bytes; }
 [ "$(queued)" = 0 ] || fail "something is queued before any read: $(queued)"
 
 t0=$(date +%s.%N)
@@ -33,6 +34,8 @@ wait_until 10 eval '[ "$(queued)" = 1 ]' || fail "max_downloads=1: the second do
 with_timeout 10 ls "$T/mnt/other" >"$T/ls.out" || fail "ls of another directory failed while the queue was full"
 grep -qx default "$T/ls.out" || fail "ls of other/: $(cat "$T/ls.out")"
 [ "$(queued)" = 1 ] || fail "the listing was answered only after the queue drained (queued=$(queued))"
+# The transferring body announced its size; the queued one has not yet.
+wait_until 5 eval '[ "$(reserved)" = $((1536 * K)) ]' || fail "reserved bytes with one body in flight: $(reserved)"
 wait "$ra" || true
 wait "$rb" || true
 t1=$(date +%s.%N)
@@ -43,6 +46,7 @@ floor_ms=$((8 * 2 * 1536 * K * 1000 / RATE / 10))  # 0.8 x 3 MiB at 512 KiB/s
 note "two 1.5 MiB downloads at max_rate=512K took ${took_ms} ms (lower bound ${floor_ms} ms)"
 [ "$took_ms" -ge "$floor_ms" ] || fail "max_rate=512K: 3 MiB came in ${took_ms} ms, under ${floor_ms} ms"
 [ "$(queued)" = 0 ] || fail "the queue did not drain: $(queued)"
+wait_until 5 eval '[ "$(reserved)" = 0 ]' || fail "reservations left after both downloads: $(reserved)"
 [ "$(grep -cE '^GET /img/[ab] ' "$NGINX_LOG")" = 2 ] || fail "expected one GET per file: $(grep '^GET /img/' "$NGINX_LOG")"
 check_daemon_log
 stop_mount "$T/mnt"
