@@ -575,7 +575,8 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
     if ((rc = Impl::put(txn.get(), impl->meta, kTotalsKey, encode(t))) != 0) {
       return mdb_error(rc, "index totals");
     }
-    log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
+    // A new index has nothing to count and nothing to say.
+    if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
   }
   // Committing also makes the dbi handles usable by every later transaction.
   if ((rc = txn.commit()) != 0) return mdb_error(rc, "index open commit");
