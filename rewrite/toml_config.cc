@@ -81,6 +81,9 @@ Result<void> screen(std::string_view text) {
   std::string open;           // unclosed '[' and '{' of values (and of the current header)
   bool line_start = true;     // only blanks so far on a line outside any value
   unsigned char prev = '\n';  // the last byte outside strings and comments, not a blank
+  // In a value (after '=', in an array), not a key: a '.' there is part of a
+  // number or a date, never of a dotted key.
+  bool in_value = false;
   const size_t n = text.size();
   auto at = [&](size_t i) -> unsigned char {
     return i < n ? static_cast<unsigned char>(text[i]) : 0;
@@ -117,6 +120,10 @@ Result<void> screen(std::string_view text) {
           // reading a bare word and would test what follows for whitespace.
           return screen_error(line, "unexpected quote");
         }
+        if ((c == '"' || c == '\'') && prev == '.' && in_value) {
+          // "10."x"": a number followed by a quote, not a dotted key.
+          return screen_error(line, "unexpected quote");
+        }
         if (c != ' ' && c != '\t' && c != '\r') prev = c;
         if (c == '#') {
           state = State::kComment;
@@ -136,13 +143,20 @@ Result<void> screen(std::string_view text) {
           }
         } else if (c == '[' || c == '{') {
           open += static_cast<char>(c);
+          if (c == '{') in_value = false;  // an inline table starts with a key
         } else if (c == ']' || c == '}') {
           if (open.empty() || open.back() != (c == ']' ? '[' : '{')) {
             return screen_error(line, std::string("unbalanced '") + static_cast<char>(c) + "'");
           }
           open.pop_back();
+          if (c == '}') in_value = true;  // the inline table was a value
+        } else if (c == '=') {
+          in_value = true;
+        } else if (c == ',') {
+          in_value = open.empty() || open.back() != '{';  // in an inline table, a key follows
         } else if (c == '\n') {
           line_start = open.empty();
+          if (open.empty()) in_value = false;
         }
         break;
       case State::kComment:
@@ -152,6 +166,7 @@ Result<void> screen(std::string_view text) {
         if (c == '\n') {
           state = State::kNormal;
           line_start = open.empty();
+          if (open.empty()) in_value = false;
           prev = '\n';
         } else if (state == State::kBasic && c == '\\') {
           if (at(i + 1) != '\n') ++i;

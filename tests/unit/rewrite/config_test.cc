@@ -123,6 +123,10 @@ TEST(Toml, Errors) {
       {"a = 1\n[\n", "line 2: a table header must start with a key"},
       {"a = [ 1,\n } ]\n", "line 2: unbalanced '}'"},
       {"a = 4K\"\xc4\xa4\"\n", "line 1: unexpected quote"},
+      // A quote after a number's '.' (found by the fuzzer): toml++ tests the
+      // non-ASCII byte in the string for whitespace.
+      {"DEF=10.\"*\xc8\x9cname = fg\"08", "line 1: unexpected quote"},
+      {"a = [ 1.'\xc8\x9c' ]\n", "line 1: unexpected quote"},
       {"a = ]\n", "line 1: unbalanced ']'"},
       {"a = { b = [ }\n", "line 1: unbalanced '}'"},
       // Non-ASCII where toml++ 3.3.0 tests for Unicode whitespace
@@ -144,7 +148,8 @@ TEST(Toml, Errors) {
 
 TEST(Toml, ValidTextPassesTheScreen) {
   // UTF-8 in strings and comments, multi-line strings and arrays, nested arrays
-  // at the start of a line, quotes at the end of multi-line strings.
+  // at the start of a line, quotes at the end of multi-line strings, quoted
+  // parts of dotted keys after a float.
   auto set = RuleSet::parse_toml(
       "# Menüs für den Proxy \xe2\x80\x94 ok\n"
       "motd = \"\"\"\n"
@@ -156,6 +161,8 @@ TEST(Toml, ValidTextPassesTheScreen) {
       "  [[1], [2]],  # a comment with ] and [\n"
       "  [{ a = \"]\" }],\n"
       "]\n"
+      "dotted.\"quoted\".key = 1.5\n"
+      "inline = { a.\"b\" = 2.0, c = [ 1.5, \"x\" ], d.'e' = { f.\"g\" = 1 } }\n"
       "[[rewrite]]\n"
       "name = \"menus\"  # \xc3\xa9\n"
       "files = [\n"
