@@ -9,12 +9,16 @@
 #include "cache/evictor.h"
 #include "cache/http/url.h"
 #include "cache/prefetch.h"
+#include "rewrite/rewrite.h"
 
 namespace netbootfs::fs {
 
 namespace {
 // The config file's TOML, or one line naming the file and the line.
 Result<toml::table> parse_document(const std::string& text, const std::string& name) {
+  if (auto screened = rewrite::screen_toml(text); !screened) {
+    return Error{EINVAL, name + ": " + screened.error().message};
+  }
   try {
     return toml::parse(text);
   } catch (const toml::parse_error& e) {

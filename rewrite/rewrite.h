@@ -136,6 +136,11 @@ struct Outcome {
   bool rewritten() const { return status == Status::kRewritten; }
 };
 
+// Refuses, with EINVAL and "line N: ...", the malformed TOML on which the
+// packaged toml++ (3.3.0) reaches undefined behaviour, before toml++ sees it:
+// every parse of a netbootfs config file goes through it first.
+Result<void> screen_toml(std::string_view text);
+
 class RuleSet {
  public:
   RuleSet() = default;
@@ -151,7 +156,7 @@ class RuleSet {
                           std::string_view proxy_host, std::string_view proxy_ip = {});
 
   // Parses the config file's rewrite keys (format above). EINVAL with a message
-  // naming the line and key on any error.
+  // naming the line and key on any error. Screens the text first (screen_toml).
   static Result<RuleSet> parse_toml(std::string_view text);
 
   // Appends a rule after the existing ones. EINVAL, leaving the set unchanged,

@@ -60,6 +60,19 @@ TEST(ConfigCache, SizeAndPins) {
   }
 }
 
+TEST(ConfigFile, ScreenedBeforeTheTomlParser) {
+  // Text on which the packaged toml++ reaches undefined behaviour: refused
+  // by the same screen as the rewrite rules, for both readers of the file.
+  const std::string text = "max_rate = 10.\"\xc8\x9c\"\n";
+  auto cache = config_cache_from(text, "c.toml");
+  ASSERT_FALSE(cache.ok());
+  EXPECT_EQ(cache.error().code, EINVAL);
+  EXPECT_EQ(cache.error().message, "c.toml: line 1: unexpected quote");
+  auto mirrors = config_mirrors_from("# ok\nmirrors = [\xc2\xa0]\n", "c.toml");
+  ASSERT_FALSE(mirrors.ok());
+  EXPECT_EQ(mirrors.error().message, "c.toml: line 2: non-ASCII character outside a string");
+}
+
 TEST(ConfigCache, WanLimits) {
   auto none = config_cache_from("", "c.toml");
   ASSERT_TRUE(none.ok());
