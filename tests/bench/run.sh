@@ -4,7 +4,9 @@
 # (`mount :http: --vfs-cache-mode full`) and httpdirfs (`--cache`), in one run,
 # against the same nginx on 127.0.0.1 serving the same generated netboot tree;
 # then netbootfs alone with a cache of 1k and of 100k entries (start-up,
-# lookup and open latency).
+# lookup and open latency); then the FUSE floor: floorfs (tests/bench/floorfs.c,
+# built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
+# local tree, in the hot, remount and herd scenarios.
 #
 #   tests/bench/run.sh [--quick] [--runs N] [--out FILE.md]
 #
@@ -31,6 +33,7 @@ IO_TIMEOUT=600
 here=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$here/results.md}
 source "$here/../e2e/lib.sh"
+FLOORFS=$NETBOOTFS_BUILD_DIR/tests/bench/netbootfs_floorfs
 T_START=$SECONDS
 
 # BIG_MB: the largest file of the memory scenario (0: none). ENTRIES_*: the
@@ -111,6 +114,8 @@ mount_sys() {
     httpdirfs)
       httpdirfs -f --cache --cache-location "$cache" -o allow_other "$url" "$mnt" \
         >>"$T/httpdirfs.log" 2>&1 & ;;
+    floor)  # not an HTTP client: FUSE over the local tree itself (tests/bench/floorfs.c)
+      "$FLOORFS" "$UP" "$mnt" -f -o allow_other,ro >>"$T/floor.log" 2>&1 & ;;
   esac
   FPID=$!
   track_pid "$FPID"
@@ -193,7 +198,10 @@ sc_read() {
     stop_sampler "$sys" "read $SIZE_MB MB"
     umount_sys "$MNT"
     if [ -z "$tag" ]; then
-      drop_caches; readall "$UP/images/initrd"  # nginx' copy warm, the client's cache cold
+      drop_caches
+      # nginx' copy warm, the client's cache cold (floorfs reads the local
+      # file itself: that stays cold, as for the local directory)
+      [ "$sys" = floor ] || readall "$UP/images/initrd"
       mount_sys "$sys" "$URL$base" "$MNT" "$T/cache-$sys" || return 0
       mk=$(log_mark)
       s=$(now); readall "$MNT/images/initrd"; remount+=("$(since "$s")")
@@ -452,6 +460,10 @@ for sys in "${SYSTEMS[@]}"; do
   step "pxe $sys"; sc_pxe "$sys"
 done
 step "cache of $ENTRIES_SMALL and $ENTRIES_BIG entries nbfs"; sc_cache_scale
+if [ -x "$FLOORFS" ]; then
+  step "read floor"; sc_read floor "" ""
+  step "herd floor"; sc_herd floor
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -------------------------------------------------------------------
@@ -499,6 +511,21 @@ for sys in nbfs rclone httpdirfs; do
   line+=" $(g "$sys" pxe) (×$(ratio "${TIME["$sys|pxe"]:-x}" "${TIME["local|pxe"]:-x}"))<br>$(q "$sys" pxeok)<br>$(q "$sys" pxe) |"
 done
 echo "$line"
+if [ -x "$FLOORFS" ]; then
+  echo
+  echo "The FUSE floor: \`tests/bench/floorfs.c\`, the thinnest read-only FUSE passthrough of the local tree (libfuse"
+  echo "high-level API, keep_cache, one pread per READ; no cache, index or network), in the same scenarios:"
+  echo "what FUSE itself costs here. Last column: netbootfs over the floor. Median of $RUNS runs:"
+  echo
+  echo "| scenario | local dir | floorfs | netbootfs | netbootfs / floorfs |"
+  echo "|---|---|---|---|---|"
+  for sc in hot remount herd; do
+    case $sc in
+      hot) label="hot re-read" ;; remount) label="remount, page cache dropped" ;; herd) label="herd of $HERD readers" ;;
+    esac
+    echo "| $label | $(g local $sc) | $(g floor $sc) (×$(ratio "${TIME["floor|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | $(g nbfs $sc) (×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | ×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["floor|$sc"]:-x}") |"
+  done
+fi
 echo
 echo "Peak RssAnon of each daemon (KiB, sampled every 20 ms):"
 echo
