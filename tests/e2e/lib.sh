@@ -305,6 +305,37 @@ stop_mount() {
   [ $rc -eq 0 ] || fail "the daemon exited with status $rc after a clean unmount"
 }
 
+# make_test_pki DIR: a throw-away CA (DIR/ca.pem), a server certificate for
+# 127.0.0.1 signed by it (server.pem, server.key) and a client certificate
+# (client.pem, client.key, CN proxy1).
+make_test_pki() {
+  local pki=$1
+  command -v openssl >/dev/null || fail "openssl is not installed"
+  mkdir -p "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=netbootfs test CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile san.ext -out server.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=proxy1" -keyout client.key -out client.csr
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -out client.pem
+  ) >"$T/pki.log" 2>&1 || fail "making the test PKI failed: $(cat "$T/pki.log")"
+}
+
+# start_tls_nginx ROOT PKI: start_nginx over https with make_test_pki's
+# certificates; /images/ answers 403 unless the client shows a certificate
+# of that CA.
+start_tls_nginx() {
+  local pki=$2
+  NGINX_LISTEN_OPTS=ssl start_nginx "$1" "ssl_certificate $pki/server.pem; ssl_certificate_key $pki/server.key;
+    ssl_client_certificate $pki/ca.pem; ssl_verify_client optional;
+    location /images/ { if (\$ssl_client_verify != SUCCESS) { return 403; } }"
+}
+
 # udp_bound PORT: something listens on 127.0.0.1:PORT/udp.
 udp_bound() { [ -n "$(ss -Hlun "src 127.0.0.1:$1" 2>/dev/null)" ]; }
 

@@ -10,7 +10,6 @@
 #   (file mode 0600, as it names a key) let the unmounted prefetch through,
 #   and --ca-file wins over the recorded one.
 source "$(dirname "$0")/lib.sh"
-command -v openssl >/dev/null || fail "openssl is not installed"
 # The environment's proxies would decide instead of the mount's.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 ctl() { with_timeout 60 "$NBCTL" --cache-dir "${CACHE_DIR:-$T/cache}" "$@"; }
@@ -80,22 +79,8 @@ note "without the record: exit $rc, nothing cached; --proxy p2 wins over the rec
 # --- ca_file=, client_cert=, client_key= -------------------------------------------
 stop_nginx
 pki=$T/pki
-mkdir -p "$pki"
-(
-  cd "$pki"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=netbootfs test CA" \
-    -keyout ca.key -out ca.pem
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
-  printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile san.ext -out server.pem
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=proxy1" -keyout client.key -out client.csr
-  openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -out client.pem
-) >"$T/pki.log" 2>&1 || fail "making the test PKI failed: $(cat "$T/pki.log")"
-NGINX_LISTEN_OPTS=ssl start_nginx "$T/up" "ssl_certificate $pki/server.pem; ssl_certificate_key $pki/server.key;
-    ssl_client_certificate $pki/ca.pem; ssl_verify_client optional;
-    location /images/ { if (\$ssl_client_verify != SUCCESS) { return 403; } }"
+make_test_pki "$pki"
+start_tls_nginx "$T/up" "$pki"
 export CACHE_DIR=$T/tls
 start_mount "$NGINX_URL" "$T/mnt" \
   "ca_file=$pki/ca.pem,client_cert=$pki/client.pem,client_key=$pki/client.key"

@@ -2,26 +2,11 @@
 # https upstreams: a certificate from a private CA verifies with ca_file=, is
 # refused clearly at mount time without it, and client certificates work.
 source "$(dirname "$0")/lib.sh"
-command -v openssl >/dev/null || fail "openssl is not installed"
 KERNEL_MB=1 INITRD_MB=1 make_tree "$T/up"
 pki=$T/pki
-mkdir -p "$pki"
-(
-  cd "$pki"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=netbootfs test CA" \
-    -keyout ca.key -out ca.pem
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
-  printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile san.ext -out server.pem
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=proxy1" -keyout client.key -out client.csr
-  openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -out client.pem
-) >"$T/pki.log" 2>&1 || fail "making the test PKI failed: $(cat "$T/pki.log")"
+make_test_pki "$pki"
 
-NGINX_LISTEN_OPTS=ssl start_nginx "$T/up" "ssl_certificate $pki/server.pem; ssl_certificate_key $pki/server.key;
-    ssl_client_certificate $pki/ca.pem; ssl_verify_client optional;
-    location /images/ { if (\$ssl_client_verify != SUCCESS) { return 403; } }"
+start_tls_nginx "$T/up" "$pki"
 url=$NGINX_URL
 curl -sf --cacert "$pki/ca.pem" -o /dev/null "$url" || fail "the test CA does not verify nginx"
 

@@ -24,6 +24,31 @@ namespace {
 using namespace std::chrono_literals;
 using testing::TestHttpServer;
 
+// While it lives, this process's writes past `bytes` fail (EFBIG), as they
+// would on a full disk; lift() ends that early.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    if (::getrlimit(RLIMIT_FSIZE, &old_) != 0) return;
+    rlimit small = old_;
+    small.rlim_cur = bytes;
+    set_ = ::setrlimit(RLIMIT_FSIZE, &small) == 0;
+  }
+  ~FileSizeLimit() { lift(); }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+  bool set() const { return set_; }
+  void lift() {
+    if (set_) ::setrlimit(RLIMIT_FSIZE, &old_);
+    set_ = false;
+  }
+
+ private:
+  rlimit old_{};
+  bool set_ = false;
+};
+
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
@@ -313,20 +338,15 @@ TEST_F(FetcherEvictionTest, AFailedDownloadReleasesItsReservation) {
   auto a = lookup("huge");
   ASSERT_TRUE(a);
   // Writes past 1 MiB fail: the download fails after announcing its size.
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  rlimit small = old;
-  small.rlim_cur = 1 << 20;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  FileSizeLimit full(1 << 20);
+  ASSERT_TRUE(full.set());
   {
     auto of = open(a->version);
     ASSERT_TRUE(of) << of.error().message;
     ASSERT_TRUE(eventually([&] { return fetcher_->stats().write_failures.load() == 1; }));
-    ::setrlimit(RLIMIT_FSIZE, &old);
+    full.lift();
     EXPECT_EQ(evictor_->reserved(), 0u);
   }
-  ::setrlimit(RLIMIT_FSIZE, &old);
   EXPECT_FALSE(cached("huge"));
 }
 
@@ -938,18 +958,14 @@ TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextO
   auto a = lookup("huge");
   ASSERT_TRUE(a);
   // A full disk, as far as this process is concerned: writes past 1 MiB fail.
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  rlimit small = old;
-  small.rlim_cur = 1 << 20;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  FileSizeLimit full(1 << 20);
+  ASSERT_TRUE(full.set());
   const auto t0 = std::chrono::steady_clock::now();
   {
     auto of = open(a->version);
     ASSERT_TRUE(of) << of.error().message;
     auto got = read_all(*of.value(), 1 << 20);
-    ::setrlimit(RLIMIT_FSIZE, &old);
+    full.lift();
     ASSERT_FALSE(got);
     EXPECT_EQ(got.error().code, EIO);
     // Not before the stall timeout: a TFTP client must see a timeout, not
@@ -964,7 +980,7 @@ TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextO
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, EIO);
   }
-  ::setrlimit(RLIMIT_FSIZE, &old);
+  full.lift();
   EXPECT_EQ(fetcher_->stats().write_failures.load(), 1u);
   // The handle is gone: so is the temp file (once the HTTP thread has let
   // go of the failed transfer, a moment after the readers were answered).
