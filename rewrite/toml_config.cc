@@ -93,6 +93,7 @@ Result<void> screen(std::string_view text) {
     i += 2;
     for (int extra = 0; extra < 2 && at(i + 1) == static_cast<unsigned char>(quote); ++extra) ++i;
     state = State::kNormal;
+    prev = static_cast<unsigned char>(quote);
   };
   for (size_t i = 0; i < n; ++i) {
     const unsigned char c = at(i);
@@ -114,15 +115,19 @@ Result<void> screen(std::string_view text) {
           }
         }
         line_start = false;
-        if ((c == '"' || c == '\'') &&
-            std::string_view("\n=[{,.").find(static_cast<char>(prev)) == std::string_view::npos) {
-          // Only a key or a value starts with a quote: elsewhere toml++ is still
-          // reading a bare word and would test what follows for whitespace.
-          return screen_error(line, "unexpected quote");
-        }
-        if ((c == '"' || c == '\'') && prev == '.' && in_value) {
-          // "10."x"": a number followed by a quote, not a dotted key.
-          return screen_error(line, "unexpected quote");
+        if (c == '"' || c == '\'' || ((c == '[' || c == '{') && in_value)) {
+          // A string starts a key or a value, an array or an inline table a
+          // value, and nothing else: after a bare word or a closed string
+          // toml++ is still reading that word ("4K"x"", "10."x"", "1.0{")
+          // and would test what follows for whitespace. A key starts a line
+          // or follows '.', '{', ',' or a header's '['; a value follows '=',
+          // '[' or ',' (or a newline inside an array).
+          const std::string_view may_follow = in_value ? "=[,\n" : "\n[{,.";
+          if (may_follow.find(static_cast<char>(prev)) == std::string_view::npos) {
+            return screen_error(line, c == '"' || c == '\''
+                                          ? std::string("unexpected quote")
+                                          : std::string("unexpected '") + static_cast<char>(c) + "'");
+          }
         }
         if (c != ' ' && c != '\t' && c != '\r') prev = c;
         if (c == '#') {
@@ -151,6 +156,9 @@ Result<void> screen(std::string_view text) {
           open.pop_back();
           if (c == '}') in_value = true;  // the inline table was a value
         } else if (c == '=') {
+          // Only a key is followed by '=': in a value it ends a bare word,
+          // and toml++ would read on into what follows ("a = 1="x"").
+          if (in_value) return screen_error(line, "unexpected '='");
           in_value = true;
         } else if (c == ',') {
           in_value = open.empty() || open.back() != '{';  // in an inline table, a key follows
@@ -173,6 +181,7 @@ Result<void> screen(std::string_view text) {
         } else if ((state == State::kBasic && c == '"') ||
                    (state == State::kLiteral && c == '\'')) {
           state = State::kNormal;
+          prev = c;  // a string ends a key or a value: no quote may follow it
         }
         break;
       case State::kMultiBasic:

@@ -127,6 +127,12 @@ TEST(Toml, Errors) {
       // non-ASCII byte in the string for whitespace.
       {"DEF=10.\"*\xc8\x9cname = fg\"08", "line 1: unexpected quote"},
       {"a = [ 1.'\xc8\x9c' ]\n", "line 1: unexpected quote"},
+      {"DEF=110=\"*\xc8\x9cname = f\"80n", "line 1: unexpected '='"},
+      {"a = { b = 1 = \"\xc8\x9c\" }\n", "line 1: unexpected '='"},
+      {"a = \"x\" \"\xc8\x9c\"\n", "line 1: unexpected quote"},
+      {"a = '''x''' '\xc8\x9c'\n", "line 1: unexpected quote"},
+      {"DEtoFtp-server=21.0{eeeceeeeDEF='1o\xc8\x93n'", "line 1: unexpected '{'"},
+      {"a = [ 1 [ '\xc8\x93' ] ]\n", "line 1: unexpected '['"},
       {"a = ]\n", "line 1: unbalanced ']'"},
       {"a = { b = [ }\n", "line 1: unbalanced '}'"},
       // Non-ASCII where toml++ 3.3.0 tests for Unicode whitespace
