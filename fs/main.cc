@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -98,14 +97,9 @@ void record_upstream(const std::string& cache_dir, const std::string& url,
   if (auto r = http::write_settings_file(cache_dir + "/" + http::kSettingsFileName, ho); !r) {
     logger("main")->warn("HTTP settings not recorded for netbootfsctl: {}", r.error().message);
   }
-  const std::string path = cache_dir + "/upstream";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << url << "\n";
-    if (!out) return;
+  if (auto r = http::replace_file(cache_dir + "/upstream", url + "\n", 0644); !r) {
+    logger("main")->warn("upstream URL not recorded for netbootfsctl: {}", r.error().message);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
 }
 
 Result<std::vector<std::string>> request_paths(const nlohmann::json& req, bool allow_empty) {

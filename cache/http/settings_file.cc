@@ -114,9 +114,12 @@ Result<void> write_settings_file(const std::string& path, const Options& o) {
       return Error{EINVAL, "a setting with a line break cannot be recorded in " + path};
     }
   }
-  const std::string text = format_settings(o);
   // Key and certificate paths tell where the credentials are: not for everyone.
-  const mode_t mode = o.client_cert.empty() && o.client_key.empty() ? 0644 : 0600;
+  return replace_file(path, format_settings(o),
+                      o.client_cert.empty() && o.client_key.empty() ? 0644 : 0600);
+}
+
+Result<void> replace_file(const std::string& path, const std::string& text, unsigned mode) {
   const std::string tmp = path + ".tmp";
   {
     Fd f;

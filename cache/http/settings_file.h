@@ -30,6 +30,12 @@ std::string format_settings(const Options& o);
 Result<void> parse_settings(const std::string& text, const std::string& name, Options& o);
 
 Result<void> write_settings_file(const std::string& path, const Options& o);
+
+// Replaces `path` with `text` at once (PATH.tmp, then rename), mode `mode`
+// whatever a leftover temp file had; the temp file is removed on failure.
+// For the small records a mount leaves in its cache directory.
+Result<void> replace_file(const std::string& path, const std::string& text, unsigned mode);
+
 struct ReadSettings {
   Options options;
   bool found = false;
