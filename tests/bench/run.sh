@@ -8,21 +8,26 @@
 # built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
 # local tree, in the hot, remount and herd scenarios.
 #
-#   tests/bench/run.sh [--quick] [--runs N] [--out FILE.md]
+#   tests/bench/run.sh [--quick] [--runs N] [--nice N] [--out FILE.md]
 #
 # Needs root (drop_caches, in.tftpd --secure, allow_other), a build in build/
 # (or NETBOOTFS_BUILD_DIR), and installs rclone and httpdirfs from Debian when
 # they are missing. --quick: small sizes and one run, a smoke run of a minute
 # or two. --runs N (or RUNS=N; default 3, 1 with --quick) sets the repeats of
-# every timed scenario; every time is the median of the runs.
+# every timed scenario; every time is the median of the runs. --nice N
+# (default -10, as contrib/systemd's units start netbootfs; 0: as started by
+# hand) runs every FUSE daemon at that nice level: the readers wait on their
+# daemon, and at the same priority 300 of them copying a file starve the
+# download they wait for.
 # Writes the table to FILE.md (default tests/bench/results.md) and stdout.
 set -euo pipefail
-QUICK=0 OUT= RUNS_ARG=
-usage() { echo "usage: $0 [--quick] [--runs N] [--out FILE.md]" >&2; exit 2; }
+QUICK=0 OUT= RUNS_ARG= NICE=-10
+usage() { echo "usage: $0 [--quick] [--runs N] [--nice N] [--out FILE.md]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage; RUNS_ARG=$2; shift ;;
+    --nice) [[ ${2:-} =~ ^-?[0-9]+$ ]] || usage; NICE=$2; shift ;;
     --out) [ $# -ge 2 ] || usage; OUT=$2; shift ;;
     *) usage ;;
   esac
@@ -39,10 +44,10 @@ T_START=$SECONDS
 # BIG_MB: the largest file of the memory scenario (0: none). ENTRIES_*: the
 # two cache sizes of the scaling scenario; SAMPLE files are timed in each.
 if [ $QUICK = 1 ]; then
-  SIZE_MB=8 KERNEL_MB=1 RUNS=${RUNS_ARG:-${RUNS:-1}} HERD=20 NDIRS=10 PERDIR=20 PXE=5 OPENS=300 CAP=5m
+  SIZE_MB=8 KERNEL_MB=1 RUNS=${RUNS_ARG:-${RUNS:-1}} REMOUNTS=2 HERD=20 NDIRS=10 PERDIR=20 PXE=5 OPENS=300 CAP=5m
   BIG_MB=0 ENTRIES_SMALL=1000 ENTRIES_BIG=10000 SAMPLE=300
 else
-  SIZE_MB=100 KERNEL_MB=10 RUNS=${RUNS_ARG:-${RUNS:-3}} HERD=300 NDIRS=100 PERDIR=100 PXE=50 OPENS=300 CAP=50m
+  SIZE_MB=100 KERNEL_MB=10 RUNS=${RUNS_ARG:-${RUNS:-3}} REMOUNTS=5 HERD=300 NDIRS=100 PERDIR=100 PXE=50 OPENS=300 CAP=50m
   BIG_MB=1024 ENTRIES_SMALL=1000 ENTRIES_BIG=100000 SAMPLE=1000
 fi
 SYSTEMS=(local nbfs rclone httpdirfs)
@@ -63,6 +68,11 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else p
 ratio() { [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && echo "scale=2; $1 / $2" | bc | sed 's/^\./0./' || echo "n/a"; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 readall() { command cat "$1" >/dev/null; }
+# The disk under $T (major:minor) and its busy time so far (ms, io_ticks in
+# /proc/diskstats): a remount read waits on the disk, and a virtual disk's
+# latency varies from one read to the next by more than FUSE costs.
+DISK_DEV=$(stat -c '%Hd:%Ld' "$T")
+disk_ms() { awk -v d="$DISK_DEV" '$1 ":" $2 == d {print $13; f=1} END {if (!f) print 0}' /proc/diskstats; }
 # A FUSE client that fails a read is marked broken (with the last line of its
 # log) and left out of the later scenarios; the table says so.
 declare -A BROKEN
@@ -106,16 +116,16 @@ mount_sys() {
   mkdir -p "$mnt" "$cache"
   case $sys in
     nbfs)
-      CACHE_DIR=$cache LOG_LEVEL=info start_mount "$url" "$mnt" "revalidate=$REVALIDATE"
+      DAEMON_NICE=$NICE CACHE_DIR=$cache LOG_LEVEL=info start_mount "$url" "$mnt" "revalidate=$REVALIDATE"
       FPID=$DAEMON_PID; return ;;
     rclone)
-      rclone mount :http: "$mnt" --http-url "$url" --vfs-cache-mode full --cache-dir "$cache" \
+      nice -n "$NICE" rclone mount :http: "$mnt" --http-url "$url" --vfs-cache-mode full --cache-dir "$cache" \
         --allow-other --read-only >>"$T/rclone.log" 2>&1 & ;;
     httpdirfs)
-      httpdirfs -f --cache --cache-location "$cache" -o allow_other "$url" "$mnt" \
+      nice -n "$NICE" httpdirfs -f --cache --cache-location "$cache" -o allow_other "$url" "$mnt" \
         >>"$T/httpdirfs.log" 2>&1 & ;;
     floor)  # not an HTTP client: FUSE over the local tree itself (tests/bench/floorfs.c)
-      "$FLOORFS" "$UP" "$mnt" -f -o allow_other,ro >>"$T/floor.log" 2>&1 & ;;
+      nice -n "$NICE" "$FLOORFS" "$UP" "$mnt" -f -o allow_other,ro >>"$T/floor.log" 2>&1 & ;;
   esac
   FPID=$!
   track_pid "$FPID"
@@ -172,14 +182,18 @@ dir_of() { [ "$1" = local ] && echo "$UP" || echo "$MNT"; }
 
 # --- scenarios ---------------------------------------------------------------
 # 1-3: cold read, hot re-read, re-read after a remount with the page cache
-# dropped, of images/initrd; loopback and capped.
+# dropped (REMOUNTS times a run), of images/initrd; loopback and capped.
+declare -A DISK
 sc_read() {
-  local sys=$1 base=$2 tag=$3 cold=() hot=() remount=() r s mk h
+  local sys=$1 base=$2 tag=$3 cold=() hot=() remount=() busy=() r s mk h m b
   for r in $(seq $RUNS); do
     if [ "$sys" = local ]; then
       drop_caches; s=$(now); readall "$UP/images/initrd"; cold+=("$(since "$s")")
       for h in 1 2 3 4 5; do s=$(now); readall "$UP/images/initrd"; hot+=("$(since "$s")"); done
-      drop_caches; s=$(now); readall "$UP/images/initrd"; remount+=("$(since "$s")")
+      for m in $(seq $REMOUNTS); do
+        drop_caches; b=$(disk_ms); s=$(now); readall "$UP/images/initrd"; remount+=("$(since "$s")")
+        busy+=($(($(disk_ms) - b)))
+      done
       continue
     fi
     if [ "$sys" = curl ]; then
@@ -198,20 +212,24 @@ sc_read() {
     stop_sampler "$sys" "read $SIZE_MB MB"
     umount_sys "$MNT"
     if [ -z "$tag" ]; then
-      drop_caches
-      # nginx' copy warm, the client's cache cold (floorfs reads the local
-      # file itself: that stays cold, as for the local directory)
-      [ "$sys" = floor ] || readall "$UP/images/initrd"
-      mount_sys "$sys" "$URL$base" "$MNT" "$T/cache-$sys" || return 0
-      mk=$(log_mark)
-      s=$(now); readall "$MNT/images/initrd"; remount+=("$(since "$s")")
-      log_count "$sys" remount "$mk"
-      umount_sys "$MNT"
+      for m in $(seq $REMOUNTS); do
+        drop_caches
+        # nginx' copy warm, the client's cache cold (floorfs reads the local
+        # file itself: that stays cold, as for the local directory)
+        [ "$sys" = floor ] || readall "$UP/images/initrd"
+        mount_sys "$sys" "$URL$base" "$MNT" "$T/cache-$sys" || return 0
+        mk=$(log_mark); b=$(disk_ms)
+        s=$(now); readall "$MNT/images/initrd"; remount+=("$(since "$s")")
+        busy+=($(($(disk_ms) - b)))
+        log_count "$sys" remount "$mk"
+        umount_sys "$MNT"
+      done
     fi
   done
   put "$sys" "cold$tag" "$(printf '%s\n' "${cold[@]}" | median)"
   [ ${#hot[@]} -gt 0 ] && [ -z "$tag" ] && put "$sys" hot "$(printf '%s\n' "${hot[@]}" | median)"
   [ ${#remount[@]} -gt 0 ] && put "$sys" remount "$(printf '%s\n' "${remount[@]}" | median)"
+  [ ${#busy[@]} -gt 0 ] && DISK[$sys]="$(printf '%s\n' "${busy[@]}" | median) ms (range $(printf '%s\n' "${busy[@]}" | sort -n | sed -n '1p;$p' | paste -sd-))"
   return 0
 }
 
@@ -371,7 +389,7 @@ startup() {  # startup CACHEDIR: mounts it on $MNT; sets FPID and STARTUP (secon
   mkdir -p "$MNT"
   echo "=== netbootfs startup $1" >>"$T/daemon.log"
   s=$(now)
-  "$NBFS" "$URL" "$MNT" -f -o "allow_other,cache_dir=$1,log_level=info,revalidate=86400" \
+  nice -n "$NICE" "$NBFS" "$URL" "$MNT" -f -o "allow_other,cache_dir=$1,log_level=info,revalidate=86400" \
     >>"$T/daemon.log" 2>&1 &
   FPID=$!
   track_pid "$FPID"; _mounts+=("$MNT")
@@ -485,9 +503,9 @@ row() {  # row LABEL SCENARIO BASE_SYS [REQ_SCENARIO]
 {
 echo "## netbootfs benchmark ($([ $QUICK = 1 ] && echo quick || echo full) run, $(date -u +%F))"
 echo
-echo "Median of $RUNS runs ($((RUNS + 2)) for TFTP; requests: of one run). Files: initrd $SIZE_MB MB, kernel $KERNEL_MB MB;"
+echo "Median of $RUNS runs ($((RUNS + 2)) for TFTP, $((RUNS * REMOUNTS)) remounts; requests: of one run). Files: initrd $SIZE_MB MB, kernel $KERNEL_MB MB;"
 echo "tree of $((NDIRS * PERDIR)) files in $NDIRS directories. Upstream: nginx on 127.0.0.1, HTML autoindex;"
-echo "\"capped\": nginx \`limit_rate $CAP\` per connection. Ratio: to the baseline column."
+echo "\"capped\": nginx \`limit_rate $CAP\` per connection. Ratio: to the baseline column. Every FUSE daemon runs at nice $NICE."
 echo "Requests: upstream requests during the scenario from nginx's access log, \`METHOD STATUS ×count\`"
 echo "(\"listing\": a directory URL; GET 304 is a conditional GET answered \"unchanged\")."
 echo
@@ -525,6 +543,10 @@ if [ -x "$FLOORFS" ]; then
     esac
     echo "| $label | $(g local $sc) | $(g floor $sc) (×$(ratio "${TIME["floor|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | $(g nbfs $sc) (×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | ×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["floor|$sc"]:-x}") |"
   done
+  echo
+  echo "Disk busy during each remount read (io_ticks of $DISK_DEV in /proc/diskstats; each read fetches the same"
+  echo "$SIZE_MB MB from the disk), median and range of the $((RUNS * REMOUNTS)) reads: local ${DISK[local]:-n/a},"
+  echo "floorfs ${DISK[floor]:-n/a}, netbootfs ${DISK[nbfs]:-n/a}."
 fi
 echo
 echo "Peak RssAnon of each daemon (KiB, sampled every 20 ms):"

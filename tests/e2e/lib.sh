@@ -271,15 +271,17 @@ fault_log() { curl -sf --max-time 5 "http://127.0.0.1:$FAULT_PORT/__log"; }
 
 # start_mount URL MOUNTPOINT [OPTIONS]: netbootfs in the foreground, its log
 # appended to $T/daemon.log; sets DAEMON_PID. The cache is $T/cache unless
-# CACHE_DIR is set; LOG_LEVEL (debug) sets log_level. Waits (bounded) until the
-# mount is there, and fails at once if the daemon exits first.
+# CACHE_DIR is set; LOG_LEVEL (debug) sets log_level; DAEMON_NICE runs it at
+# that nice level (nice execs it: the PID stays the daemon's). Waits
+# (bounded) until the mount is there, and fails at once if the daemon exits
+# first.
 start_mount() {
   local url=$1 mnt=$2 opts=${3:-}
   mkdir -p "$mnt"
   local o="allow_other,cache_dir=${CACHE_DIR:-$T/cache},log_level=${LOG_LEVEL:-debug}"
   [ -n "$opts" ] && o="$o,$opts"
   echo "=== netbootfs $url $mnt -f -o $o" >>"$T/daemon.log"
-  "$NBFS" "$url" "$mnt" -f -o "$o" >>"$T/daemon.log" 2>&1 &
+  ${DAEMON_NICE:+nice -n "$DAEMON_NICE"} "$NBFS" "$url" "$mnt" -f -o "$o" >>"$T/daemon.log" 2>&1 &
   DAEMON_PID=$!
   track_pid "$DAEMON_PID"
   _mounts+=("$mnt")
