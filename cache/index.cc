@@ -99,6 +99,7 @@ std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_
 //   BlobEntry: u8 format=1, u64 size, u32 refs, i64 last_access
 //   meta "schema": u32 version
 //   meta "totals": u8 format=1, u64 blob bytes, u64 blob records
+//   meta "clean":  u64 id of the transaction that wrote it (set_clean_mark)
 //
 // "totals" sums the blob records (the decodable ones) so that the cache's
 // size is one read instead of a walk of the blob table. Every write of a
@@ -115,6 +116,7 @@ std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_
 constexpr uint8_t kFormat = 1;
 constexpr std::string_view kSchemaKey = "schema";
 constexpr std::string_view kTotalsKey = "totals";
+constexpr std::string_view kCleanKey = "clean";
 
 template <class T>
 void put_raw(std::string& out, T v) {
@@ -825,6 +827,48 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
   });
   if (!r) return r.error();
   return std::move(*dropped);
+}
+
+// A nested transaction carries its parent's id, so the id seen here is the
+// one of the transaction that commits the batch.
+Result<void> Index::set_clean_mark() {
+  return impl_->submit([this](MDB_txn* t) {
+    std::string v;
+    put_raw<uint64_t>(v, mdb_txn_id(t));
+    if (int rc = Impl::put(t, impl_->meta, kCleanKey, v); rc != 0) {
+      return Result<void>(mdb_error(rc, "clean mark"));
+    }
+    return Result<void>();
+  });
+}
+
+Result<bool> Index::take_clean_mark() {
+  if (impl_->read_only) return Error{EROFS, "the index is open read-only"};
+  // Without a mark (a new cache, a crash) nothing is written: a start-up
+  // after a crash commits what it did before.
+  const bool marked = impl_->read<bool>([this](MDB_txn* t) {
+    MDB_val k = val(kCleanKey), v;
+    return mdb_get(t, impl_->meta, &k, &v) == 0;
+  });
+  if (!marked) return false;
+  auto clean = std::make_shared<bool>(false);
+  auto r = impl_->submit([this, clean](MDB_txn* t) {
+    *clean = false;  // the op is replayed when the map had to grow
+    MDB_val k = val(kCleanKey), v;
+    const int rc = mdb_get(t, impl_->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return Result<void>();
+    if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
+    std::string_view in = view(v);
+    uint64_t at = 0;
+    // Clean only when the mark's transaction is the one before this one.
+    *clean = get_raw(in, at) && in.empty() && at + 1 == mdb_txn_id(t);
+    if (int d = Impl::del(t, impl_->meta, kCleanKey); d != 0) {
+      return Result<void>(mdb_error(d, "clean mark"));
+    }
+    return Result<void>();
+  });
+  if (!r) return r.error();
+  return *clean;
 }
 
 void Index::note_access(std::string_view sha256, int64_t at) {

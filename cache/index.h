@@ -109,6 +109,15 @@ class Index {
   // recounts the blob totals, rewriting them when they were wrong.
   Result<std::vector<std::string>> rebuild_refs();
 
+  // The clean-stop mark. A daemon that stops cleanly writes it as its last
+  // transaction. take_clean_mark() answers whether it is still the last
+  // transaction of the index: no process wrote after it, be it this daemon
+  // crashing, an offline netbootfsctl command or an older release. It drops
+  // the mark in the same transaction, so a crash of the run that follows is
+  // never taken for a clean stop.
+  Result<void> set_clean_mark();
+  Result<bool> take_clean_mark();
+
   void note_access(std::string_view sha256, int64_t at);
   Result<void> flush_access();
   // Accesses noted and not yet flushed (sha256, unix seconds): what LRU order

@@ -39,6 +39,21 @@ std::optional<std::string> hash_file(int fd) {
   return h.hex_digest();
 }
 
+// A blob file without a record is either a publish whose index write never
+// happened, or garbage whose record was dropped (by recovery's refcount
+// rebuild, or by an eviction whose unlink then failed).
+Result<uint64_t> remove_orphan_blobs(Index& index, BlobStore& blobs) {
+  std::set<std::string> live;
+  for (const auto& [sha, b] : index.list_blobs()) live.insert(sha);
+  uint64_t removed = 0;
+  for (const auto& sha : blobs.list()) {
+    if (live.count(sha)) continue;
+    if (auto r = blobs.remove(sha); !r) return r.error();
+    removed++;
+  }
+  return removed;
+}
+
 }  // namespace
 
 // Every step leaves a state that the same procedure repairs, so a crash
@@ -86,15 +101,19 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs) {
   auto dropped = index.rebuild_refs();
   if (!dropped) return dropped.error();
 
-  // 4. A blob file without a record is either a publish whose index write
-  //    never happened, or garbage whose record step 3 just dropped.
-  std::set<std::string> live;
-  for (const auto& [sha, b] : index.list_blobs()) live.insert(sha);
-  for (const auto& sha : blobs.list()) {
-    if (live.count(sha)) continue;
-    if (auto r = blobs.remove(sha); !r) return r.error();
-    report.blobs_removed++;
-  }
+  // 4. Blob files without a record, the ones step 3 just dropped included.
+  auto orphans = remove_orphan_blobs(index, blobs);
+  if (!orphans) return orphans.error();
+  report.blobs_removed = *orphans;
+  return report;
+}
+
+Result<RecoveryReport> recover_after_clean_stop(Index& index, BlobStore& blobs) {
+  RecoveryReport report;
+  report.temp_files_removed = blobs.clear_tmp();
+  auto orphans = remove_orphan_blobs(index, blobs);
+  if (!orphans) return orphans.error();
+  report.blobs_removed = *orphans;
   return report;
 }
 

@@ -27,6 +27,15 @@ struct RecoveryReport {
 
 Result<RecoveryReport> recover(Index& index, BlobStore& blobs);
 
+// Start-up after a clean stop (Index::take_clean_mark() said so): what a run
+// that did not crash can still leave is removed, tmp/ and blob files without
+// a record (an evicted blob whose unlink failed, a publish whose index write
+// failed). Entries are not checked against their blobs, nor refcounts
+// recounted: that is a walk of every entry, and the cost of a start-up
+// grows with the cache (a stat of each blob). A blob removed by hand anyway
+// fails the open that finds it missing, which drops its entry.
+Result<RecoveryReport> recover_after_clean_stop(Index& index, BlobStore& blobs);
+
 // Read-only check used by `netbootfsctl verify`: re-hashes every blob and
 // checks index <-> blobs; each problem is one human-readable line.
 std::vector<std::string> verify(const Index& index, const BlobStore& blobs);

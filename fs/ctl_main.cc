@@ -786,9 +786,14 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
     std::filesystem::create_directories(dir, ec);
     auto wc = open_for_write(dir);
     if (!wc) return fail(wc.error().message);
-    if (auto rec = cache::recover(*wc->index, *wc->blobs); !rec) {
-      return fail("cache recovery: " + rec.error().message);
-    }
+    // As the mount does: the full recovery unless the last writer stopped
+    // cleanly, and a clean stop marked for the next start (a mount after a
+    // prefetch of a large cache then starts without walking it).
+    auto clean = wc->index->take_clean_mark();
+    if (!clean) return fail("cache index: " + clean.error().message);
+    auto rec = *clean ? cache::recover_after_clean_stop(*wc->index, *wc->blobs)
+                      : cache::recover(*wc->index, *wc->blobs);
+    if (!rec) return fail("cache recovery: " + rec.error().message);
     auto ho = unmounted_http_options(dir, hf);
     if (!ho) return fail(ho.error().message);
     where = "directly from " + base.value();
@@ -814,6 +819,11 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
         nullptr);
     if (tty) std::printf("\n");
     fetcher.shutdown();
+    if (fetcher.stats().write_failures.load() == 0) {
+      if (auto r = wc->index->set_clean_mark(); !r) {
+        spdlog::warn("the next start will run the full recovery: {}", r.error().message);
+      }
+    }
     nlohmann::json failed = nlohmann::json::array();
     for (const auto& [p, why] : sum.failed) failed.push_back({{"path", p}, {"error", why}});
     result = {{"files", sum.files},       {"bytes", sum.bytes},   {"failures", sum.failures},

@@ -310,9 +310,16 @@ int main(int argc, char** argv) {
   io.map_size = opts.index_map_size;
   auto index = cache::Index::open(opts.cache_dir + "/index", io);
   if (!index) return fail("cache index: " + index.error().message);
-  auto rec = cache::recover(**index, **blobs);
+  // After a clean stop, start-up removes only what a clean run can leave;
+  // after anything else (a crash, a write by netbootfsctl or by an older
+  // release), the full recovery runs.
+  auto clean = (*index)->take_clean_mark();
+  if (!clean) return fail("cache index: " + clean.error().message);
+  auto rec = *clean ? cache::recover_after_clean_stop(**index, **blobs)
+                    : cache::recover(**index, **blobs);
   if (!rec) return fail("cache recovery: " + rec.error().message);
   auto log = logger("main");
+  log->debug("start-up: {}", *clean ? "after a clean stop" : "full recovery");
   if (rec->temp_files_removed || rec->entries_dropped || rec->blobs_removed) {
     log->warn("recovered the cache: {} temp files removed, {} entries dropped, {} blobs removed",
               rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
@@ -505,5 +512,14 @@ int main(int argc, char** argv) {
   fuse_session_unmount(se.get());
   log->info("unmounted {}", opts.mountpoint);
   // libfuse reports the signal that ended the loop; stopping on one is clean.
-  return rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
+  const bool clean_stop = rc == 0 || rc == SIGTERM || rc == SIGINT;
+  // Last: the Fetcher's threads are joined, nothing writes the index after
+  // this. A run whose cache writes failed leaves the full recovery to the
+  // next start.
+  if (clean_stop && fetcher.stats().write_failures.load() == 0) {
+    if (auto r = (*index)->set_clean_mark(); !r) {
+      log->warn("the next start will run the full recovery: {}", r.error().message);
+    }
+  }
+  return clean_stop ? 0 : 1;
 }

@@ -376,13 +376,15 @@ sc_pxe() {
 }
 
 # 9: netbootfs with a cache of ENTRIES_SMALL and of ENTRIES_BIG entries,
-# filled by `netbootfsctl prefetch` unmounted. Per run: start-up with the page
-# cache dropped and again warm, each timed from exec to the first cached file
-# being there (recovery, index open, the upstream probe, the mount, the
-# listings of / and many/ for that first lookup); then SAMPLE random cached
-# files: stat (a FUSE lookup each: the index) and open+read+close. revalidate
-# is a day so that the opens are answered from the cache alone: a conditional
-# GET per open would time nginx, not the cache.
+# filled by `netbootfsctl prefetch` unmounted. Per run: start-up after a
+# clean stop with the page cache dropped and again warm, and after a kill -9
+# (the full recovery) with the page cache dropped, each timed from exec to
+# the first cached file being there (recovery, index open, the upstream
+# probe, the mount, the listings of / and many/ for that first lookup); after
+# the first two, SAMPLE random cached files: stat (a FUSE lookup each: the
+# index) and open+read+close. revalidate is a day so that the opens are
+# answered from the cache alone: a conditional GET per open would time
+# nginx, not the cache.
 declare -A CACHE
 startup() {  # startup CACHEDIR: mounts it on $MNT; sets FPID and STARTUP (seconds)
   local probe=$MNT/many/d0001/f001 s end
@@ -425,7 +427,7 @@ print("%.3f %.3f %.3f %.3f" % (pct(st, .5), pct(st, .99), pct(op, .5), pct(op, .
 PY
 }
 sc_cache_scale() {
-  local n c s r l dirs a b x y cold warm sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99
+  local n c s r l dirs a b x y cold warm crash sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99
   for n in $ENTRIES_SMALL $ENTRIES_BIG; do
     c=$T/cache-scale-$n
     rm -rf "$c"
@@ -435,7 +437,7 @@ sc_cache_scale() {
       || { CACHE["$n|fill"]="failed: $(tail -n 1 "$T/prefetch.log")"; continue; }
     CACHE["$n|fill"]=$(since "$s")
     CACHE["$n|entries"]=$("$NBCTL" --cache-dir "$c" --json status | python3 -c 'import json, sys; print(json.load(sys.stdin).get("paths", "?"))' 2>/dev/null || echo "?")
-    cold=() warm=() sp50=() sp99=() op50=() op99=() wsp50=() wsp99=() wop50=() wop99=()
+    cold=() warm=() crash=() sp50=() sp99=() op50=() op99=() wsp50=() wsp99=() wop50=() wop99=()
     for r in $(seq $RUNS); do
       drop_caches
       startup "$c" || break
@@ -447,9 +449,15 @@ sc_cache_scale() {
       warm+=("$STARTUP")
       read -r a b x y <<<"$(latencies "$n")"
       wsp50+=("$a") wsp99+=("$b") wop50+=("$x") wop99+=("$y")
+      # A crash: the next start runs the full recovery, a walk of every entry.
+      kill -9 "$FPID"; wait "$FPID" 2>/dev/null || true
+      timeout 10 fusermount3 -uz "$MNT" || true
+      drop_caches
+      startup "$c" || break
+      crash+=("$STARTUP")
       umount_sys "$MNT"
     done
-    for l in cold warm sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99; do
+    for l in cold warm crash sp50 sp99 op50 op99 wsp50 wsp99 wop50 wop99; do
       local -n arr=$l
       CACHE["$n|$l"]=$(printf '%s\n' "${arr[@]}" | median)
       unset -n arr
@@ -561,7 +569,8 @@ done
 echo
 echo "netbootfs with a cache of $ENTRIES_SMALL and of $ENTRIES_BIG entries (many/dNNNN/fNNN, 100 files a directory, distinct"
 echo "contents), filled by \`netbootfsctl prefetch -r --jobs 16\` unmounted. Start-up: from exec to the first cached file"
-echo "being there (recovery, index open, upstream probe, mount, listings of / and many/), page cache dropped, then warm."
+echo "being there (recovery, index open, upstream probe, mount, listings of / and many/), after a clean stop with the page"
+echo "cache dropped, then warm, and after a kill -9 (the full recovery: a walk of every entry) with the page cache dropped."
 echo "Latency: $SAMPLE random cached files, \`stat\` (one FUSE lookup each) then open+read+close, on the mount of the cold"
 echo "start-up (blobs not in the page cache) and again on the warm one (the same files, their blobs in the page cache);"
 echo "revalidate=86400 so that opens are answered from the cache. Median of $RUNS runs of each figure:"
@@ -574,8 +583,9 @@ crow() {  # crow LABEL KEY DECIMALS UNIT
 }
 echo "| index entries (netbootfsctl status), size on disk | ${CACHE["$ENTRIES_SMALL|entries"]:-?}, ${CACHE["$ENTRIES_SMALL|du"]:-?} | ${CACHE["$ENTRIES_BIG|entries"]:-?}, ${CACHE["$ENTRIES_BIG|du"]:-?} | |"
 crow "fill: prefetch, unmounted (one run)" fill 1 " s"
-crow "start-up to a usable mount, page cache dropped" cold 3 " s"
+crow "start-up to a usable mount after a clean stop, page cache dropped" cold 3 " s"
 crow "start-up to a usable mount, warm" warm 3 " s"
+crow "start-up after a kill -9 (full recovery), page cache dropped" crash 3 " s"
 crow "stat, median, cold" sp50 3 " ms"
 crow "stat, p99, cold" sp99 3 " ms"
 crow "open+read+close, median, cold" op50 3 " ms"

@@ -6,7 +6,8 @@
 # recovery leaves tmp/ empty and no orphan blob, and netbootfsctl verify is
 # clean. The counts make earlier downloads complete first, so the crash also
 # proves that what was cached before it survives. Index points count every
-# write transaction, start-up recovery's one included (a fresh cache: 1).
+# write transaction, start-up's included (a fresh cache: 1, the recovery's;
+# after a clean stop: 1, the one that takes the clean-stop mark).
 source "$(dirname "$0")/lib.sh"
 
 mkdir -p "$T/up/d"
@@ -117,9 +118,11 @@ for spec in temp_synced:3 blob_renamed:2 index_before_commit:3 index_after_commi
   note "$spec: remount consistent, ${#files[@]} files byte-identical"
 done
 
-# A crash during start-up recovery itself (its first write transaction), with
-# a leftover temp file and an orphan blob to clean: the daemon dies before
-# mounting, and the next start finishes the job.
+# A crash during start-up itself, with a leftover temp file and an orphan
+# blob to clean: the daemon dies before mounting, and the next start finishes
+# the job. First after a clean stop, where the first write transaction takes
+# the clean-stop mark (the crash leaves the mark, and the next start is a
+# clean one); then after a kill -9, where it is the full recovery's.
 C=$T/cache-index_after_commit
 export CACHE_DIR=$C
 head -c 5000 /dev/urandom >"$C/tmp/dl-leftover"
@@ -145,7 +148,34 @@ for f in "${files[@]}"; do
 done
 "$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "recovery crash: verify: $(cat "$T/verify.out")"
 stop_mount "$M"
-note "a crash inside start-up recovery: the next start cleans up, verify clean"
+grep -q "start-up: after a clean stop" "$T/daemon.log" \
+  || fail "recovery crash: the start after it was not a clean one"
+note "a crash taking the clean-stop mark: the next start cleans up, verify clean"
+
+start_mount "$NGINX_URL" "$M" read_stall_timeout=5
+kill -9 "$DAEMON_PID"
+wait_until 10 dead "$DAEMON_PID" || fail "the daemon survived kill -9"
+head -c 5000 /dev/urandom >"$C/tmp/dl-leftover2"
+cp "$T/orphan" "$C/blobs/${osha:0:2}/$osha"
+echo "=== full recovery crash" >>"$T/daemon.log"
+rc=0
+NETBOOTFS_CRASH_AT=index_before_commit:1 with_timeout 30 "$NBFS" "$NGINX_URL" "$M" -f \
+  -o "allow_other,cache_dir=$C,log_level=debug" >>"$T/daemon.log" 2>&1 || rc=$?
+[ $rc -eq 137 ] || fail "full recovery crash: the daemon exited with status $rc, not by SIGKILL (137)"
+[ "$(grep -c "crash point index_before_commit reached" "$T/daemon.log")" -eq 3 ] \
+  || fail "full recovery crash: the daemon died elsewhere"
+[ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "full recovery crash: the orphan went before the crash point"
+start_mount "$NGINX_URL" "$M" read_stall_timeout=5
+[ "$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)" = "start-up: full recovery" ] \
+  || fail "full recovery crash: the start after it was not a full recovery"
+[ -z "$(find "$C/tmp" -type f)" ] || soft_fail "full recovery crash: temp files left: $(ls "$C/tmp")"
+[ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "full recovery crash: the orphan blob is still there"
+for f in "${files[@]}"; do
+  cmp "$T/up/$f" "$M/$f" || soft_fail "full recovery crash: $f differs"
+done
+"$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "full recovery crash: verify: $(cat "$T/verify.out")"
+stop_mount "$M"
+note "a crash inside the full recovery after a kill -9: the next start cleans up, verify clean"
 
 check_daemon_log
 pass "4 crash points and a crash inside recovery: no temp file, no orphan blob, every file byte-identical"

@@ -382,6 +382,64 @@ TEST_F(IndexTest, AccessTimesAreBatchedAndKeepTheNewest) {
   EXPECT_TRUE(index_->flush_access()) << "an empty flush is fine";
 }
 
+// The clean-stop mark holds only while it is the index's last transaction.
+TEST_F(IndexTest, TheCleanMarkHoldsUntilTheNextWrite) {
+  auto none = index_->take_clean_mark();
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(*none) << "a new index was never stopped cleanly";
+
+  ASSERT_TRUE(index_->put_path("k", entry(sha(1), 3)));
+  ASSERT_TRUE(index_->set_clean_mark());
+  reopen();
+  auto clean = index_->take_clean_mark();
+  ASSERT_TRUE(clean) << clean.error().message;
+  EXPECT_TRUE(*clean);
+  auto again = index_->take_clean_mark();
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(*again) << "taken: a crash after this start is not a clean stop";
+
+  // Any write after the mark, by anyone, voids it.
+  ASSERT_TRUE(index_->set_clean_mark());
+  reopen();
+  ASSERT_TRUE(index_->put_path("k2", entry(sha(2), 4)));
+  auto written = index_->take_clean_mark();
+  ASSERT_TRUE(written);
+  EXPECT_FALSE(*written);
+
+  ASSERT_TRUE(index_->set_clean_mark());
+  index_->note_access(sha(1), 99);
+  ASSERT_TRUE(index_->flush_access());
+  auto touched = index_->take_clean_mark();
+  ASSERT_TRUE(touched);
+  EXPECT_FALSE(*touched) << "an access-time flush is a write";
+
+  // A write by another process (a raw LMDB transaction, as an older
+  // release would make) voids it as well.
+  ASSERT_TRUE(index_->set_clean_mark());
+  index_.reset();
+  {
+    RawEnv raw(env_dir_);
+    raw.put("paths", "other", "x");
+  }
+  reopen();
+  auto foreign = index_->take_clean_mark();
+  ASSERT_TRUE(foreign);
+  EXPECT_FALSE(*foreign);
+}
+
+TEST_F(IndexTest, AReadOnlyIndexNeitherTakesNorSetsTheMark) {
+  ASSERT_TRUE(index_->set_clean_mark());
+  reopen(size_t{1} << 30, /*read_only=*/true);
+  auto t = index_->take_clean_mark();
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, EROFS);
+  EXPECT_FALSE(index_->set_clean_mark());
+  reopen();
+  auto clean = index_->take_clean_mark();
+  ASSERT_TRUE(clean);
+  EXPECT_TRUE(*clean) << "read-only opens and reads leave the mark valid";
+}
+
 TEST_F(IndexTest, RebuildRefsRecountsFromThePaths) {
   ASSERT_TRUE(index_->put_path("x", entry(sha(1), 1)));
   ASSERT_TRUE(index_->put_path("y", entry(sha(1), 1)));

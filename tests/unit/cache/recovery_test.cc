@@ -151,6 +151,31 @@ TEST_F(RecoveryTest, ACleanCacheIsLeftAlone) {
   expect_invariant();
 }
 
+// After a clean stop: tmp/ and blob files without a record go; the entries
+// are taken as the clean run left them, unchecked (that walk is what a clean
+// start-up saves), so even one whose blob was removed by hand stays.
+TEST_F(RecoveryTest, AfterACleanStopOnlyTempFilesAndOrphansGo) {
+  const std::string a = cached("boot/linux", "kernel");
+  const std::string b = cached("boot/initrd", "initrd");
+  const std::string orphan = store("published, never indexed");
+  { std::ofstream(dir_ + "/tmp/dl-left") << "partial"; }
+  ASSERT_TRUE(fsys::remove(blobs_->blob_path(b)));
+  auto rep = recover_after_clean_stop(*index_, *blobs_);
+  ASSERT_TRUE(rep) << rep.error().message;
+  EXPECT_EQ(rep->temp_files_removed, 1u);
+  EXPECT_EQ(rep->blobs_removed, 1u);
+  EXPECT_EQ(rep->entries_dropped, 0u);
+  EXPECT_FALSE(blobs_->blob_size(orphan));
+  EXPECT_EQ(files_under("tmp"), 0u);
+  EXPECT_EQ(blobs_->blob_size(a), 6u);
+  EXPECT_TRUE(index_->get_path("boot/initrd")) << "not checked after a clean stop";
+  // The full recovery does check it.
+  auto full = recover(*index_, *blobs_);
+  ASSERT_TRUE(full) << full.error().message;
+  EXPECT_EQ(full->entries_dropped, 1u);
+  expect_invariant();
+}
+
 // One row per crash point (or damage); each starts from the same good cache,
 // which must come through untouched.
 TEST_F(RecoveryTest, EveryCrashPointRecoversToTheInvariant) {
