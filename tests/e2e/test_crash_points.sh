@@ -125,57 +125,43 @@ done
 # clean one); then after a kill -9, where it is the full recovery's.
 C=$T/cache-index_after_commit
 export CACHE_DIR=$C
-head -c 5000 /dev/urandom >"$C/tmp/dl-leftover"
 head -c 7000 /dev/urandom >"$T/orphan"
 osha=$(sha256sum "$T/orphan" | cut -d' ' -f1)
 mkdir -p "$C/blobs/${osha:0:2}"
-cp "$T/orphan" "$C/blobs/${osha:0:2}/$osha"
-echo "=== recovery crash" >>"$T/daemon.log"
-rc=0
-NETBOOTFS_CRASH_AT=index_before_commit:1 with_timeout 30 "$NBFS" "$NGINX_URL" "$M" -f \
-  -o "allow_other,cache_dir=$C,log_level=debug" >>"$T/daemon.log" 2>&1 || rc=$?
-[ $rc -eq 137 ] || fail "recovery crash: the daemon exited with status $rc, not by SIGKILL (137)"
-[ "$(grep -c "crash point index_before_commit reached" "$T/daemon.log")" -eq 2 ] \
-  || fail "recovery crash: the daemon died elsewhere"
-! live_mount "$M" || fail "recovery crash: the daemon mounted before its recovery ended"
-[ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "recovery crash: the orphan went before the crash point"
-start_mount "$NGINX_URL" "$M" read_stall_timeout=5
-[ -z "$(find "$C/tmp" -type f)" ] || soft_fail "recovery crash: temp files left: $(ls "$C/tmp")"
-[ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "recovery crash: the orphan blob is still there"
-[ -z "$(orphans)" ] || soft_fail "recovery crash: orphan blobs: $(orphans | tr '\n' ' ')"
-for f in "${files[@]}"; do
-  cmp "$T/up/$f" "$M/$f" || soft_fail "recovery crash: $f differs"
-done
-"$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "recovery crash: verify: $(cat "$T/verify.out")"
-stop_mount "$M"
-grep -q "start-up: after a clean stop" "$T/daemon.log" \
-  || fail "recovery crash: the start after it was not a clean one"
+# start_up_crash WHAT HITS START: plants both, starts the daemon armed to die
+# at its first index commit (the HITS-th crash point of the log), then starts
+# it again; that start must be START and leave neither behind.
+start_up_crash() {
+  local what=$1 hits=$2 start=$3 rc=0 f
+  head -c 5000 /dev/urandom >"$C/tmp/dl-leftover"
+  cp "$T/orphan" "$C/blobs/${osha:0:2}/$osha"
+  echo "=== $what" >>"$T/daemon.log"
+  NETBOOTFS_CRASH_AT=index_before_commit:1 with_timeout 30 "$NBFS" "$NGINX_URL" "$M" -f \
+    -o "allow_other,cache_dir=$C,log_level=debug" >>"$T/daemon.log" 2>&1 || rc=$?
+  [ $rc -eq 137 ] || fail "$what: the daemon exited with status $rc, not by SIGKILL (137)"
+  [ "$(grep -c "crash point index_before_commit reached" "$T/daemon.log")" -eq "$hits" ] \
+    || fail "$what: the daemon died elsewhere"
+  ! live_mount "$M" || fail "$what: the daemon mounted before its start-up ended"
+  [ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "$what: the orphan went before the crash point"
+  start_mount "$NGINX_URL" "$M" read_stall_timeout=5
+  [ "$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)" = "start-up: $start" ] \
+    || fail "$what: the start after it was not '$start'"
+  [ -z "$(find "$C/tmp" -type f)" ] || soft_fail "$what: temp files left: $(ls "$C/tmp")"
+  [ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "$what: the orphan blob is still there"
+  [ -z "$(orphans)" ] || soft_fail "$what: orphan blobs: $(orphans | tr '\n' ' ')"
+  for f in "${files[@]}"; do
+    cmp "$T/up/$f" "$M/$f" || soft_fail "$what: $f differs"
+  done
+  "$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "$what: verify: $(cat "$T/verify.out")"
+  stop_mount "$M"
+}
+start_up_crash "crash taking the clean-stop mark" 2 "after a clean stop"
 note "a crash taking the clean-stop mark: the next start cleans up, verify clean"
-
 start_mount "$NGINX_URL" "$M" read_stall_timeout=5
 kill -9 "$DAEMON_PID"
 wait_until 10 dead "$DAEMON_PID" || fail "the daemon survived kill -9"
-head -c 5000 /dev/urandom >"$C/tmp/dl-leftover2"
-cp "$T/orphan" "$C/blobs/${osha:0:2}/$osha"
-echo "=== full recovery crash" >>"$T/daemon.log"
-rc=0
-NETBOOTFS_CRASH_AT=index_before_commit:1 with_timeout 30 "$NBFS" "$NGINX_URL" "$M" -f \
-  -o "allow_other,cache_dir=$C,log_level=debug" >>"$T/daemon.log" 2>&1 || rc=$?
-[ $rc -eq 137 ] || fail "full recovery crash: the daemon exited with status $rc, not by SIGKILL (137)"
-[ "$(grep -c "crash point index_before_commit reached" "$T/daemon.log")" -eq 3 ] \
-  || fail "full recovery crash: the daemon died elsewhere"
-[ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "full recovery crash: the orphan went before the crash point"
-start_mount "$NGINX_URL" "$M" read_stall_timeout=5
-[ "$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)" = "start-up: full recovery" ] \
-  || fail "full recovery crash: the start after it was not a full recovery"
-[ -z "$(find "$C/tmp" -type f)" ] || soft_fail "full recovery crash: temp files left: $(ls "$C/tmp")"
-[ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "full recovery crash: the orphan blob is still there"
-for f in "${files[@]}"; do
-  cmp "$T/up/$f" "$M/$f" || soft_fail "full recovery crash: $f differs"
-done
-"$NBCTL" --cache-dir "$C" verify >"$T/verify.out" 2>&1 || soft_fail "full recovery crash: verify: $(cat "$T/verify.out")"
-stop_mount "$M"
+start_up_crash "crash inside the full recovery" 3 "full recovery"
 note "a crash inside the full recovery after a kill -9: the next start cleans up, verify clean"
 
 check_daemon_log
-pass "4 crash points and a crash inside recovery: no temp file, no orphan blob, every file byte-identical"
+pass "4 crash points and two crashes inside start-up: no temp file, no orphan blob, every file byte-identical"
