@@ -117,6 +117,14 @@ Result<RecoveryReport> recover_after_clean_stop(Index& index, BlobStore& blobs) 
   return report;
 }
 
+Result<StartUpRecovery> recover_at_start(Index& index, BlobStore& blobs) {
+  auto clean = index.take_clean_mark();
+  if (!clean) return clean.error();
+  auto rec = *clean ? recover_after_clean_stop(index, blobs) : recover(index, blobs);
+  if (!rec) return rec.error();
+  return StartUpRecovery{*clean, std::move(rec).value()};
+}
+
 std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
   std::vector<std::string> problems;
   const auto records_list = index.list_blobs();

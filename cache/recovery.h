@@ -36,6 +36,15 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs);
 // fails the open that finds it missing, which drops its entry.
 Result<RecoveryReport> recover_after_clean_stop(Index& index, BlobStore& blobs);
 
+// What a writer (the mount, an unmounted prefetch) runs when it opens the
+// cache: Index::take_clean_mark(), then recover_after_clean_stop() after a
+// clean stop and recover() after anything else.
+struct StartUpRecovery {
+  bool after_clean_stop = false;
+  RecoveryReport report;
+};
+Result<StartUpRecovery> recover_at_start(Index& index, BlobStore& blobs);
+
 // Read-only check used by `netbootfsctl verify`: re-hashes every blob and
 // checks index <-> blobs; each problem is one human-readable line.
 std::vector<std::string> verify(const Index& index, const BlobStore& blobs);

@@ -789,11 +789,9 @@ int cmd_prefetch(const std::string& dir, const std::string& socket,
     // As the mount does: the full recovery unless the last writer stopped
     // cleanly, and a clean stop marked for the next start (a mount after a
     // prefetch of a large cache then starts without walking it).
-    auto clean = wc->index->take_clean_mark();
-    if (!clean) return fail("cache index: " + clean.error().message);
-    auto rec = *clean ? cache::recover_after_clean_stop(*wc->index, *wc->blobs)
-                      : cache::recover(*wc->index, *wc->blobs);
-    if (!rec) return fail("cache recovery: " + rec.error().message);
+    if (auto rec = cache::recover_at_start(*wc->index, *wc->blobs); !rec) {
+      return fail("cache recovery: " + rec.error().message);
+    }
     auto ho = unmounted_http_options(dir, hf);
     if (!ho) return fail(ho.error().message);
     where = "directly from " + base.value();

@@ -313,21 +313,19 @@ int main(int argc, char** argv) {
   // After a clean stop, start-up removes only what a clean run can leave;
   // after anything else (a crash, a write by netbootfsctl or by an older
   // release), the full recovery runs.
-  auto clean = (*index)->take_clean_mark();
-  if (!clean) return fail("cache index: " + clean.error().message);
-  auto rec = *clean ? cache::recover_after_clean_stop(**index, **blobs)
-                    : cache::recover(**index, **blobs);
-  if (!rec) return fail("cache recovery: " + rec.error().message);
+  auto start = cache::recover_at_start(**index, **blobs);
+  if (!start) return fail("cache recovery: " + start.error().message);
+  const cache::RecoveryReport& rec = start->report;
   auto log = logger("main");
-  log->debug("start-up: {}", *clean ? "after a clean stop" : "full recovery");
-  if (rec->temp_files_removed || rec->entries_dropped || rec->blobs_removed) {
+  log->debug("start-up: {}", start->after_clean_stop ? "after a clean stop" : "full recovery");
+  if (rec.temp_files_removed || rec.entries_dropped || rec.blobs_removed) {
     log->warn("recovered the cache: {} temp files removed, {} entries dropped, {} blobs removed",
-              rec->temp_files_removed, rec->entries_dropped, rec->blobs_removed);
+              rec.temp_files_removed, rec.entries_dropped, rec.blobs_removed);
   }
-  if (!rec->derived_dropped.empty()) {
+  if (!rec.derived_dropped.empty()) {
     // Garbage left by an older release (its source was removed without them).
     log->info("recovery: dropped {} rewritten outputs whose source is gone",
-              rec->derived_dropped.size());
+              rec.derived_dropped.size());
   }
 
   // A limit the filesystem cannot hold (counting what the cache holds) is
