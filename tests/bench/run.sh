@@ -6,7 +6,7 @@
 # then netbootfs alone with a cache of 1k and of 100k entries (start-up,
 # lookup and open latency); then the FUSE floor: floorfs (tests/bench/floorfs.c,
 # built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
-# local tree, in the hot, remount and herd scenarios.
+# local tree, in the hot, remount, herd, TFTP and PXE scenarios.
 #
 #   tests/bench/run.sh [--quick] [--runs N] [--nice N] [--out FILE.md]
 #
@@ -174,6 +174,9 @@ log_count() {  # log_count SYS SCENARIO MARK: appends "GET 200 ×n, HEAD 404 ×m
   REQS[$k]=${s:-none}
 }
 declare -A TIME
+# http SYS: true for the clients of the upstream (not the local directory, not
+# floorfs, which passes the local tree through).
+http() { [ "$1" != local ] && [ "$1" != floor ]; }
 put() { TIME["$1|$2"]=$3; }   # put SYS SCENARIO SECONDS (the median)
 
 # dir SYS: where the tree is for SYS (after mount_sys for the FUSE ones).
@@ -244,7 +247,9 @@ sc_mem() {  # sc_mem SYS FILE LABEL
   rm -rf "$T/cache-$sys"
 }
 
-# 4: a herd of HERD concurrent readers of the cold file.
+# 4: a herd of HERD concurrent readers of the cold file. The clients of the
+# upstream read nginx' warm copy; floorfs reads the local file warm too (the
+# page cache of its own file dropped): FUSE's cost alone, no disk in it.
 sc_herd() {
   local sys=$1 t=() r s mk pids i
   for r in $(seq $RUNS); do
@@ -317,10 +322,10 @@ sc_tftp() {
       rm -rf "$T/cache-$sys"
       mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0; d=$MNT; fi
     start_tftpd "$d"
-    drop_caches; [ "$sys" = local ] || readall "$UP/images/initrd"
+    drop_caches; ! http "$sys" || readall "$UP/images/initrd"
     mk=$(log_mark)
     s=$(now); atftp_get images/initrd "$T/tftp.out" || ok=0; cold+=("$(since "$s")")
-    [ "$sys" = local ] || log_count "$sys" tftpcold "$mk"
+    ! http "$sys" || log_count "$sys" tftpcold "$mk"
     cmp -s "$T/tftp.out" "$UP/images/initrd" || ok=0
     s=$(now); atftp_get images/initrd "$T/tftp.out" || ok=0; warm+=("$(since "$s")")
     cmp -s "$T/tftp.out" "$UP/images/initrd" || ok=0
@@ -357,7 +362,7 @@ sc_pxe() {
   local sys=$1 d s mk i r pids t=() ok=0
   for r in $(seq $RUNS); do
     if [ "$sys" = local ]; then d=$UP; drop_caches; else
-      rm -rf "$T/cache-$sys"; drop_caches; readall "$UP/images/initrd"
+      rm -rf "$T/cache-$sys"; drop_caches; ! http "$sys" || readall "$UP/images/initrd"
       mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0; start_sampler; d=$MNT; fi
     start_tftpd "$d"
     mk=$(log_mark); pids=()
@@ -489,6 +494,8 @@ step "cache of $ENTRIES_SMALL and $ENTRIES_BIG entries nbfs"; sc_cache_scale
 if [ -x "$FLOORFS" ]; then
   step "read floor"; sc_read floor "" ""
   step "herd floor"; sc_herd floor
+  step "tftp floor"; sc_tftp floor
+  step "pxe floor"; sc_pxe floor
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -545,9 +552,11 @@ if [ -x "$FLOORFS" ]; then
   echo
   echo "| scenario | local dir | floorfs | netbootfs | netbootfs / floorfs |"
   echo "|---|---|---|---|---|"
-  for sc in hot remount herd; do
+  for sc in hot remount herd tftpwarm tftpcold pxe; do
     case $sc in
       hot) label="hot re-read" ;; remount) label="remount, page cache dropped" ;; herd) label="herd of $HERD readers" ;;
+      tftpwarm) label="TFTP $SIZE_MB MB warm" ;; tftpcold) label="TFTP $SIZE_MB MB cold" ;;
+      pxe) label="$PXE PXE boots at once ($(q floor pxeok) for floorfs)" ;;
     esac
     echo "| $label | $(g local $sc) | $(g floor $sc) (×$(ratio "${TIME["floor|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | $(g nbfs $sc) (×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["local|$sc"]:-x}")) | ×$(ratio "${TIME["nbfs|$sc"]:-x}" "${TIME["floor|$sc"]:-x}") |"
   done
