@@ -383,6 +383,15 @@ check_daemon_log() {
 $bad"
 }
 
+# started_with WHAT [CONTEXT]: the last start-up line of the daemon log
+# (log_level=debug) is "start-up: WHAT" ("after a clean stop", "full
+# recovery"); fails the test otherwise, CONTEXT first in the message.
+started_with() {
+  local got
+  got=$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)
+  [ "$got" = "start-up: $1" ] || fail "${2:+$2: }expected 'start-up: $1', the daemon logged '${got:-nothing}'"
+}
+
 md5() { md5sum "$1" | cut -d' ' -f1; }
 
 # cache_entry PATH: "SHA256 SIZE" of PATH in the index of $T/cache (or

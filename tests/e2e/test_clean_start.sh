@@ -9,12 +9,6 @@ make_tree "$T/up"
 start_nginx "$T/up"
 M=$T/mnt C=$T/cache
 
-# started_with WHAT: the daemon's last start-up line says WHAT.
-started_with() {
-  local got
-  got=$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)
-  [ "$got" = "start-up: $1" ] || fail "expected 'start-up: $1', the daemon logged '${got:-nothing}'"
-}
 read_all() {
   local f
   for f in ldlinux.c32 pxelinux.cfg/default images/linux; do

@@ -144,8 +144,7 @@ start_up_crash() {
   ! live_mount "$M" || fail "$what: the daemon mounted before its start-up ended"
   [ -f "$C/blobs/${osha:0:2}/$osha" ] || fail "$what: the orphan went before the crash point"
   start_mount "$NGINX_URL" "$M" read_stall_timeout=5
-  [ "$(grep -o 'start-up: .*' "$T/daemon.log" | tail -n 1)" = "start-up: $start" ] \
-    || fail "$what: the start after it was not '$start'"
+  started_with "$start" "$what"
   [ -z "$(find "$C/tmp" -type f)" ] || soft_fail "$what: temp files left: $(ls "$C/tmp")"
   [ ! -e "$C/blobs/${osha:0:2}/$osha" ] || soft_fail "$what: the orphan blob is still there"
   [ -z "$(orphans)" ] || soft_fail "$what: orphan blobs: $(orphans | tr '\n' ' ')"
