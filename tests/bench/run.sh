@@ -6,7 +6,7 @@
 # then netbootfs alone with a cache of 1k and of 100k entries (start-up,
 # lookup and open latency); then the FUSE floor: floorfs (tests/bench/floorfs.c,
 # built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
-# local tree, in the hot, remount, herd, TFTP and PXE scenarios.
+# local tree, in the hot, remount, herd, opens, ls, TFTP and PXE scenarios.
 #
 #   tests/bench/run.sh [--quick] [--runs N] [--nice N] [--out FILE.md]
 #
@@ -301,7 +301,7 @@ sc_ls() {
   for r in $(seq $RUNS); do
     if [ "$sys" = local ]; then
       drop_caches; s=$(now); command ls -lR "$UP/tree" >/dev/null; t+=("$(since "$s")"); continue; fi
-    rm -rf "$T/cache-$sys"
+    rm -rf "$T/cache-$sys"; http "$sys" || drop_caches  # floorfs: the local tree, cold
     mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0
     mk=$(log_mark)
     s=$(now); timeout 300 ls -lR "$MNT/tree" >/dev/null || true; t+=("$(since "$s")")
@@ -494,6 +494,8 @@ step "cache of $ENTRIES_SMALL and $ENTRIES_BIG entries nbfs"; sc_cache_scale
 if [ -x "$FLOORFS" ]; then
   step "read floor"; sc_read floor "" ""
   step "herd floor"; sc_herd floor
+  step "opens floor"; sc_opens floor
+  step "ls floor"; sc_ls floor
   step "tftp floor"; sc_tftp floor
   step "pxe floor"; sc_pxe floor
 fi
@@ -552,9 +554,10 @@ if [ -x "$FLOORFS" ]; then
   echo
   echo "| scenario | local dir | floorfs | netbootfs | netbootfs / floorfs |"
   echo "|---|---|---|---|---|"
-  for sc in hot remount herd tftpwarm tftpcold pxe; do
+  for sc in hot remount herd opens ls tftpwarm tftpcold pxe; do
     case $sc in
       hot) label="hot re-read" ;; remount) label="remount, page cache dropped" ;; herd) label="herd of $HERD readers" ;;
+      opens) label="$OPENS opens of an unchanged file, in one burst" ;; ls) label="\`ls -lR\` cold, $((NDIRS * PERDIR)) files" ;;
       tftpwarm) label="TFTP $SIZE_MB MB warm" ;; tftpcold) label="TFTP $SIZE_MB MB cold" ;;
       pxe) label="$PXE PXE boots at once ($(q floor pxeok) for floorfs)" ;;
     esac
