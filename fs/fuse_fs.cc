@@ -325,6 +325,7 @@ void FuseFs::statfs(fuse_req_t req) {
 
 namespace {
 
+constexpr char kXattrPrefix[] = "user.netbootfs.";  // every name below starts so
 constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
 // On the root only: "up" or "down", the fetcher's view of upstream health.
 constexpr char kXattrUpstream[] = "user.netbootfs.upstream";
@@ -383,7 +384,10 @@ void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t s
     reply_xattr_value(req, fetcher_->upstream_up() ? "up" : "down", size);
     return;
   }
-  if (n->is_dir || !n->version) {
+  // `ls -l` asks every file for security.selinux and system.posix_acl_access
+  // (two requests a file, the kernel caches no answer): none of ours, so no
+  // snapshot is built for them.
+  if (std::strncmp(name, kXattrPrefix, sizeof kXattrPrefix - 1) != 0 || n->is_dir || !n->version) {
     fuse_reply_err(req, ENODATA);
     return;
   }

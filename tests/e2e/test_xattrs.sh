@@ -52,6 +52,12 @@ for _ in 1 2 3; do with_timeout 5 getfattr -d -m - "$T/mnt/boot/vmlinuz" >/dev/n
 sleep 0.3
 [ "$(nginx_count GET)" -eq 0 ] || fail "getfattr of a cached file sent a GET: $(cat "$NGINX_LOG")"
 
+# Names outside user.netbootfs. (what `ls -l` asks of every file): none.
+for name in security.selinux system.posix_acl_access user.other; do
+  out=$(with_timeout 5 getfattr -n "$name" "$T/mnt/boot/vmlinuz" 2>&1 || true)
+  echo "$out" | grep -q "No such attribute" || fail "getfattr -n $name: $out (want ENODATA)"
+done
+
 # Read-only.
 out=$(setfattr -n user.netbootfs.state -v x "$T/mnt/boot/vmlinuz" 2>&1) && fail "setfattr succeeded"
 echo "$out" | grep -q 'Read-only file system' || fail "setfattr: $out (want EROFS)"
