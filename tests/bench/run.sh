@@ -8,7 +8,7 @@
 # built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
 # local tree, in the hot, remount, herd, opens, ls, TFTP and PXE scenarios.
 # Below the floor table: the FUSE requests netbootfs answered in one ls -lR
-# (its metrics file), which the floor does not see (no xattrs).
+# (its metrics file), and why floorfs gets no GETXATTR (it has no xattrs).
 #
 #   tests/bench/run.sh [--quick] [--runs N] [--nice N] [--out FILE.md]
 #
