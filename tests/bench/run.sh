@@ -306,16 +306,17 @@ sc_ls() {
     if [ "$sys" = local ]; then
       drop_caches; s=$(now); command ls -lR "$UP/tree" >/dev/null; t+=("$(since "$s")"); continue; fi
     rm -rf "$T/cache-$sys"; http "$sys" || drop_caches  # floorfs: the local tree, cold
-    # netbootfs counts the FUSE requests it answers (its metrics file).
-    NBFS_OPTS="metrics_file=$T/ls.prom,metrics_interval=0.2" mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0
+    # netbootfs counts the FUSE requests it answers: its metrics file, which
+    # it writes once more as it exits.
+    rm -f "$T/ls.prom"
+    NBFS_OPTS="metrics_file=$T/ls.prom" mount_sys "$sys" "$URL" "$MNT" "$T/cache-$sys" || return 0
     mk=$(log_mark)
     s=$(now); timeout 300 ls -lR "$MNT/tree" >/dev/null || true; t+=("$(since "$s")")
     log_count "$sys" ls "$mk"
-    if [ "$sys" = nbfs ]; then
-      sleep 0.5  # two metrics intervals
+    umount_sys "$MNT"
+    if [ "$sys" = nbfs ] && [ -r "$T/ls.prom" ]; then
       LS_FUSE_OPS=$(awk -F'[{}" ]+' '/^netbootfs_fuse_requests_total/ && $NF > 0 {printf "%s%s %s", sep, $3, $NF; sep=", "}' "$T/ls.prom")
     fi
-    umount_sys "$MNT"
   done
   put "$sys" ls "$(printf '%s\n' "${t[@]}" | median)"
 }
