@@ -325,6 +325,7 @@ void FuseFs::statfs(fuse_req_t req) {
 
 namespace {
 
+constexpr char kXattrUser[] = "user.";  // the only namespace there is
 constexpr char kXattrPrefix[] = "user.netbootfs.";  // every name below starts so
 constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
 // On the root only: "up" or "down", the fetcher's view of upstream health.
@@ -385,8 +386,14 @@ void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t s
     return;
   }
   // `ls -l` asks every file for security.selinux and system.posix_acl_access
-  // (two requests a file, the kernel caches no answer): none of ours, so no
-  // snapshot is built for them.
+  // and the kernel caches no answer. Only the user namespace is supported:
+  // EOPNOTSUPP for the others, which ls remembers for the whole device and
+  // stops asking (ENODATA it would ask again of every name); ENODATA for
+  // other user names.
+  if (std::strncmp(name, kXattrUser, sizeof kXattrUser - 1) != 0) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
   if (std::strncmp(name, kXattrPrefix, sizeof kXattrPrefix - 1) != 0 || n->is_dir || !n->version) {
     fuse_reply_err(req, ENODATA);
     return;

@@ -52,10 +52,16 @@ for _ in 1 2 3; do with_timeout 5 getfattr -d -m - "$T/mnt/boot/vmlinuz" >/dev/n
 sleep 0.3
 [ "$(nginx_count GET)" -eq 0 ] || fail "getfattr of a cached file sent a GET: $(cat "$NGINX_LOG")"
 
-# Names outside user.netbootfs. (what `ls -l` asks of every file): none.
-for name in security.selinux system.posix_acl_access user.other; do
-  out=$(with_timeout 5 getfattr -n "$name" "$T/mnt/boot/vmlinuz" 2>&1 || true)
-  echo "$out" | grep -q "No such attribute" || fail "getfattr -n $name: $out (want ENODATA)"
+# Names outside user.netbootfs.: other user names do not exist; the other
+# namespaces (what `ls -l` asks of every file) are not supported, which ls
+# remembers for the whole mount.
+out=$(with_timeout 5 getfattr -n user.other "$T/mnt/boot/vmlinuz" 2>&1 || true)
+echo "$out" | grep -q "No such attribute" || fail "getfattr -n user.other: $out (want ENODATA)"
+for name in security.selinux system.posix_acl_access system.posix_acl_default trusted.x; do
+  for f in "$T/mnt/boot/vmlinuz" "$T/mnt/boot"; do
+    out=$(with_timeout 5 getfattr -n "$name" "$f" 2>&1 || true)
+    echo "$out" | grep -q "Operation not supported" || fail "getfattr -n $name ${f#"$T/"}: $out (want EOPNOTSUPP)"
+  done
 done
 
 # Read-only.
