@@ -316,9 +316,13 @@ struct Fetcher::Impl {
     return Attr{false, v->size(), v->mtime(), v};
   }
 
-  // `listing_fetched`: the parent's listing was fetched for this lookup, so
+  // kListingFetched: the parent's listing was fetched for this lookup, so
   // it is used whatever its age (with listing_ttl=0 it is never "fresh").
-  void lookup(const std::string& path, Fetcher::AttrCallback cb, bool listing_fetched = false);
+  // kPeek: answer only what is known now (Fetcher::peek): where the lookup
+  // would send a request or wait for one, EWOULDBLOCK instead.
+  enum class LookupMode { kAsk, kListingFetched, kPeek };
+  void lookup(const std::string& path, Fetcher::AttrCallback cb,
+              LookupMode mode = LookupMode::kAsk);
   void with_listing(const std::string& dir, std::function<void()> then);
   void fetch_listing(const std::string& dir);
   void start_head(const std::string& path, PathState& ps);
@@ -954,8 +958,9 @@ std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const std::string& path
 
 // --- Impl: lookup -----------------------------------------------------------
 
-void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
-                           bool listing_fetched) {
+void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb, LookupMode mode) {
+  const bool peek = mode == LookupMode::kPeek;
+  auto would_block = [&] { cb(Error{EWOULDBLOCK, "not known without asking upstream"}); };
   if (path.empty()) {
     cb(Attr{true, 0, 0, nullptr});
     return;
@@ -985,6 +990,11 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
     });
   };
   if (filtered && !ps.current && (ps.underived || ps.deriving || ps.pending)) {
+    if (peek) {
+      lk.unlock();
+      would_block();
+      return;
+    }
     wait_for_version(std::move(cb));
     if (ps.underived && !ps.deriving) {
       start_derive(path, ps);  // cached bytes, not yet through this filter
@@ -1012,19 +1022,26 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
   }
   PathState& pps = state(parent);
   const bool listing_fresh =
-      pps.listing && (listing_fetched || now - pps.listing->fetched_ms < opt.listing_ttl.count());
+      pps.listing && (mode == LookupMode::kListingFetched ||
+                      now - pps.listing->fetched_ms < opt.listing_ttl.count());
   if (!listing_fresh) {
     if (ps.current) {
       // Answer from the cache at once; open revalidates anyway. Refresh the
       // listing in the background so that later lookups see upstream's view.
       auto a = attr_of(ps.current);
-      if (!pps.listing_in_flight) fetch_listing(parent);
+      if (!pps.listing_in_flight && !peek) fetch_listing(parent);
       lk.unlock();
       cb(std::move(a));
       return;
     }
     lk.unlock();
-    with_listing(parent, [this, path, cb = std::move(cb)]() mutable { lookup(path, cb, true); });
+    if (peek) {
+      would_block();
+      return;
+    }
+    with_listing(parent, [this, path, cb = std::move(cb)]() mutable {
+      lookup(path, cb, LookupMode::kListingFetched);
+    });
     return;
   }
   const Listing& listing = *pps.listing;
@@ -1083,6 +1100,11 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb,
   }
   // No listing with an exact size: one HEAD per path, shared; a filtered
   // file is fetched whole instead (a boot menu is small).
+  if (peek) {
+    lk.unlock();
+    would_block();
+    return;
+  }
   wait_for_version(std::move(cb));
   if (ps.head_in_flight || ps.pending) {
     stats.coalesced++;
@@ -2113,6 +2135,14 @@ Fetcher::Fetcher(FetcherOptions options, http::Client& client, Index& index, Blo
 Fetcher::~Fetcher() { shutdown(); }
 
 void Fetcher::lookup(const std::string& path, AttrCallback cb) { impl_->lookup(path, std::move(cb)); }
+
+Result<Attr> Fetcher::peek(const std::string& path) {
+  std::optional<Result<Attr>> out;
+  auto keep = [&out](Result<Attr> r) { out.emplace(std::move(r)); };
+  impl_->lookup(path, keep, Impl::LookupMode::kPeek);
+  // Every kPeek branch answers before lookup() returns.
+  return std::move(out).value();
+}
 
 bool Fetcher::upstream_up() const { return !impl_->down(); }
 

@@ -301,6 +301,11 @@ class Fetcher {
 
   // Attributes of a relative path ("" is the root).
   void lookup(const std::string& path, AttrCallback cb);
+  // lookup() answered from what is known now, without a request and without
+  // waiting (attributes for a directory listing's entries, READDIRPLUS):
+  // EWOULDBLOCK where lookup() would ask upstream or wait for an answer.
+  // Otherwise the same answer and the same effects as lookup().
+  Result<Attr> peek(const std::string& path);
   // The entries of a directory: its upstream listing merged with what the
   // cache holds below it (the cache alone when upstream gives no listing).
   void list_dir(const std::string& path, ListCallback cb);

@@ -26,6 +26,7 @@ FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req
 void interrupt_cb(fuse_req_t req, void* data) { static_cast<FuseFs*>(data)->pending().interrupt(req); }
 
 struct DirHandle {
+  std::string path;  // of the directory
   std::vector<cache::DirEntry> entries;
 };
 
@@ -261,13 +262,15 @@ void FuseFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto pend = pending_.park(req);
   const int flags = fi->flags;
-  fetcher_->list_dir(n->path, [this, pend, flags](Result<std::vector<cache::DirEntry>> r) {
+  const std::string path = n->path;
+  fetcher_->list_dir(path, [this, pend, flags, path](Result<std::vector<cache::DirEntry>> r) {
     if (!pending_.claim(pend)) return;
     if (!r) {
       fuse_reply_err(pend->req, r.error().code);
       return;
     }
     auto dh = std::make_unique<DirHandle>();
+    dh->path = path;
     dh->entries = std::move(r).value();
     fuse_file_info info{};
     info.flags = flags;
@@ -310,6 +313,52 @@ void FuseFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   fuse_reply_buf(req, buf.data(), used);
 }
 
+void FuseFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         fuse_file_info* fi) {
+  auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  // Every entry with an inode counts as a LOOKUP reply; if the kernel does
+  // not get the reply, it does not hold them.
+  std::vector<fuse_ino_t> refs;
+  const size_t total = dh->entries.size() + 2;  // offsets as in readdir()
+  for (size_t i = static_cast<size_t>(off); i < total; ++i) {
+    const char* name = i == 0 ? "." : i == 1 ? ".." : dh->entries[i - 2].name.c_str();
+    const size_t need = fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0);
+    if (need > size - used) break;
+    fuse_entry_param e{};
+    if (i < 2) {
+      // Never linked by the kernel: no inode reference, only the dirent.
+      e.attr.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
+      e.attr.st_mode = S_IFDIR;
+    } else {
+      const auto& d = dh->entries[i - 2];
+      const std::string path = http::child_path(dh->path, d.name);
+      // Attributes only where they are known without asking upstream (a
+      // listing without sizes would mean a HEAD per entry); ino 0 leaves the
+      // entry to a LOOKUP of its own.
+      Result<cache::Attr> a = fetcher_->peek(path);
+      if (a) {
+        e.ino = inodes_.ref(path, a.value());
+        refs.push_back(e.ino);
+        NodeInfo n{
+            e.ino, path, a.value().is_dir, a.value().size, a.value().mtime, a.value().version};
+        e.attr = make_stat(n);
+        e.attr_timeout = opt_.attr_timeout;
+        e.entry_timeout = opt_.entry_timeout;
+      } else {
+        e.attr.st_ino = std::hash<std::string>{}(d.name) | 1;
+        e.attr.st_mode = d.is_dir ? S_IFDIR : S_IFREG;
+      }
+    }
+    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
+                                   static_cast<off_t>(i + 1));
+  }
+  if (fuse_reply_buf(req, buf.data(), used) != 0) {
+    for (fuse_ino_t r : refs) inodes_.forget(r, 1);
+  }
+}
+
 void FuseFs::releasedir(fuse_req_t req, fuse_file_info* fi) {
   delete reinterpret_cast<DirHandle*>(fi->fh);
   fuse_reply_err(req, 0);
@@ -325,7 +374,7 @@ void FuseFs::statfs(fuse_req_t req) {
 
 namespace {
 
-constexpr char kXattrUser[] = "user.";  // the only namespace there is
+constexpr char kXattrUser[] = "user.";              // the only namespace there is
 constexpr char kXattrPrefix[] = "user.netbootfs.";  // every name below starts so
 constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
 // On the root only: "up" or "down", the fetcher's view of upstream health.
@@ -426,9 +475,10 @@ void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 const char* FuseFs::op_name(Op op) {
-  static const char* const kNames[kOpCount] = {
-      "lookup", "forget",     "getattr", "open",   "read",     "release",   "flush", "opendir",
-      "readdir", "releasedir", "statfs", "access", "getxattr", "listxattr", "write"};
+  static const char* const kNames[kOpCount] = {"lookup",  "forget",      "getattr",    "open",
+                                               "read",    "release",     "flush",      "opendir",
+                                               "readdir", "readdirplus", "releasedir", "statfs",
+                                               "access",  "getxattr",    "listxattr",  "write"};
   return kNames[static_cast<size_t>(op)];
 }
 
@@ -459,6 +509,9 @@ const fuse_lowlevel_ops& FuseFs::operations() {
     o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->count(Op::kOpendir)->opendir(r, i, fi); };
     o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t off, fuse_file_info* fi) {
       self(r)->count(Op::kReaddir)->readdir(r, i, s, off, fi);
+    };
+    o.readdirplus = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t off, fuse_file_info* fi) {
+      self(r)->count(Op::kReaddirplus)->readdirplus(r, i, s, off, fi);
     };
     o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) {
       self(r)->count(Op::kReleasedir)->releasedir(r, fi);

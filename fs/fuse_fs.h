@@ -76,6 +76,10 @@ class FuseFs {
   void release(fuse_req_t req, fuse_file_info* fi);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  // READDIRPLUS: readdir() with each entry's attributes where the fetcher
+  // knows them without a request (Fetcher::peek), so `ls -l` needs no
+  // LOOKUP per name.
+  void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
   void releasedir(fuse_req_t req, fuse_file_info* fi);
   void statfs(fuse_req_t req);
   void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
@@ -83,8 +87,25 @@ class FuseFs {
   PendingReplies& pending() { return pending_; }
 
   // Requests by operation, for the metrics (relaxed counters).
-  enum class Op { kLookup, kForget, kGetattr, kOpen, kRead, kRelease, kFlush, kOpendir, kReaddir,
-                  kReleasedir, kStatfs, kAccess, kGetxattr, kListxattr, kWrite, kCount };
+  enum class Op {
+    kLookup,
+    kForget,
+    kGetattr,
+    kOpen,
+    kRead,
+    kRelease,
+    kFlush,
+    kOpendir,
+    kReaddir,
+    kReaddirplus,
+    kReleasedir,
+    kStatfs,
+    kAccess,
+    kGetxattr,
+    kListxattr,
+    kWrite,
+    kCount
+  };
   static constexpr size_t kOpCount = static_cast<size_t>(Op::kCount);
   static const char* op_name(Op op);
   FuseFs* count(Op op) {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# ls -lR shows the upstream names and sizes without downloading any file body;
-# with rewrite rules, only the small files they match are fetched (their size
-# is known only once rewritten).
+# ls -lR shows the upstream names and sizes without downloading any file body
+# and without a FUSE request per name; with rewrite rules, only the small
+# files they match are fetched (their size is known only once rewritten).
 source "$(dirname "$0")/lib.sh"
 KERNEL_MB=2 INITRD_MB=4 make_tree "$T/up"
 start_nginx "$T/up"
-start_mount "$NGINX_URL" "$T/mnt" "no_default_rewrite"
+start_mount "$NGINX_URL" "$T/mnt" "no_default_rewrite,metrics_file=$T/ls.prom"
 with_timeout 30 ls -lR --time-style=+%s "$T/mnt" >"$T/ls.out" || fail "ls -lR failed: $(tail -n 3 "$T/ls.out")"
 # ls -lR's own view: every name, and the size of every file.
 lsr_sizes() {  # "SIZE NAME" for each regular file line of ls -lR output
@@ -25,6 +25,14 @@ $(grep -E '^GET ' "$NGINX_LOG" | grep -vE '^GET [^ ]*/ ')"
 heads=$(nginx_count HEAD '.*')
 [ "$heads" -eq 0 ] || fail "$heads HEADs although the listings give exact sizes"
 stop_mount "$T/mnt"
+# The FUSE requests behind it (the metrics file is written once more at
+# exit): the listings' sizes come with READDIRPLUS, so there is no LOOKUP per
+# name; ls asks for security.selinux and the ACL once, not of every name.
+fuse_ops() { awk -v op="$1" -F'[{}" ]+' '$1 == "netbootfs_fuse_requests_total" && $3 == op {print $NF}' "$T/ls.prom"; }
+entries=$(wc -l <"$T/got")
+[ "$(fuse_ops readdirplus)" -ge 1 ] || fail "no READDIRPLUS: $(grep fuse_requests "$T/ls.prom")"
+[ "$(fuse_ops lookup)" -lt $((entries / 2)) ] || fail "$(fuse_ops lookup) LOOKUPs for $entries names"
+[ "$(fuse_ops getxattr)" -le 4 ] || fail "$(fuse_ops getxattr) GETXATTRs for $entries names"
 # With the default rule (proxy_host differs from the upstream host), ls fetches
 # exactly the files the rule selects, and nothing else.
 : >"$NGINX_LOG"

@@ -108,6 +108,12 @@ class FetcherTest : public ::testing::Test {
     fetcher_->lookup(path, [&p](Result<Attr> r) { p.set_value(std::move(r)); });
     return await(f);
   }
+  Result<std::vector<DirEntry>> list_dir(const std::string& path) {
+    std::promise<Result<std::vector<DirEntry>>> p;
+    auto f = p.get_future();
+    fetcher_->list_dir(path, [&p](Result<std::vector<DirEntry>> r) { p.set_value(std::move(r)); });
+    return await(f);
+  }
   Result<std::unique_ptr<OpenFile>> open(const std::shared_ptr<FileVersion>& v) {
     std::promise<Result<std::unique_ptr<OpenFile>>> p;
     auto f = p.get_future();
@@ -389,6 +395,53 @@ TEST_F(FetcherTest, WithoutAListingAMissingNameCostsOneHeadPerWindow) {
   }
   EXPECT_EQ(server_.count("GET", "nodir/"), 1u);
   EXPECT_EQ(server_.count("HEAD", "nodir/x"), 1u);
+}
+
+TEST_F(FetcherTest, PeekAnswersFromTheListingAndNeverAsksForOne) {
+  server_.put("boot/vmlinuz", "kernel");
+  server_.put("boot/efi/grubx64.efi", "grub");
+  auto before = fetcher_->peek("boot/vmlinuz");
+  ASSERT_FALSE(before);
+  EXPECT_EQ(before.error().code, EWOULDBLOCK);
+  EXPECT_TRUE(server_.requests().empty()) << "peek sent " << server_.requests()[0].path;
+
+  ASSERT_TRUE(list_dir("boot"));
+  auto f = fetcher_->peek("boot/vmlinuz");
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_FALSE(f->is_dir);
+  EXPECT_EQ(f->size, 6u);
+  auto d = fetcher_->peek("boot/efi");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_TRUE(d->is_dir);
+  auto gone = fetcher_->peek("boot/initrd");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ENOENT);
+  // What a lookup answers next: the same version, no request of its own.
+  auto a = lookup("boot/vmlinuz");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->version, f->version);
+  ASSERT_EQ(server_.requests().size(), 1u);
+  EXPECT_EQ(server_.count("GET", "boot/"), 1u);
+}
+
+TEST_F(FetcherTest, PeekSendsNoHeadWhereTheListingHasNoSize) {
+  server_.no_listing("plain/");
+  server_.put("plain/kernel", "12345678");
+  ASSERT_TRUE(lookup("plain"));     // known as a directory from the root listing
+  EXPECT_FALSE(list_dir("plain"));  // no listing, nothing cached below it
+  for (int i = 0; i < 3; ++i) {
+    auto p = fetcher_->peek("plain/kernel");
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error().code, EWOULDBLOCK);
+  }
+  EXPECT_EQ(server_.count("HEAD", "plain/kernel"), 0u);
+  auto a = lookup("plain/kernel");  // the one HEAD
+  ASSERT_TRUE(a) << a.error().message;
+  auto p = fetcher_->peek("plain/kernel");
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(p->size, 8u);
+  EXPECT_EQ(p->version, a->version);
+  EXPECT_EQ(server_.count("HEAD", "plain/kernel"), 1u);
 }
 
 TEST_F(FetcherTest, ConcurrentOpensOfAColdFileShareOneDownload) {
