@@ -8,7 +8,7 @@
 # built as build/tests/bench/netbootfs_floorfs), a bare passthrough of the
 # local tree, in the hot, remount, herd, opens, ls, TFTP and PXE scenarios.
 # Below the floor table: the FUSE requests netbootfs answered in one ls -lR
-# (its metrics file), and why floorfs gets no GETXATTR (it has no xattrs).
+# (its metrics file).
 #
 #   tests/bench/run.sh [--quick] [--runs N] [--nice N] [--out FILE.md]
 #
@@ -575,8 +575,9 @@ if [ -x "$FLOORFS" ]; then
   done
   echo
   echo "FUSE requests netbootfs answered in its last \`ls -lR\` (netbootfs_fuse_requests_total): ${LS_FUSE_OPS:-n/a}."
-  echo "floorfs has no xattrs: its first GETXATTR answers ENOSYS and the kernel asks it no more; \`ls -l\` asks every file"
-  echo "and directory for security.selinux and system.posix_acl_access, and the kernel caches neither answer."
+  echo "Both answer READDIRPLUS with every entry's attributes (netbootfs from the listing's sizes), so \`ls -l\` sends"
+  echo "no LOOKUP per name; floorfs has no xattrs (one ENOSYS and the kernel asks no more), netbootfs answers"
+  echo "EOPNOTSUPP for security.* and system.* (ls stops asking for the mount) and serves user.netbootfs.*."
   echo
   echo "Disk busy during each remount read (io_ticks of $DISK_DEV in /proc/diskstats; each read fetches the same"
   echo "$SIZE_MB MB from the disk), median and range of the $((RUNS * REMOUNTS)) reads: local ${DISK[local]:-n/a},"
