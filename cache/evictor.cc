@@ -176,6 +176,15 @@ Evictor::Reservation Evictor::reserve(uint64_t bytes) {
   return Reservation(reserved_, bytes);
 }
 
+bool Evictor::fits(const IndexStats& total, uint64_t coming) const {
+  return options_.limit == 0 ||
+         (total.blob_bytes <= UINT64_MAX - coming &&
+          total.blob_bytes + coming <=
+              percent_of(options_.limit, std::min(options_.watermarks.high_pct, 100u)));
+}
+
+bool Evictor::over_high_watermark() const { return !fits(index_.stats(), reserved_->load()); }
+
 Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   std::unique_lock lk(mu_);
   EvictReport report;
@@ -189,10 +198,7 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   // one read): this runs for every download that announces its size, on
   // the HTTP worker thread.
   const IndexStats total = index_.stats();
-  if (options_.limit == 0 ||
-      (total.blob_bytes <= UINT64_MAX - coming &&
-       total.blob_bytes + coming <=
-           percent_of(options_.limit, std::min(options_.watermarks.high_pct, 100u)))) {
+  if (fits(total, coming)) {
     report.cache_bytes = total.blob_bytes;
     report.cache_objects = total.blobs;
     cache_bytes = report.cache_bytes;

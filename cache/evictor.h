@@ -161,6 +161,10 @@ class Evictor {
   // hold no reservation, counted with the rest (and with the reservations):
   // room is made before they arrive.
   Result<EvictReport> enforce(uint64_t incoming = 0);
+  // Whether enforce(0) would look for victims now (the common-case test of
+  // the contract, O(1), no Evictor lock): a caller that would only queue a
+  // pass can skip it, and the thread wakeup, when this is false.
+  bool over_high_watermark() const;
 
   bool pinned(std::string_view path) const;
   const EvictorOptions& options() const { return options_; }
@@ -171,6 +175,7 @@ class Evictor {
   std::atomic<uint64_t> cache_objects{0};
 
  private:
+  bool fits(const IndexStats& total, uint64_t coming) const;
   EvictorOptions options_;
   Index& index_;
   BlobStore& blobs_;

@@ -1905,7 +1905,10 @@ Result<EvictReport> Fetcher::Impl::run_eviction(uint64_t incoming) {
 }
 
 void Fetcher::Impl::queue_eviction() {
-  if (!evictor_.load() || eviction_queued_.exchange(true)) return;
+  // Every last close of a cached file comes here: below the watermark a
+  // pass would find nothing, so no worker is woken for it.
+  Evictor* ev = evictor_.load();
+  if (!ev || !ev->over_high_watermark() || eviction_queued_.exchange(true)) return;
   post([this] {
     eviction_queued_ = false;
     (void)run_eviction(0);

@@ -286,6 +286,24 @@ TEST_F(EvictorStore, UnderTheWatermarkAPassScansNothing) {
   EXPECT_EQ(r->blobs, 1u);
 }
 
+TEST_F(EvictorStore, OverTheHighWatermarkSaysWhetherAPassWouldScan) {
+  put("a", 300, 'a', 1);
+  put("b", 300, 'b', 2);
+  EvictorOptions o;
+  o.limit = 1000;  // high 900
+  Evictor ev(o, *index_, *blobs_);
+  EXPECT_FALSE(ev.over_high_watermark());
+  auto r = ev.reserve(300);  // 900: at the watermark
+  EXPECT_FALSE(ev.over_high_watermark());
+  put("c", 1, 'c', 3);
+  EXPECT_TRUE(ev.over_high_watermark());
+  r.release();
+  EXPECT_FALSE(ev.over_high_watermark());
+  EvictorOptions none;  // no limit: never
+  Evictor unlimited(none, *index_, *blobs_);
+  EXPECT_FALSE(unlimited.over_high_watermark());
+}
+
 TEST_F(EvictorStore, EveryOutstandingReservationCounts) {
   const auto a = put("a", 300, 'a', 1);
   const auto b = put("b", 300, 'b', 2);
