@@ -91,7 +91,11 @@ stop_mount "$T/mnt"
 kblob=$(find "$CACHE_DIR/blobs" -type f -name "$lsum*")
 iblob=$(find "$CACHE_DIR/blobs" -type f -name "$(sha256sum "$T/up/images/initrd" | cut -d' ' -f1)*")
 [ -n "$kblob" ] && [ -n "$iblob" ] || fail "blob files not found under $CACHE_DIR/blobs"
-printf 'X' | dd of="$kblob" bs=1 seek=1000 conv=notrunc status=none   # same size, other bytes
+# Same size, other bytes: byte 1000 inverted (a fixed byte would be the
+# random kernel's own one time in 256).
+b=$(od -An -tu1 -j1000 -N1 "$kblob" | tr -d ' ')
+printf "\\$(printf '%03o' $((b ^ 255)))" | dd of="$kblob" bs=1 seek=1000 conv=notrunc status=none
+[ "$(od -An -tu1 -j1000 -N1 "$kblob" | tr -d ' ')" = $((b ^ 255)) ] || fail "the kernel blob was not changed"
 rm -f "$iblob"
 mkdir -p "$CACHE_DIR/blobs/00"
 echo junk >"$CACHE_DIR/blobs/00/$(printf '%064d' 0)"                 # an orphan, corrupt too
