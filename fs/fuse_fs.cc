@@ -30,6 +30,30 @@ struct DirHandle {
   std::vector<cache::DirEntry> entries;
 };
 
+// A directory stream: offset 0 is ".", 1 is "..", 2.. the entries; each
+// entry's offset is the next one's index.
+size_t dirent_count(const DirHandle& dh) { return dh.entries.size() + 2; }
+
+// The name of entry `i` and, in *st, what a plain dirent carries of it
+// (inode number, type).
+const char* dirent_at(const DirHandle& dh, size_t i, fuse_ino_t dir_ino, struct stat* st) {
+  st->st_mode = S_IFDIR;
+  if (i == 0) {
+    st->st_ino = dir_ino;
+    return ".";
+  }
+  if (i == 1) {
+    st->st_ino = FUSE_ROOT_ID;
+    return "..";
+  }
+  const cache::DirEntry& e = dh.entries[i - 2];
+  // Not the inode a LOOKUP would give (that depends on the version); any
+  // non-zero number will do for a dirent.
+  st->st_ino = std::hash<std::string>{}(e.name) | 1;
+  if (!e.is_dir) st->st_mode = S_IFREG;
+  return e.name.c_str();
+}
+
 void erofs(fuse_req_t req) {
   self(req)->count(FuseFs::Op::kWrite);
   fuse_reply_err(req, EROFS);
@@ -284,27 +308,9 @@ void FuseFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
-  // Offsets: 0 ".", 1 "..", 2.. the entries; each entry's offset is the next one's index.
-  const size_t total = dh->entries.size() + 2;
-  for (size_t i = static_cast<size_t>(off); i < total; ++i) {
+  for (size_t i = static_cast<size_t>(off); i < dirent_count(*dh); ++i) {
     struct stat st {};
-    const char* name;
-    if (i == 0) {
-      name = ".";
-      st.st_ino = ino;
-      st.st_mode = S_IFDIR;
-    } else if (i == 1) {
-      name = "..";
-      st.st_ino = FUSE_ROOT_ID;
-      st.st_mode = S_IFDIR;
-    } else {
-      const auto& e = dh->entries[i - 2];
-      name = e.name.c_str();
-      // Not the inode a LOOKUP would give (that depends on the version);
-      // any non-zero number will do for readdir.
-      st.st_ino = std::hash<std::string>{}(e.name) | 1;
-      st.st_mode = e.is_dir ? S_IFDIR : S_IFREG;
-    }
+    const char* name = dirent_at(*dh, i, ino, &st);
     size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
                                     static_cast<off_t>(i + 1));
     if (need > size - used) break;
@@ -321,22 +327,17 @@ void FuseFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   // Every entry with an inode counts as a LOOKUP reply; if the kernel does
   // not get the reply, it does not hold them.
   std::vector<fuse_ino_t> refs;
-  const size_t total = dh->entries.size() + 2;  // offsets as in readdir()
-  for (size_t i = static_cast<size_t>(off); i < total; ++i) {
-    const char* name = i == 0 ? "." : i == 1 ? ".." : dh->entries[i - 2].name.c_str();
+  for (size_t i = static_cast<size_t>(off); i < dirent_count(*dh); ++i) {
+    fuse_entry_param e{};
+    const char* name = dirent_at(*dh, i, ino, &e.attr);
     const size_t need = fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0);
     if (need > size - used) break;
-    fuse_entry_param e{};
-    if (i < 2) {
-      // Never linked by the kernel: no inode reference, only the dirent.
-      e.attr.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
-      e.attr.st_mode = S_IFDIR;
-    } else {
-      const auto& d = dh->entries[i - 2];
-      const std::string path = http::child_path(dh->path, d.name);
-      // Attributes only where they are known without asking upstream (a
-      // listing without sizes would mean a HEAD per entry); ino 0 leaves the
-      // entry to a LOOKUP of its own.
+    // "." and ".." are never linked by the kernel: no inode reference, only
+    // the dirent. Other entries get attributes only where they are known
+    // without asking upstream (a listing without sizes would mean a HEAD
+    // per entry); ino 0 leaves the entry to a LOOKUP of its own.
+    if (i >= 2) {
+      const std::string path = http::child_path(dh->path, name);
       Result<cache::Attr> a = fetcher_->peek(path);
       if (a) {
         e.ino = inodes_.ref(path, a.value());
@@ -346,9 +347,6 @@ void FuseFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         e.attr = make_stat(n);
         e.attr_timeout = opt_.attr_timeout;
         e.entry_timeout = opt_.entry_timeout;
-      } else {
-        e.attr.st_ino = std::hash<std::string>{}(d.name) | 1;
-        e.attr.st_mode = d.is_dir ? S_IFDIR : S_IFREG;
       }
     }
     used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
