@@ -145,6 +145,15 @@ struct stat FuseFs::make_stat(const NodeInfo& n) const {
   return st;
 }
 
+fuse_entry_param FuseFs::ref_entry(const std::string& path, const cache::Attr& a) {
+  fuse_entry_param e{};
+  e.ino = inodes_.ref(path, a);
+  e.attr = make_stat(NodeInfo{e.ino, path, a.is_dir, a.size, a.mtime, a.version});
+  e.attr_timeout = opt_.attr_timeout;
+  e.entry_timeout = opt_.entry_timeout;
+  return e;
+}
+
 void FuseFs::init(fuse_conn_info* conn) {
   // Readahead reads parked at a download frontier count against the
   // kernel's background limit (default 12): raise it so they do not block
@@ -180,12 +189,7 @@ void FuseFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(pend->req, &e);
       return;
     }
-    const cache::Attr& a = r.value();
-    e.ino = inodes_.ref(path, a);
-    NodeInfo n{e.ino, path, a.is_dir, a.size, a.mtime, a.version};
-    e.attr = make_stat(n);
-    e.attr_timeout = opt_.attr_timeout;
-    e.entry_timeout = opt_.entry_timeout;
+    e = ref_entry(path, r.value());
     if (fuse_reply_entry(pend->req, &e) != 0) inodes_.forget(e.ino, 1);
   });
 }
@@ -338,15 +342,9 @@ void FuseFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     // per entry); ino 0 leaves the entry to a LOOKUP of its own.
     if (i >= 2) {
       const std::string path = http::child_path(dh->path, name);
-      Result<cache::Attr> a = fetcher_->peek(path);
-      if (a) {
-        e.ino = inodes_.ref(path, a.value());
+      if (Result<cache::Attr> a = fetcher_->peek(path)) {
+        e = ref_entry(path, a.value());
         refs.push_back(e.ino);
-        NodeInfo n{
-            e.ino, path, a.value().is_dir, a.value().size, a.value().mtime, a.value().version};
-        e.attr = make_stat(n);
-        e.attr_timeout = opt_.attr_timeout;
-        e.entry_timeout = opt_.entry_timeout;
       }
     }
     used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,

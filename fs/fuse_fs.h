@@ -119,6 +119,9 @@ class FuseFs {
 
  private:
   struct stat make_stat(const NodeInfo& n) const;
+  // The entry of `path` as a LOOKUP reply carries it, counted as one kernel
+  // reference in the inode table (the caller forgets it if the reply fails).
+  fuse_entry_param ref_entry(const std::string& path, const cache::Attr& a);
   void reply_slice(fuse_req_t req, const cache::Slice& s);
 
   const MountOptions& opt_;
