@@ -1,5 +1,7 @@
 #include "cache/evictor.h"
 
+#include "cache/derived_keys.h"
+
 #include <fnmatch.h>
 #include <spdlog/spdlog.h>
 
@@ -148,11 +150,6 @@ bool matches_pin(const std::vector<std::string>& pins, std::string_view path) {
 
 bool Evictor::pinned(std::string_view path) const { return matches_pin(options_.pins, path); }
 
-namespace {
-constexpr std::string_view kFilteredPrefix = "\x01" "filtered/";
-bool is_internal(const std::string& p) { return !p.empty() && p[0] == '\x01'; }
-}  // namespace
-
 Evictor::Reservation::Reservation(Reservation&& o) noexcept
     : pool_(std::move(o.pool_)), bytes_(std::exchange(o.bytes_, 0)) {}
 
@@ -211,11 +208,8 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
   std::unordered_set<std::string> pinned_blobs;
   for (auto& [p, e] : index_.list_paths()) {
-    if (is_internal(p)) {
-      if (p.compare(0, kFilteredPrefix.size(), kFilteredPrefix) == 0) {
-        const std::string source = p.substr(p.rfind('/') + 1);
-        derived_of[source].emplace_back(p, e.sha256);
-      }
+    if (is_internal_key(p)) {
+      if (auto source = derived_source(p)) derived_of[*source].emplace_back(p, e.sha256);
       continue;
     }
     if (pinned(p)) pinned_blobs.insert(e.sha256);

@@ -24,7 +24,7 @@
 //   (Index::stats(), O(1)) plus the reservations and `incoming` are at or
 //   below the high watermark, enforce() returns at once.
 // - enforce(): evicting a blob removes every index path that points at it,
-//   the rewritten outputs derived from it (their "\x01filtered/<fp>/<sha>"
+//   the rewritten outputs derived from it (cache/derived_keys.h: their
 //   entries and their blobs when nothing else refers to them), the blob
 //   records and the blob files. The caller gets the paths removed
 //   (on_evicted) so that it can forget what it kept in memory about them.

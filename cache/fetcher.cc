@@ -17,8 +17,10 @@
 
 #include <tsl/robin_map.h>
 
+#include "cache/derived_keys.h"
 #include "cache/http/url.h"
 #include "cache/listing.h"
+#include "cache/maintenance.h"
 #include "cache/origins.h"
 #include "cache/util/log.h"
 
@@ -388,10 +390,6 @@ struct Fetcher::Impl {
     uint64_t size = 0;
     std::string note;
   };
-  static std::string derived_key(const std::string& fp, const std::string& source_sha) {
-    // Split literal: "\x01f..." would read as the single byte 0x1F.
-    return std::string("\x01") + "filtered/" + fp + "/" + source_sha;
-  }
   Result<Derived> derive(const ContentFilter& filter, const std::string& path,
                          const PathEntry& source);
   void start_derive(const std::string& path, PathState& ps);  // mu_ held
@@ -1917,24 +1915,14 @@ void Fetcher::Impl::queue_eviction() {
 
 void Fetcher::Impl::collect_garbage(const std::string& sha) {
   std::unique_lock gc(gc_mu_);
-  auto b = index.get_blob(sha);
-  if (b && b->refs > 0) return;
-  if (b) {
-    if (auto r = index.remove_blob(sha); !r) return;
-  }
-  // Open handles keep reading an unlinked blob through their fds.
-  if (auto r = blobs.remove(sha); !r) log()->warn("removing blob {}: {}", sha, r.error().message);
+  Removed unused;
+  collect_blob(index, blobs, sha, unused);
 }
 
 void Fetcher::Impl::remove_cached(const std::string& path) {
-  auto before = index.get_path(path);
-  if (!before) return;
-  if (auto r = index.remove_path(path); !r) {
-    log()->warn("{}: removing the index entry failed: {}", path, r.error().message);
-    return;
-  }
-  forget_derived(before->sha256);
-  collect_garbage(before->sha256);
+  std::unique_lock gc(gc_mu_);
+  auto r = remove_paths(index, blobs, {path});
+  if (!r) log()->warn("{}: removing the index entry failed: {}", path, r.error().message);
 }
 
 // --- Impl: filtered files ---------------------------------------------------
@@ -2042,19 +2030,10 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
 
 void Fetcher::Impl::forget_derived(const std::string& old_source_sha) {
   // The outputs derived from a blob no path uses any more are garbage too,
-  // whichever filter fingerprint made them. Keys are fingerprint first, so
-  // this walks the internal entries (one per rewritten file and rule set,
-  // few), not the whole index.
-  auto b = index.get_blob(old_source_sha);
-  if (b && b->refs > 0) return;
-  const std::string suffix = "/" + old_source_sha;
-  for (const auto& [key, d] : index.list_paths(std::string("\x01") + "filtered")) {
-    if (key.size() < suffix.size() ||
-        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
-      continue;
-    }
-    if (index.remove_path(key)) collect_garbage(d.sha256);
-  }
+  // whichever filter fingerprint made them.
+  std::unique_lock gc(gc_mu_);
+  Removed unused;
+  drop_outputs_of(index, blobs, old_source_sha, unused);
 }
 
 void Fetcher::set_evictor(Evictor* evictor) {
@@ -2105,7 +2084,7 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
     const std::string prefix = path.empty() ? std::string() : path + "/";
     for (const auto& [p, entry] : index.list_paths(path)) {
       if (p.size() <= prefix.size() || p.compare(0, prefix.size(), prefix) != 0) continue;
-      if (p[0] == '\x01') continue;  // internal entries (filter outputs)
+      if (is_internal_key(p)) continue;  // internal entries (filter outputs)
       std::string_view rest(p);
       rest.remove_prefix(prefix.size());
       const auto slash = rest.find('/');

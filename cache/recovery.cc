@@ -1,5 +1,7 @@
 #include "cache/recovery.h"
 
+#include "cache/derived_keys.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,16 +13,6 @@
 namespace netbootfs::cache {
 namespace {
 
-// Rewritten outputs are keyed "\x01filtered/<filter fingerprint>/<source sha256>"
-// (cache/fetcher.cc); the source is the part after the last '/'.
-constexpr std::string_view kFilteredPrefix = "\x01" "filtered";
-bool is_internal(std::string_view p) { return !p.empty() && p[0] == '\x01'; }
-std::optional<std::string> derived_source(std::string_view key) {
-  if (key.compare(0, kFilteredPrefix.size(), kFilteredPrefix) != 0) return std::nullopt;
-  const auto slash = key.rfind('/');
-  if (slash == std::string_view::npos) return std::nullopt;
-  return std::string(key.substr(slash + 1));
-}
 
 std::optional<std::string> hash_file(int fd) {
   // Tell the kernel the whole file is read once, front to back.
@@ -75,7 +67,7 @@ Result<RecoveryReport> recover(Index& index, BlobStore& blobs) {
   for (const auto& [path, entry] : index.list_paths()) {
     const auto size = blobs.blob_size(entry.sha256);
     if (size && *size == entry.size) {
-      if (!is_internal(path)) {
+      if (!is_internal_key(path)) {
         sources.insert(entry.sha256);
       } else if (auto src = derived_source(path)) {
         derived.emplace_back(path, std::move(*src));
@@ -134,7 +126,7 @@ std::vector<std::string> verify(const Index& index, const BlobStore& blobs) {
   std::set<std::string> sources;
   std::vector<std::string> derived_keys;
   for (const auto& [path, entry] : index.list_paths()) {
-    if (!is_internal(path)) sources.insert(entry.sha256);
+    if (!is_internal_key(path)) sources.insert(entry.sha256);
     if (derived_source(path)) derived_keys.push_back(path);
     refs[entry.sha256]++;
     const auto size = blobs.blob_size(entry.sha256);

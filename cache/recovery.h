@@ -2,7 +2,7 @@
 //
 // Order matters: tmp/ is emptied; index entries whose blob is missing or has
 // the wrong size are dropped, and so are rewritten outputs
-// ("\x01filtered/<fp>/<source sha256>") whose source no path points at any
+// (cache/derived_keys.h) whose source no path points at any
 // more; refcounts and the index's blob totals are recounted; blobs that no
 // entry refers to (on disk without an entry, or with refs == 0) are deleted.
 // Afterwards every path entry points at a complete blob of its recorded size.

@@ -28,6 +28,7 @@
 #include "cache/blob_store.h"
 #include "cache/bundle.h"
 #include "cache/cache_lock.h"
+#include "cache/derived_keys.h"
 #include "cache/fetcher.h"
 #include "cache/http/client.h"
 #include "cache/http/settings_file.h"
@@ -35,6 +36,7 @@
 #include "cache/evictor.h"
 #include "cache/http/url.h"
 #include "cache/index.h"
+#include "cache/maintenance.h"
 #include "cache/recovery.h"
 
 namespace {
@@ -174,14 +176,14 @@ int cmd_ls(const std::string& dir, const std::string& socket, const std::string&
     prefix = p.value();
   }
   auto entries = (*index)->list_paths(prefix);
-  // Internal entries (rewritten outputs, keyed "\x01filtered/FP/SOURCE_SHA256")
-  // are not paths of the tree; they say which blobs have a rewritten output.
+  // Internal entries (rewritten outputs, cache/derived_keys.h) are not paths
+  // of the tree; they say which blobs have a rewritten output.
   std::set<std::string> rewritten;
-  for (const auto& [key, e] : (*index)->list_paths("\x01" "filtered")) {
-    rewritten.insert(key.substr(key.rfind('/') + 1));
+  for (const auto& [key, e] : (*index)->list_paths(cache::kDerivedPrefix)) {
+    if (auto source = cache::derived_source(key)) rewritten.insert(*source);
   }
   entries.erase(std::remove_if(entries.begin(), entries.end(),
-                               [](const auto& e) { return !e.first.empty() && e.first[0] == '\x01'; }),
+                               [](const auto& e) { return cache::is_internal_key(e.first); }),
                 entries.end());
   if (json) {
     auto out = nlohmann::json::array();
@@ -239,7 +241,7 @@ int cmd_status(const std::string& dir, const std::string& socket, bool json) {
   // The index's running totals: no walk of the blob table. Rewritten
   // outputs are internal entries; only they are walked, to leave them out.
   auto st = (*index)->stats();
-  st.paths -= std::min<uint64_t>(st.paths, (*index)->list_paths("\x01" "filtered").size());
+  st.paths -= std::min<uint64_t>(st.paths, (*index)->list_paths(cache::kDerivedPrefix).size());
   size_t tmp_files = 0;
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir + "/tmp", ec);
@@ -472,7 +474,7 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
     prefixes.push_back(p.value());
   }
   for (const auto& [p, e] : ix.list_paths()) {
-    if (!p.empty() && p[0] == '\x01') continue;  // internal: follows its source
+    if (cache::is_internal_key(p)) continue;  // internal: follows its source
     bool hit = all;
     for (const auto& pre : prefixes) {
       if (p == pre || (p.size() > pre.size() && p.compare(0, pre.size(), pre) == 0 &&
@@ -486,32 +488,9 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
     }
     if (hit) victims.push_back(p);
   }
-  uint64_t bytes = 0, removed_blobs = 0;
-  std::vector<std::string> touched;
-  for (const auto& p : victims) {
-    auto e = ix.get_path(p);
-    if (!e) continue;
-    if (auto r = ix.remove_path(p); !r) return fail(r.error().message);
-    touched.push_back(e->sha256);
-  }
-  // Rewritten outputs of a source blob that is gone are garbage too.
-  for (const auto& [key, e] : ix.list_paths("\x01filtered")) {
-    const auto slash = key.rfind('/');
-    const std::string source = key.substr(slash + 1);
-    auto b = ix.get_blob(source);
-    if (!b || b->refs == 0) {
-      if (ix.remove_path(key)) touched.push_back(e.sha256);
-    }
-  }
-  for (const auto& sha : touched) {
-    auto b = ix.get_blob(sha);
-    if (b && b->refs > 0) continue;
-    if (b && !ix.remove_blob(sha)) continue;
-    if (auto size = c->blobs->blob_size(sha); size && c->blobs->remove(sha)) {
-      bytes += *size;
-      removed_blobs++;
-    }
-  }
+  auto removed = cache::remove_paths(ix, *c->blobs, victims);
+  if (!removed) return fail(removed.error().message);
+  const uint64_t bytes = removed->bytes, removed_blobs = removed->blobs;
   if (json) {
     std::cout << nlohmann::json{{"entries", victims.size()}, {"blobs", removed_blobs}, {"bytes", bytes}}
                      .dump(2)

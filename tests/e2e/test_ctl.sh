@@ -7,7 +7,11 @@ source "$(dirname "$0")/lib.sh"
 KERNEL_MB=1 INITRD_MB=2 make_tree "$T/up"
 cp "$T/up/images/linux" "$T/up/images/linux-copy"   # same bytes: one blob, two paths
 start_nginx "$T/up"
-start_mount "$NGINX_URL" "$T/mnt" "revalidate=600"
+# A menu that names the upstream: served rewritten, its output a blob of its own.
+printf 'DEFAULT linux\nLABEL linux\n  KERNEL http://127.0.0.1:%s/images/linux\n' "$NGINX_PORT" \
+  >"$T/up/pxelinux.cfg/default"
+start_mount "$NGINX_URL" "$T/mnt" "revalidate=600,proxy_host=proxy.example.net"
+grep -q proxy.example.net "$T/mnt/pxelinux.cfg/default" || fail "the menu was not rewritten"
 for f in pxelinux.0 images/linux images/linux-copy images/initrd grub/grub.cfg; do
   with_timeout 30 cat "$T/mnt/$f" >/dev/null || fail "reading $f failed"
 done
@@ -43,6 +47,13 @@ EOF
 "$NBCTL" --cache-dir "$T/cache" stat images/initrd >/dev/null 2>&1 && fail "the evicted entry is still cached"
 "$NBCTL" --cache-dir "$T/cache" stat images/linux-copy >/dev/null || fail "the entry sharing a blob was evicted"
 "$NBCTL" --cache-dir "$T/cache" verify >/dev/null || fail "verify after evict: $("$NBCTL" --cache-dir "$T/cache" verify)"
+# Evicting a rewritten menu drops its output too: the upstream blob and the
+# rewritten one (the output's entry follows its source).
+blobs_before=$(find "$T/cache/blobs" -type f | wc -l)
+"$NBCTL" --cache-dir "$T/cache" evict pxelinux.cfg/default --json >"$T/evict.json" || fail "evict of the menu failed"
+grep -q '"blobs": 2' "$T/evict.json" || fail "evicting the menu left its rewritten output: $(cat "$T/evict.json")"
+[ "$(find "$T/cache/blobs" -type f | wc -l)" = $((blobs_before - 2)) ] || fail "evict did not remove the menu's two blob files"
+"$NBCTL" --cache-dir "$T/cache" verify >/dev/null || fail "verify after evicting the menu: $("$NBCTL" --cache-dir "$T/cache" verify)"
 
 # Nothing was read for a day: --older-than 1d keeps everything; 0s drops all.
 "$NBCTL" --cache-dir "$T/cache" evict --older-than 1d | grep -q "evicted 0 entries" || fail "--older-than 1d evicted something"
