@@ -264,7 +264,8 @@ TEST_F(FetcherEvictionTest, AFileLargerThanTheLimitIsServedThenDroppedOnClose) {
   EXPECT_TRUE(cached("big"));
   EXPECT_EQ(read_all(*h.value()).value(), big);
   h.value().reset();
-  ASSERT_TRUE(eventually([&] { return !cached("big"); }));
+  // The pass drops the path's record before the blob's: wait for both.
+  ASSERT_TRUE(eventually([&] { return !cached("big") && cache_bytes() == 0; }));
   EXPECT_EQ(cache_bytes(), 0u);
   // The index drops the record before the pass forgets the version it
   // held in memory: a lookup in between returns the old version and its open
