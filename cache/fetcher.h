@@ -81,6 +81,9 @@
 #include <vector>
 
 #include "cache/blob_store.h"
+#include "cache/content_filter.h"
+#include "cache/fetch/policy.h"
+#include "cache/file_version.h"
 #include "cache/evictor.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
@@ -89,31 +92,6 @@
 #include "cache/util/unique_fd.h"
 
 namespace netbootfs::cache {
-
-class Download;
-class Fetcher;
-
-// A transformation of file contents in the read path (hostname rewriting),
-// implemented above the cache: the cache only knows that some paths are served
-// as a function of their upstream bytes. The cached blob stays byte-identical
-// to upstream; the output is stored as a blob of its own, once per (upstream
-// blob, fingerprint), and its size is what stat reports.
-class ContentFilter {
- public:
-  struct Output {
-    bool changed = false;  // false: serve the upstream bytes
-    std::string bytes;     // the file to serve when changed
-    std::string note;      // what was done ("default: 2 replacements") or why not
-    bool warn = false;     // note is worth a warning (too large, not text)
-  };
-  virtual ~ContentFilter() = default;
-  virtual bool matches(std::string_view path) const = 0;
-  // Changes whenever any output could change.
-  virtual std::string fingerprint() const = 0;
-  virtual Output apply(std::string_view path, std::string_view input) const = 0;
-  // Inputs larger than this are served unmodified without being read.
-  virtual size_t max_input() const = 0;
-};
 
 struct FetcherOptions {
   std::string base_url;  // normalised, with a trailing slash
@@ -133,86 +111,6 @@ struct FetcherOptions {
   std::chrono::milliseconds mirror_backoff{1000};       // first back-off of a failed origin
   std::chrono::milliseconds mirror_backoff_max{30000};  // its cap
 };
-
-// One version of one file. Immutable after construction except for the
-// content binding (download/sha256), which only moves forward.
-class FileVersion {
- public:
-  uint64_t id() const { return id_; }
-  // For filtered files: what the filter did; empty when no filter applies.
-  // Set before the version is shared, immutable afterwards.
-  const std::string& filter_note() const { return filter_note_; }
-  const std::string& path() const { return path_; }
-  uint64_t size() const { return size_; }
-  int64_t mtime() const { return mtime_; }
-  const std::string& etag() const { return etag_; }
-
- private:
-  friend class Fetcher;
-  friend class Download;
-  FileVersion(uint64_t id, std::string path, uint64_t size, int64_t mtime, std::string etag)
-      : id_(id), path_(std::move(path)), size_(size), mtime_(mtime), etag_(std::move(etag)) {}
-  const uint64_t id_;
-  const std::string path_;
-  const uint64_t size_;
-  const int64_t mtime_;
-  const std::string etag_;
-  // Guarded by Fetcher::mu_.
-  std::string sha256_;                  // set once published
-  std::string validator_etag_;          // what revalidation sends: learnt from the
-  int64_t validator_last_modified_ = 0; // response that delivered the bytes
-  // Filtered files: the upstream blob and the filter fingerprint this
-  // version was derived with (its size and sha256_ are the output's).
-  std::string source_sha256_;
-  std::string filter_fp_;
-  std::string filter_note_;
-  std::shared_ptr<Download> download_;  // set while a download serves it
-  std::string source_url_;  // where this process got the bytes from; empty: unknown
-};
-
-// What the Fetcher knows about one version right now (Fetcher::describe):
-// a snapshot taken under its lock, with no I/O and no upstream request, for
-// inspection (extended attributes, tools).
-struct VersionInfo {
-  // kRemote: known from a listing or HEAD, no bytes yet; kDownloading: a
-  // download is filling it; kCached: published in a blob and current;
-  // kStale: published, but served without upstream's word (upstream is
-  // down, or it said the file is gone and missing_grace is running) or
-  // no longer the path's current version.
-  enum class State { kRemote, kDownloading, kCached, kStale };
-  State state = State::kRemote;
-  uint64_t size = 0;
-  std::string etag;             // upstream's validator, quotes included; may be empty
-  std::string sha256;           // of the served bytes; empty until published
-  std::string upstream_sha256;  // rewritten files: of upstream's bytes; else empty
-  bool rewritten = false;       // served through the content filter with changes
-  int64_t validated_at = 0;     // unix seconds of the last 200/304; 0: never
-  // The file's upstream URL: the origin its bytes came from when this process
-  // fetched them (a mirror, maybe), else the base URL + the encoded path.
-  std::string source_url;
-};
-const char* to_string(VersionInfo::State state);
-
-struct Attr {
-  bool is_dir = false;
-  uint64_t size = 0;
-  int64_t mtime = 0;
-  std::shared_ptr<FileVersion> version;  // files only
-};
-
-struct DirEntry {
-  std::string name;
-  bool is_dir = false;
-};
-
-// A range of bytes ready to be sent: `len` bytes of `fd` at `offset`.
-struct Slice {
-  int fd = -1;
-  uint64_t offset = 0;
-  size_t len = 0;
-};
-
-using ReadCallback = std::function<void(Result<Slice>)>;
 
 // One open handle of one version. Holds what keeps the bytes readable (the
 // blob fd or the download) until it is destroyed.
@@ -266,15 +164,43 @@ struct FetcherStats {
   std::atomic<uint64_t> resumes{0};
   std::atomic<uint64_t> heads{0};
   std::atomic<uint64_t> listings{0};
-  std::atomic<uint64_t> read_stall_failures{0};
   std::atomic<uint64_t> retries{0};             // requests sent again after a transient failure
   std::atomic<uint64_t> missing_served{0};      // opens/lookups served within missing_grace
   std::atomic<uint64_t> missing_removed{0};     // cached files removed after missing_grace
   std::atomic<uint64_t> upstream_failures{0};   // connection-level failures
   std::atomic<uint64_t> upstream_down_events{0};
   std::atomic<uint64_t> upstream_probes{0};
-  std::atomic<uint64_t> down_fast_failures{0};  // misses failed at once while down
-  std::atomic<uint64_t> write_failures{0};      // downloads failed by the cache's disk
+  // Every place a client can be answered EIO (or another failure of ours,
+  // not upstream's word about the file) counts here by where it arose:
+  // netbootfs_errors_total{site=...}. Lock-free: one relaxed increment each.
+  enum class ErrorSite : size_t {
+    kReadStall,       // a read waited read_stall_timeout without progress
+    kUpstreamDown,    // a miss failed at once while upstream is down
+    kCacheWrite,      // a download failed by the cache's disk
+    kUpstream,        // upstream failed a GET or HEAD (5xx, transport) after retries
+    kListing,         // a directory with no listing and nothing cached below it
+    kDownload,        // a whole-file download (a rewritten menu) failed
+    kNoContent,       // a version with neither bytes nor a download
+    kBlobUnreadable,  // a cached blob could not be opened
+    kRevalidation,    // a revalidation answer that means nothing we know
+    kRewrite,         // a rewritten output could not be made
+    kShutdown,        // answered while the daemon stops
+  };
+  static constexpr const char* kErrorSiteLabels[] = {
+      "read_stall", "upstream_down",   "cache_write",  "upstream", "listing", "download",
+      "no_content", "blob_unreadable", "revalidation", "rewrite",  "shutdown"};
+  static constexpr size_t kErrorSiteCount = sizeof(kErrorSiteLabels) / sizeof(kErrorSiteLabels[0]);
+  std::atomic<uint64_t> errors[kErrorSiteCount] = {};
+  std::atomic<uint64_t>& error_count(ErrorSite site) { return errors[static_cast<size_t>(site)]; }
+  // Counts a failure at `site` and returns it.
+  Error count(ErrorSite site, Error e) {
+    error_count(site).fetch_add(1, std::memory_order_relaxed);
+    return e;
+  }
+  // The sites by their old names.
+  std::atomic<uint64_t>& read_stall_failures = error_count(ErrorSite::kReadStall);
+  std::atomic<uint64_t>& down_fast_failures = error_count(ErrorSite::kUpstreamDown);
+  std::atomic<uint64_t>& write_failures = error_count(ErrorSite::kCacheWrite);
   // Upstream exchanges by method (0 GET, 1 HEAD) and answer: the HTTP status
   // when one arrived (in the buckets of kStatusLabels), "error" when none did
   // (connect, timeout, TLS, ...). Lock-free: one relaxed increment each.
@@ -348,32 +274,5 @@ class Fetcher {
   FetcherStats stats_;
   std::unique_ptr<Impl> impl_;
 };
-
-// The revalidation decision, pure so that it can be table-tested.
-enum class OpenPlan { kServeCached, kRevalidate, kDownload };
-OpenPlan plan_open(bool cached, int64_t validated_at_ms, int64_t now_ms,
-                   std::chrono::milliseconds revalidate);
-
-// What a conditional GET's answer means for a cached file.
-enum class RevalidationVerdict { kNotModified, kChanged, kDeleted, kDenied, kServeStale };
-RevalidationVerdict judge_revalidation(http::Outcome outcome, long status);
-
-// errno for an upstream answer that is not a success.
-int errno_for(http::Outcome outcome, long status);
-
-// Whether a failed exchange may succeed if sent again: transient outcomes and
-// 500, 502, 503, 504, 429. Never 404/403/410/401.
-bool is_retryable(http::Outcome outcome, long status);
-// A failure that says upstream cannot be reached at all (connect, timeout,
-// TLS): what upstream health counts.
-bool is_connection_failure(http::Outcome outcome);
-
-// The delay before retry number `attempt` (0 = the first retry), or nullopt
-// to give up: capped exponential back-off 200 ms, 400 ms, ... 3.2 s with
-// `jitter` in [0, 1) spreading it over [base/2, base); a Retry-After (seconds)
-// longer than that is honoured when it fits. Gives up when the retry would
-// start after `elapsed_ms` + delay >= `budget_ms`.
-std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budget_ms,
-                                  std::optional<int64_t> retry_after_s, double jitter);
 
 }  // namespace netbootfs::cache

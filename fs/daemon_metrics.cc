@@ -93,12 +93,11 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
             [&s] { return value(s.upstream_down_events); });
   r.gauge("netbootfs_upstream_up", "1 while upstream is considered reachable, 0 while down.", {},
           [&fetcher] { return fetcher.upstream_up() ? 1.0 : 0.0; });
-  r.counter("netbootfs_errors_total", "Failures served to clients, by where they arose.",
-            Labels{{"site", "read_stall"}}, [&s] { return value(s.read_stall_failures); });
-  r.counter("netbootfs_errors_total", "", Labels{{"site", "upstream_down"}},
-            [&s] { return value(s.down_fast_failures); });
-  r.counter("netbootfs_errors_total", "", Labels{{"site", "cache_write"}},
-            [&s] { return value(s.write_failures); });
+  for (size_t i = 0; i < cache::FetcherStats::kErrorSiteCount; ++i) {
+    r.counter("netbootfs_errors_total", i == 0 ? "Failures served to clients, by where they arose." : "",
+              Labels{{"site", cache::FetcherStats::kErrorSiteLabels[i]}},
+              [&s, i] { return value(s.errors[i]); });
+  }
   r.histogram("netbootfs_download_seconds", "Duration of completed downloads (headers to publish).",
               {}, &s.download_seconds);
   auto totals = std::make_shared<CacheTotals>(index);

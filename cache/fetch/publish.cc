@@ -1,0 +1,129 @@
+#include "cache/fetch/fetcher_impl.h"
+
+
+namespace netbootfs::cache {
+namespace {
+
+std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
+
+}  // namespace
+
+void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
+  std::string sha;
+  PathEntry entry;
+  std::optional<PathEntry> before;
+  std::vector<ReadWaiter> ready;
+  int fd = -1;
+  {
+    // Held across the rename and the index update: a blob that a concurrent
+    // lifecycle.collect() finds unreferenced must not be the one we point at.
+    auto gc = lifecycle.publishing();
+    auto r = blobs.publish(dl->tmp_);
+    if (!r) {
+      fail_download(dl, "publishing failed: " + r.error().message, true);
+      return;
+    }
+    sha = r.value();
+    {
+      std::lock_guard dlk(dl->mu_);
+      entry.sha256 = sha;
+      entry.size = dl->frontier_;
+      entry.etag = dl->etag_;
+      entry.last_modified = dl->last_modified_;
+      entry.validated_at = now_ms() / 1000;
+    }
+    before = index.get_path(dl->path_);
+    if (auto w = index.put_path(dl->path_, entry); !w) {
+      fail_download(dl, "index update failed: " + w.error().message, true);
+      return;
+    }
+    // Its readers read it from the download: count that as its last use,
+    // or eviction would take a file just fetched for "never read".
+    index.note_access(sha, entry.validated_at);
+    {
+      // Its bytes are in the index's totals now; still under gc_mu_, so a
+      // pass counts them either as reserved or as held, never as neither.
+      std::lock_guard dlk(dl->mu_);
+      dl->reservation_.release();
+    }
+    stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
+    // Still under gc_mu_: once the eviction can look, the download is bound
+    // to its blob (and so counts as using it).
+    std::lock_guard lk(mu_);
+    std::lock_guard dlk(dl->mu_);
+    dl->sha256_ = sha;
+    dl->state_ = Download::State::kComplete;
+    ready.swap(dl->readers_);
+    fd = dl->tmp_.fd();
+    if (auto v = dl->version_.lock()) {
+      v->sha256_ = sha;
+      // From now on the blob serves new opens; handles that hold the
+      // download keep reading through its fd.
+      if (v->download_ == dl) v->download_.reset();
+      PathState& ps = state(dl->path_);
+      if (ps.current == v) ps.validated_ms = now_ms();
+    }
+  }
+  log()->info("{}: downloaded {} bytes, sha256 {}", dl->path_, entry.size, sha.substr(0, 12));
+  if (before && before->sha256 != sha) lifecycle.drop_outputs_of(before->sha256);
+  if (dl->whole_) {
+    std::shared_ptr<const ContentFilter> filter;
+    {
+      std::lock_guard lk(mu_);
+      filter = filter_for(dl->path_);
+    }
+    Result<Derived> derived = Derived{entry.sha256, entry.size, ""};
+    if (filter) derived = derive(*filter, dl->path_, entry);
+    install_version(dl->path_, entry, filter, derived, dl);
+  }
+  const uint64_t size = entry.size;
+  for (auto& w : ready) {
+    const uint64_t end = w.offset >= size ? w.offset : std::min<uint64_t>(w.offset + w.len, size);
+    w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
+  }
+  if (before && before->sha256 != sha) lifecycle.collect(before->sha256);
+  lifecycle.queue_eviction();
+}
+
+std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
+  std::unordered_set<std::string> used;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& w : active_) {
+      auto d = w.lock();
+      if (!d) continue;
+      std::lock_guard dlk(d->mu_);
+      if (!d->sha256_.empty() && d->handles_.load() > 0) used.insert(d->sha256_);  // their fd
+    }
+    for (const auto& [path, ps] : states_) {
+      // A revalidation may answer 304 (the blob stays current); a rewrite
+      // reads its source.
+      if (ps->pending && ps->current && !ps->current->sha256_.empty()) {
+        used.insert(ps->current->sha256_);
+        if (!ps->current->source_sha256_.empty()) used.insert(ps->current->source_sha256_);
+      }
+      if (ps->deriving && ps->underived) used.insert(ps->underived->sha256);
+    }
+  }
+  lifecycle.add_handles_in_use(used);
+  return used;
+}
+
+void Fetcher::Impl::forget_evicted(const std::vector<std::string>& paths) {  // gc_mu_ held
+  std::lock_guard lk(mu_);
+  for (const auto& p : paths) {
+    auto it = states_.find(p);
+    if (it == states_.end()) continue;
+    PathState& ps = *it->second;
+    if (ps.pending) continue;  // its blob was in use: not evicted (shared bytes)
+    // Not cached any more: the next lookup asks upstream, the next open of
+    // the old version answers ESTALE.
+    ps.current.reset();
+    ps.loaded = false;
+    ps.validated_ms = 0;
+    ps.missing_since_ms = 0;
+    ps.underived.reset();
+  }
+}
+
+}  // namespace netbootfs::cache

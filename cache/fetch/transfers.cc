@@ -1,0 +1,487 @@
+#include "cache/fetch/fetcher_impl.h"
+
+#include <cstring>
+#include <random>
+
+#include "cache/http/url.h"
+
+namespace netbootfs::cache {
+namespace {
+
+std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
+
+bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
+
+}  // namespace
+
+void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
+                         uint64_t max_rate) {
+  const std::string& path = v->path();
+  std::unique_lock lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    cb(stats.count(FetcherStats::ErrorSite::kShutdown, Error{EIO, "shutting down"}));
+    return;
+  }
+  PathState& ps = state(path);
+  ensure_loaded(path, ps);
+  if (ps.current != v) {
+    lk.unlock();
+    cb(Error{ESTALE, "a newer version exists"});
+    return;
+  }
+  if (ps.pending) {  // a GET or revalidation is under way: wait for its verdict
+    stats.coalesced++;
+    ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+      open_resolved(v, std::move(r), std::move(cb));
+    });
+    return;
+  }
+  const int64_t now = now_ms();
+  if (!v->sha256_.empty()) {
+    if (plan_open(true, ps.validated_ms, now, opt.revalidate) == OpenPlan::kServeCached) {
+      stats.hits++;
+      lk.unlock();
+      open_resolved(v, v, std::move(cb));
+      return;
+    }
+    ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+      open_resolved(v, std::move(r), std::move(cb));
+    });
+    start_download(path, ps, true, max_rate);
+    return;
+  }
+  if (v->download_) {
+    std::unique_lock dlk(v->download_->mu_);
+    const bool failed = v->download_->state_ == Download::State::kFailed;
+    dlk.unlock();
+    if (!failed) {
+      stats.hits++;
+      lk.unlock();
+      open_resolved(v, v, std::move(cb));
+      return;
+    }
+    v->download_.reset();  // a failed transfer: the next open starts anew
+  }
+  stats.misses++;
+  ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
+    open_resolved(v, std::move(r), std::move(cb));
+  });
+  // A HEAD in flight for this path answers nobody once the GET is pending:
+  // the GET's response establishes the version for every waiter.
+  start_download(path, ps, false, max_rate);
+}
+
+void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
+                                  Result<std::shared_ptr<FileVersion>> got,
+                                  Fetcher::OpenCallback cb) {
+  if (!got) {
+    cb(got.error());
+    return;
+  }
+  if (got.value() != want) {
+    cb(Error{ESTALE, "the file changed upstream"});
+    return;
+  }
+  std::unique_ptr<OpenFile> of(new OpenFile());
+  of->fetcher_ = self;
+  of->version_ = want;
+  of->progress_ = std::make_shared<std::atomic<int64_t>>(now_ms());
+  std::string sha;
+  std::shared_ptr<Download> dl;
+  {
+    std::lock_guard lk(mu_);
+    sha = want->sha256_;
+    dl = want->download_;
+  }
+  if (dl) {
+    std::lock_guard dlk(dl->mu_);
+    if (dl->state_ == Download::State::kComplete) dl.reset();  // serve the blob instead
+  }
+  if (dl) {
+    dl->handles_.fetch_add(1);
+    of->download_ = std::move(dl);
+  } else if (sha.empty()) {
+    cb(stats.count(FetcherStats::ErrorSite::kNoContent, Error{EIO, "no content for this version"}));
+    return;
+  } else {
+    // Under gc_mu_: either the eviction sees this handle, or it has already
+    // evicted the blob and made the version stale.
+    auto gc = lifecycle.publishing();
+    {
+      std::lock_guard lk(mu_);
+      if (lifecycle.evictor() && state(want->path()).current != want) {
+        gc.unlock();
+        cb(Error{ESTALE, "evicted from the cache"});
+        return;
+      }
+    }
+    lifecycle.acquire(sha);
+    of->used_blob_ = sha;  // released by ~OpenFile
+    auto fd = blobs.open_blob(sha);
+    gc.unlock();
+    if (!fd) {
+      log()->error("{}: cached blob {} unreadable: {}", want->path(), sha, fd.error().message);
+      lifecycle.remove_path(want->path());
+      cb(stats.count(FetcherStats::ErrorSite::kBlobUnreadable, Error{EIO, "cached blob unreadable"}));
+      return;
+    }
+    of->fd_ = std::move(fd).value();
+    index.note_access(sha, now_ms() / 1000);
+  }
+  cb(std::move(of));
+}
+
+void Fetcher::Impl::start_download(const std::string& path, PathState& ps, bool conditional,
+                                   uint64_t max_rate) {  // mu_ held
+  auto dl = std::make_shared<Download>(*this, blobs, stats, opt.read_stall_timeout.count(), path);
+  dl->max_rate_ = max_rate;
+  dl->whole_ = filter_for(path) != nullptr;
+  if (conditional && ps.current) {
+    dl->conditional_ = true;
+    dl->cond_etag_ = ps.current->validator_etag_;
+    dl->cond_last_modified_ = ps.current->validator_last_modified_;
+  }
+  ps.pending = dl;
+  active_.push_back(dl);
+  dl->first_try_ms_ = now_ms();
+  stats.downloads++;
+  send_download(dl);
+}
+
+void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_ held
+  if (down()) {
+    if (!dl->conditional_) stats.down_fast_failures++;
+    post([this, dl] {
+      on_download_early_failure(dl, http::Outcome::kConnectFailed, 0, std::nullopt,
+                                "upstream is down");
+    });
+    return;
+  }
+  http::Request req;
+  auto [origin, url] = pick_url(dl->path_);
+  req.url = std::move(url);
+  req.max_recv_speed = dl->max_rate_;
+  {
+    std::lock_guard dlk(dl->mu_);
+    dl->origin_ = origin;
+  }
+  if (dl->conditional_) {
+    if (!dl->cond_etag_.empty()) {
+      req.if_none_match = dl->cond_etag_;
+    } else if (dl->cond_last_modified_ > 0) {
+      req.if_modified_since = dl->cond_last_modified_;
+    }
+  }
+  start_request(std::move(req), dl, origin);
+}
+
+std::optional<int64_t> Fetcher::Impl::retry_delay(int attempt, int64_t first_ms,
+                                                  http::Outcome o, long status,
+                                                  std::optional<int64_t> retry_after) {
+  if (!is_retryable(o, status) || down()) return std::nullopt;
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  return plan_retry(attempt, now_ms() - first_ms, opt.retry_timeout.count(), retry_after, jitter);
+}
+
+void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
+  uint64_t size;
+  std::string etag;
+  int64_t lm;
+  size_t origin;
+  {
+    std::lock_guard dlk(dl->mu_);
+    size = *dl->expected_size_;
+    etag = dl->etag_;
+    lm = dl->last_modified_;
+    origin = dl->origin_;
+  }
+  std::string source = http::join_url(health.base(origin), dl->path_);
+  // Room for it before its size is announced (see cache/evictor.h):
+  // reserved first, so a pass made for another download counts these bytes
+  // too. The pass runs on a worker, never here on the HTTP thread: it waits
+  // for the gc lock, which a publish holds across its fsync.
+  bool make_room = false;
+  if (Evictor* ev = lifecycle.evictor()) {
+    auto reservation = ev->reserve(size);
+    {
+      std::lock_guard dlk(dl->mu_);
+      dl->reservation_ = std::move(reservation);
+    }
+    make_room = ev->over_high_watermark();
+  }
+  std::shared_ptr<FileVersion> v;
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    if (ps.pending != dl) return;  // superseded (cannot happen today; be safe)
+    auto& cur = ps.current;
+    if (cur && cur->sha256_.empty() && !cur->download_ && cur->size() == size &&
+        (cur->etag().empty() || etag.empty() || cur->etag() == etag)) {
+      v = cur;  // the version lookup announced: same size and validator
+    } else {
+      v = make_version(dl->path_, size, lm ? lm : (cur ? cur->mtime() : 0), etag);
+      if (dl->conditional_) stats.revalidations_changed++;
+    }
+    v->download_ = dl;
+    v->validator_etag_ = etag;
+    v->validator_last_modified_ = lm;
+    v->source_url_ = std::move(source);
+    ps.current = v;
+    ps.validated_ms = now_ms();
+    ps.pending.reset();
+    ps.negative_until_ms = 0;
+    ps.missing_since_ms = 0;
+    waiters.swap(ps.version_waiters);
+  }
+  {
+    std::lock_guard dlk(dl->mu_);
+    dl->version_ = v;
+  }
+  if (make_room) {
+    // The bytes keep arriving meanwhile; the waiters hear of the version
+    // once the pass made room for it. Until they hold it, the download
+    // counts as read (a handle), or a pass after its publication could
+    // evict the file they are about to open.
+    dl->handles_.fetch_add(1);
+    post([this, dl, v, waiters = std::move(waiters)] {
+      (void)lifecycle.run_eviction();
+      for (auto& w : waiters) w(v);
+      dl->handles_.fetch_sub(1);
+      lifecycle.queue_eviction();
+    });
+    return;
+  }
+  for (auto& w : waiters) w(v);
+}
+
+void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
+  stats.revalidations_not_modified++;
+  std::shared_ptr<FileVersion> v;
+  std::vector<VersionCallback> waiters;
+  const int64_t now = now_ms();
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    ps.pending.reset();
+    ps.validated_ms = now;
+    if (ps.missing_since_ms) log()->info("{}: back upstream", dl->path_);
+    ps.missing_since_ms = 0;
+    v = ps.current;
+    waiters.swap(ps.version_waiters);
+  }
+  post([this, path = dl->path_, now] {
+    if (auto r = index.set_validated(path, now / 1000); !r) {
+      log()->warn("{}: recording validation failed: {}", path, r.error().message);
+    }
+  });
+  for (auto& w : waiters) w(v);
+}
+
+void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& dl,
+                                              http::Outcome outcome, long status,
+                                              std::optional<int64_t> retry_after,
+                                              const std::string& detail) {
+  Result<std::shared_ptr<FileVersion>> result = Error{EIO, "upstream failed"};
+  std::vector<VersionCallback> waiters;
+  bool forget_cached = false;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    int write_errno;
+    {
+      std::lock_guard dlk(dl->mu_);
+      write_errno = dl->write_errno_;
+    }
+    // A miss (no size reported to anyone yet): send it again while that may
+    // help. Revalidations serve the cached copy at once instead.
+    if (!dl->conditional_ && write_errno == 0 && ps.pending == dl && !stopping_) {
+      if (auto d = retry_delay(dl->attempts_, dl->first_try_ms_, outcome, status, retry_after)) {
+        dl->attempts_++;
+        stats.retries++;
+        log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path_, http::to_string(outcome),
+                    status, detail, dl->attempts_, *d);
+        schedule(now_ms() + *d, [this, dl] {
+          std::lock_guard lk2(mu_);
+          if (stopping_ || state(dl->path_).pending != dl) return;
+          send_download(dl);
+        });
+        return;  // pending stays: opens keep coalescing on this download
+      }
+    }
+    if (ps.pending == dl) ps.pending.reset();
+    {
+      std::lock_guard dlk(dl->mu_);
+      dl->state_ = Download::State::kFailed;
+    }
+    if (dl->conditional_ && write_errno == 0) {
+      result = revalidation_failed(dl, ps, outcome, status, detail, forget_cached);
+    } else {
+      const int err = write_errno ? EIO : errno_for(outcome, status);
+      if (err == ENOENT || err == EACCES) {
+        ps.set_negative(err, now_ms() + opt.negative_ttl.count());
+        ps.current.reset();
+      } else {
+        log()->warn("GET {}: {} {} {}", dl->path_, http::to_string(outcome), status, detail);
+        if (!write_errno && !down()) stats.error_count(FetcherStats::ErrorSite::kUpstream)++;
+      }
+      result = Error{err, "upstream GET failed"};
+    }
+    waiters.swap(ps.version_waiters);
+  }
+  if (forget_cached) post([this, path = dl->path_] { lifecycle.remove_path(path); });
+  for (auto& w : waiters) w(result);
+}
+
+Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
+    const std::shared_ptr<Download>& dl, PathState& ps, http::Outcome outcome, long status,
+    const std::string& detail, bool& forget_cached) {  // mu_ held
+  const auto verdict = judge_revalidation(outcome, status);
+  if (verdict == RevalidationVerdict::kDeleted && within_missing_grace(dl->path_, ps, now_ms())) {
+    stats.missing_served++;
+    return ps.current;
+  }
+  switch (verdict) {
+    case RevalidationVerdict::kServeStale:
+      stats.stale_served++;
+      if (down()) {
+        log()->debug("{}: upstream down, serving the cached copy", dl->path_);
+      } else {
+        log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path_,
+                    http::to_string(outcome), status, detail);
+      }
+      return ps.current;
+    case RevalidationVerdict::kDeleted:
+      log()->info("{}: deleted upstream", dl->path_);
+      ps.current.reset();
+      ps.set_negative(ENOENT, now_ms() + opt.negative_ttl.count());
+      forget_cached = true;
+      return Error{ENOENT, "deleted upstream"};
+    case RevalidationVerdict::kDenied: return Error{EACCES, "upstream denies access"};
+    default:
+      return stats.count(FetcherStats::ErrorSite::kRevalidation,
+                         Error{EIO, "unexpected revalidation answer"});
+  }
+}
+
+void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
+                                          http::Outcome outcome, const std::string& detail) {
+  bool complete = false;
+  bool unknown_size = false;
+  int write_errno;
+  bool refused;
+  {
+    std::lock_guard dlk(dl->mu_);
+    write_errno = dl->write_errno_;
+    refused = dl->resume_refused_;
+    dl->resuming_ = false;
+    if (outcome == http::Outcome::kOk && (dl->status_ == 200 || dl->status_ == 206)) {
+      if (!dl->expected_size_) {
+        unknown_size = true;
+        complete = true;
+      } else {
+        complete = dl->frontier_ == *dl->expected_size_;
+      }
+    }
+  }
+  if (write_errno) {
+    fail_download(dl, std::string("the cache could not be written: ") + std::strerror(write_errno),
+                  true);
+    return;
+  }
+  if (refused) {
+    fail_download(dl, "changed upstream during the transfer");
+    return;
+  }
+  if (complete) {
+    if (unknown_size) {  // the size is known only now; publish() announces it
+      std::lock_guard dlk(dl->mu_);
+      dl->expected_size_ = dl->frontier_;
+    }
+    post([this, dl] { publish(dl); });
+    return;
+  }
+  log()->warn("{}: transfer broken at {} bytes ({}: {})", dl->path_, dl->frontier_,
+              http::to_string(outcome), detail);
+  try_resume(dl);
+}
+
+void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  std::optional<int64_t> delay;
+  {
+    std::lock_guard dlk(dl->mu_);
+    const bool can = !dl->etag_.empty() && !is_weak_etag(dl->etag_) && dl->expected_size_;
+    delay = plan_resume(can, dl->resumes_, now_ms() - dl->last_progress_ms_,
+                        opt.read_stall_timeout.count(), dl->retry_after_, jitter);
+    dl->retry_after_.reset();
+    if (delay) {
+      dl->resumes_++;
+    } else {
+      dl->state_ = Download::State::kFailed;
+    }
+  }
+  if (!delay) {
+    fail_download(dl, "cannot resume");
+    return;
+  }
+  schedule(now_ms() + *delay, [this, dl] {
+    http::Request req;
+    // Any origin: If-Range makes one with other bytes answer 200.
+    auto [origin, url] = pick_url(dl->path_);
+    req.url = std::move(url);
+    req.max_recv_speed = dl->max_rate_;
+    {
+      std::lock_guard dlk(dl->mu_);
+      if (dl->state_ != Download::State::kStreaming) return;
+      req.range_from = dl->frontier_;
+      req.if_range = dl->etag_;
+      dl->resuming_ = true;
+      dl->origin_ = origin;
+    }
+    stats.resumes++;
+    log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from,
+                health.base(origin));
+    start_request(std::move(req), dl, origin);
+  });
+}
+
+void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
+                                  bool fatal) {
+  log()->error("{}: download failed: {}", dl->path_, why);
+  {
+    // The temp file stays until the Download is gone (the last handle that
+    // holds it closes): readers still pread the bytes below the frontier
+    // through its fd.
+    std::lock_guard dlk(dl->mu_);
+    dl->state_ = Download::State::kFailed;
+    // Its temp file goes with the Download, soon; the bytes will not be
+    // published.
+    dl->reservation_.release();
+  }
+  if (fatal) stats.write_failures++;
+  // Parked readers are not failed here, not even for a full disk: they wait
+  // for read_stall_timeout (sweep fails them), so that a TFTP client sees a
+  // timeout, never a short file. Through the page cache, an error for one
+  // page after bytes of the pages before it reach read(2) as a short read,
+  // which in.tftpd and atftpd send as the end of a complete file. New opens
+  // start a new download.
+  std::vector<VersionCallback> waiters;
+  {
+    std::lock_guard lk(mu_);
+    PathState& ps = state(dl->path_);
+    if (ps.current && ps.current->download_ == dl) ps.current->download_.reset();
+    if (dl->whole_ && ps.pending == dl) {
+      // Nobody was given a size yet: fail fast, like an error before the headers.
+      ps.pending.reset();
+      waiters.swap(ps.version_waiters);
+    }
+  }
+  if (!waiters.empty()) stats.error_count(FetcherStats::ErrorSite::kDownload)++;
+  for (auto& w : waiters) w(Error{EIO, "download failed: " + why});
+}
+
+}  // namespace netbootfs::cache
