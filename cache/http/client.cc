@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <stdexcept>
@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "cache/http/header_parser.h"
+#include "cache/http/rate_bucket.h"
 #include "cache/util/log.h"
 
 namespace netbootfs::http {
@@ -46,69 +48,13 @@ constexpr int kIdlePollMs = 1000;
 // Bigger reads than libcurl's 16 KiB: fewer callbacks per kernel or initrd.
 constexpr long kReceiveBuffer = 64 * 1024;
 
-// --- header parsing -----------------------------------------------------------
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;  // 19 digits always fit
-  uint64_t value = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return value;
-}
-
+// The date grammar of the header parser: libcurl's, which takes the three
+// forms of RFC 9110 and the looser ones old servers send.
 std::optional<int64_t> parse_http_date(std::string_view value) {
   const std::string text(value);  // curl_getdate wants a C string
   const time_t t = curl_getdate(text.c_str(), nullptr);
   if (t < 0) return std::nullopt;
   return static_cast<int64_t>(t);
-}
-
-// IMF-fixdate (RFC 9110 5.6.7), the only form a server must accept.
-std::string format_http_date(int64_t unix_seconds) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  const auto t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday],
-                tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                tm.tm_sec);
-  return buf;
-}
-
-// "bytes FIRST-LAST/TOTAL", "bytes FIRST-LAST/*" or "bytes */TOTAL".
-void parse_content_range(std::string_view value, Head* head) {
-  if (value.size() < 6 || !iequals(value.substr(0, 6), "bytes ")) return;
-  value = trim(value.substr(6));
-  const auto slash = value.find('/');
-  if (slash == std::string_view::npos) return;
-  const std::string_view range = value.substr(0, slash);
-  if (const auto dash = range.find('-'); dash != std::string_view::npos) {
-    head->range_start = parse_u64(trim(range.substr(0, dash)));
-  }
-  head->range_total = parse_u64(trim(value.substr(slash + 1)));
 }
 
 // --- outcomes -------------------------------------------------------------------
@@ -172,36 +118,6 @@ Outcome outcome_of(CURLcode code) {
 // --- one request ----------------------------------------------------------------
 
 // Owned by the worker thread from the moment it leaves the queue.
-// max_rate: one token bucket shared by every body transfer, on the worker
-// thread only. The write callback takes tokens for the bytes it is handed;
-// with none left it answers CURL_WRITEFUNC_PAUSE (libcurl keeps the bytes and
-// hands them again once unpaused) and the worker unpauses the transfer when
-// the bucket has refilled. Why not CURLOPT_MAX_RECV_SPEED_LARGE split per
-// transfer: a share left unused by a slow transfer is lost (the sum stays
-// below the limit), the split has to change as transfers come and go, and
-// libcurl does not reliably apply a new value to a running transfer. The
-// bucket is work-conserving and exact over time: a chunk may overdraw it
-// (tokens go negative), and the debt is paid back before the next byte.
-struct RateBucket {
-  double rate = 0;   // bytes per second
-  double burst = 0;  // at most this many tokens saved up
-  double tokens = 0;
-  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
-  std::vector<uint64_t> paused;  // transfer ids, in the order they paused
-
-  void refill(std::chrono::steady_clock::time_point now) {
-    tokens = std::min(burst, tokens + rate * std::chrono::duration<double>(now - at).count());
-    at = now;
-  }
-  // False: pause the transfer (no token left).
-  bool take(size_t len) {
-    refill(std::chrono::steady_clock::now());
-    if (tokens <= 0) return false;
-    tokens -= static_cast<double>(len);
-    return true;
-  }
-};
-
 struct Transfer {
   enum class Stop { kNone, kSinkRefused, kProtocol, kStalled };
 
@@ -214,9 +130,7 @@ struct Transfer {
 
   // The response being received; reset by each status line so that only the
   // final response after redirects and 1xx counts.
-  Head head;
-  std::string content_encoding;  // other than identity
-  bool has_location = false;
+  ResponseHead response;
 
   bool head_delivered = false;
   bool retried_fresh = false;  // replayed once on a new connection (retry_fresh)
@@ -231,8 +145,8 @@ struct Transfer {
   char errbuf[CURL_ERROR_SIZE] = {};
 
   // A body transfer (what max_downloads and max_rate limit).
-  bool counted = false;         // holds a max_downloads slot
-  RateBucket* bucket = nullptr; // max_rate: the shared bucket
+  bool counted = false;          // holds a max_downloads slot
+  RateBucket* bucket = nullptr;  // max_rate: the shared bucket
   bool paused = false;
 
   bool in_memory() const { return req.body_in_memory; }
@@ -243,7 +157,7 @@ struct Transfer {
 void refresh_effective_url(Transfer* t) {
   char* url = nullptr;
   if (curl_easy_getinfo(t->easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
-    t->head.effective_url = url;
+    t->response.head.effective_url = url;
   }
 }
 
@@ -253,13 +167,14 @@ bool deliver_head(Transfer* t) {
   t->head_delivered = true;
   // The bytes of a 2xx are the file's: an encoding would change them. Error
   // and 304 bodies are never passed on, so their encoding does not matter.
-  if (t->head.status >= 200 && t->head.status < 300 && !t->content_encoding.empty()) {
+  if (t->response.head.status >= 200 && t->response.head.status < 300 &&
+      !t->response.content_encoding.empty()) {
     t->stop = Transfer::Stop::kProtocol;
-    t->detail = "refused Content-Encoding: " + t->content_encoding;
+    t->detail = "refused Content-Encoding: " + t->response.content_encoding;
     return false;
   }
   refresh_effective_url(t);
-  if (!t->sink->on_head(t->head)) {
+  if (!t->sink->on_head(t->response.head)) {
     t->stop = Transfer::Stop::kSinkRefused;
     t->detail = "the sink refused the response head";
     return false;
@@ -267,64 +182,19 @@ bool deliver_head(Transfer* t) {
   return !t->cancelled;
 }
 
-// True when libcurl will follow this response rather than end with it.
-bool will_follow(const Transfer& t) {
-  const long s = t.head.status;
-  return t.has_location && (s == 300 || s == 301 || s == 302 || s == 303 || s == 307 || s == 308);
-}
-
 size_t on_header_line(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * count;
   if (t->cancelled) return 0;
   if (t->head_delivered) return len;  // trailers may not change a head already delivered
-  const std::string_view line(data, len);
-  if (line.size() >= 5 && line.substr(0, 5) == "HTTP/") {
-    t->head = Head{};
-    t->content_encoding.clear();
-    t->has_location = false;
-    const auto sp = line.find(' ');
-    if (sp != std::string_view::npos) {
-      const auto code = parse_u64(trim(line.substr(sp + 1, 4)));
-      t->head.status = code ? static_cast<long>(*code) : 0;
-    }
+  const HeaderContext context{static_cast<int64_t>(std::time(nullptr)), parse_http_date};
+  if (parse_header_line(std::string_view(data, len), context, &t->response) !=
+      HeaderLine::kEndOfHead) {
     return len;
   }
-  if (trim(line).empty()) {
-    // End of one response's headers: interim and followed responses are skipped.
-    if (t->head.status < 200 || will_follow(*t)) return len;
-    return deliver_head(t) ? len : 0;
-  }
-  const auto colon = line.find(':');
-  if (colon == std::string_view::npos) return len;
-  const std::string_view name = trim(line.substr(0, colon));
-  const std::string_view value = trim(line.substr(colon + 1));
-  Head& h = t->head;
-  if (iequals(name, "Content-Length")) {
-    h.content_length = parse_u64(value);
-  } else if (iequals(name, "ETag")) {
-    h.etag = std::string(value);
-  } else if (iequals(name, "Last-Modified")) {
-    h.last_modified = parse_http_date(value);
-  } else if (iequals(name, "Content-Range")) {
-    parse_content_range(value, &h);
-  } else if (iequals(name, "Content-Type")) {
-    h.content_type = std::string(value);
-  } else if (iequals(name, "Content-Encoding")) {
-    if (!value.empty() && !iequals(value, "identity")) {
-      if (!t->content_encoding.empty()) t->content_encoding += ", ";
-      t->content_encoding += value;
-    }
-  } else if (iequals(name, "Location")) {
-    t->has_location = !value.empty();
-  } else if (iequals(name, "Retry-After")) {
-    if (auto seconds = parse_u64(value)) {
-      h.retry_after = static_cast<int64_t>(std::min<uint64_t>(*seconds, INT64_MAX));
-    } else if (auto when = parse_http_date(value)) {
-      h.retry_after = std::max<int64_t>(0, *when - static_cast<int64_t>(std::time(nullptr)));
-    }
-  }
-  return len;
+  // End of one response's headers: interim and followed responses are skipped.
+  if (t->response.is_interim()) return len;
+  return deliver_head(t) ? len : 0;
 }
 
 size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
@@ -334,10 +204,11 @@ size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   // Normally delivered at the end of the headers; this covers a response we
   // took for a redirect that libcurl did not follow.
   if (!deliver_head(t)) return 0;
-  if (t->head.status < 200 || t->head.status >= 300) return len;  // an error page is not the file
-  if (t->bucket && !t->bucket->take(len)) {
+  const long status = t->response.head.status;
+  if (status < 200 || status >= 300) return len;  // an error page is not the file
+  if (t->bucket && !t->bucket->take(len, std::chrono::steady_clock::now())) {
     t->paused = true;
-    t->bucket->paused.push_back(t->id);
+    t->bucket->pause(t->id);
     return CURL_WRITEFUNC_PAUSE;
   }
   if (t->in_memory()) {
@@ -430,8 +301,9 @@ struct Client::Impl {
     // does not end in a burst of new TCP and TLS handshakes.
     curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, options.max_total_connections);
     if (options.max_rate > 0) {
-      bucket.rate = static_cast<double>(options.max_rate);
-      bucket.burst = std::max(bucket.rate / 10, static_cast<double>(kReceiveBuffer));
+      const auto rate = static_cast<double>(options.max_rate);
+      bucket = RateBucket(rate, std::max(rate / 10, static_cast<double>(kReceiveBuffer)),
+                          std::chrono::steady_clock::now());
     }
     worker = std::thread([this] { run(); });
   }
@@ -460,7 +332,7 @@ struct Client::Impl {
     if (t) {
       // Only reachable when start() races with ~Client: the worker is gone,
       // and the sink must still hear of its request once.
-      t->sink->on_done(Outcome::kAborted, t->head, {}, "the HTTP client is shut down");
+      t->sink->on_done(Outcome::kAborted, t->response.head, {}, "the HTTP client is shut down");
       return id;
     }
     curl_multi_wakeup(multi.get());
@@ -522,7 +394,7 @@ struct Client::Impl {
     long buffer = kReceiveBuffer;
     if (t->req.max_recv_speed > 0) {
       buffer = static_cast<long>(std::clamp<uint64_t>(t->req.max_recv_speed / 400, 1024,
-                                                       static_cast<uint64_t>(kReceiveBuffer)));
+                                                      static_cast<uint64_t>(kReceiveBuffer)));
     }
     set(CURLOPT_BUFFERSIZE, buffer);
     set(CURLOPT_USERAGENT, options.user_agent.c_str());
@@ -588,12 +460,7 @@ struct Client::Impl {
 
   // max_rate: unpauses the paused bodies once the bucket has tokens again.
   void unpause() {
-    if (bucket.paused.empty()) return;
-    bucket.refill(std::chrono::steady_clock::now());
-    if (bucket.tokens <= 0) return;
-    std::vector<uint64_t> ids;
-    ids.swap(bucket.paused);
-    for (uint64_t id : ids) {
+    for (uint64_t id : bucket.resume(std::chrono::steady_clock::now())) {
       auto it = active.find(id);
       if (it == active.end() || !it->second->paused) continue;
       it->second->paused = false;
@@ -643,14 +510,14 @@ struct Client::Impl {
       outcome = Outcome::kTimeout;
     } else if (t->stop == Transfer::Stop::kSinkRefused) {
       outcome = Outcome::kAborted;
-    } else if (code == CURLE_OUT_OF_MEMORY && t->head.status != 0 && !t->head_delivered) {
+    } else if (code == CURLE_OUT_OF_MEMORY && t->response.head.status != 0 && !t->head_delivered) {
       // Before curl 8.6, headers over libcurl's 100 KiB limit end so: the
       // response is at fault, not this process.
       outcome = Outcome::kProtocol;
       t->detail = "response headers too large";
     } else if (code == CURLE_OK && !t->head_delivered) {
       // No body and a head not yet seen as final (e.g. a 304 with a Location).
-      if (t->head.status < 200) {
+      if (t->response.head.status < 200) {
         outcome = Outcome::kProtocol;
         t->detail = "no final response";
       } else if (!deliver_head(t.get())) {
@@ -662,10 +529,10 @@ struct Client::Impl {
       t->detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
     }
     http_log()->debug("{} {} -> {} status {}{}{}", t->method(), t->req.url, to_string(outcome),
-                      t->head.status, t->detail.empty() ? "" : ": ", t->detail);
+                      t->response.head.status, t->detail.empty() ? "" : ": ", t->detail);
 
     auto sink = std::move(t->sink);
-    Head head = std::move(t->head);
+    Head head = std::move(t->response.head);
     std::string body = std::move(t->body);
     std::string detail = std::move(t->detail);
     // The easy handle goes first: the callback may start a request at once.
@@ -677,8 +544,8 @@ struct Client::Impl {
   void abort(uint64_t id) {
     auto it = active.find(id);
     if (it == active.end()) {
-      auto w = std::find_if(waiting.begin(), waiting.end(),
-                            [id](const auto& t) { return t->id == id; });
+      auto w =
+          std::find_if(waiting.begin(), waiting.end(), [id](const auto& t) { return t->id == id; });
       if (w == waiting.end()) return;  // finished already, or never ours
       auto t = std::move(*w);
       waiting.erase(w);
@@ -698,7 +565,7 @@ struct Client::Impl {
   // once on a new connection rather than failing a file whose upstream is
   // fine. True when replayed.
   bool retry_fresh(Transfer* t, CURLcode code) {
-    if (t->retried_fresh || t->cancelled || t->head_delivered || t->head.status != 0 ||
+    if (t->retried_fresh || t->cancelled || t->head_delivered || t->response.head.status != 0 ||
         t->stop != Transfer::Stop::kNone) {
       return false;
     }
@@ -724,9 +591,7 @@ struct Client::Impl {
     http_log()->debug("{} {}: {} on a reused connection; retrying on a new one", t->method(),
                       t->req.url, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     t->retried_fresh = true;
-    t->head = Head{};
-    t->content_encoding.clear();
-    t->has_location = false;
+    t->response = ResponseHead{};
     t->errbuf[0] = '\0';
     t->last_received = -1;
     t->last_change = std::chrono::steady_clock::now();
@@ -806,7 +671,7 @@ struct Client::Impl {
       reap();
       admit_waiting();
       // Paused bodies wait for tokens: come back soon to unpause them.
-      const int wait_ms = bucket.paused.empty() ? kIdlePollMs : 10;
+      const int wait_ms = bucket.has_paused() ? 10 : kIdlePollMs;
       mc = curl_multi_poll(multi.get(), nullptr, 0, wait_ms, nullptr);
       if (mc != CURLM_OK) {
         // Not expected to happen; without the pause the loop would spin.
