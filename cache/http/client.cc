@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/http/exchange.h"
 #include "cache/http/header_parser.h"
 #include "cache/http/rate_bucket.h"
 #include "cache/util/log.h"
@@ -117,115 +118,46 @@ Outcome outcome_of(CURLcode code) {
 
 // --- one request ----------------------------------------------------------------
 
-// Owned by the worker thread from the moment it leaves the queue.
-struct Transfer {
-  enum class Stop { kNone, kSinkRefused, kProtocol, kStalled };
-
-  uint64_t id = 0;
-  Request req;
-  std::shared_ptr<Sink> sink;
+// An exchange with what libcurl needs for it. Owned by the worker thread from
+// the moment it leaves the queue.
+struct Transfer : Exchange {
   EasyPtr easy;
   SlistPtr headers;
-  bool added = false;  // to the multi handle
-
-  // The response being received; reset by each status line so that only the
-  // final response after redirects and 1xx counts.
-  ResponseHead response;
-
-  bool head_delivered = false;
+  bool added = false;          // to the multi handle
   bool retried_fresh = false;  // replayed once on a new connection (retry_fresh)
   // on_progress: no byte for idle_limit once the request is sent = a stall.
   std::chrono::milliseconds idle_limit{0};
   curl_off_t last_received = -1;
   std::chrono::steady_clock::time_point last_change{};
-  bool cancelled = false;  // cancel() from a callback: refuse further bytes
-  Stop stop = Stop::kNone;
-  std::string detail;
-  std::string body;  // body_in_memory
   char errbuf[CURL_ERROR_SIZE] = {};
 
-  // A body transfer (what max_downloads and max_rate limit).
-  bool counted = false;          // holds a max_downloads slot
-  RateBucket* bucket = nullptr;  // max_rate: the shared bucket
-  bool paused = false;
-
-  bool in_memory() const { return req.body_in_memory; }
-  bool is_body() const { return req.method == Request::Method::kGet && !req.body_in_memory; }
-  const char* method() const { return req.method == Request::Method::kHead ? "HEAD" : "GET"; }
+  void refresh_effective_url() override {
+    char* url = nullptr;
+    if (curl_easy_getinfo(easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
+      response.head.effective_url = url;
+    }
+  }
 };
-
-void refresh_effective_url(Transfer* t) {
-  char* url = nullptr;
-  if (curl_easy_getinfo(t->easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
-    t->response.head.effective_url = url;
-  }
-}
-
-// Hands the final response's head to the sink; false stops the transfer.
-bool deliver_head(Transfer* t) {
-  if (t->head_delivered) return t->stop == Transfer::Stop::kNone && !t->cancelled;
-  t->head_delivered = true;
-  // The bytes of a 2xx are the file's: an encoding would change them. Error
-  // and 304 bodies are never passed on, so their encoding does not matter.
-  if (t->response.head.status >= 200 && t->response.head.status < 300 &&
-      !t->response.content_encoding.empty()) {
-    t->stop = Transfer::Stop::kProtocol;
-    t->detail = "refused Content-Encoding: " + t->response.content_encoding;
-    return false;
-  }
-  refresh_effective_url(t);
-  if (!t->sink->on_head(t->response.head)) {
-    t->stop = Transfer::Stop::kSinkRefused;
-    t->detail = "the sink refused the response head";
-    return false;
-  }
-  return !t->cancelled;
-}
 
 size_t on_header_line(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * count;
-  if (t->cancelled) return 0;
-  if (t->head_delivered) return len;  // trailers may not change a head already delivered
   const HeaderContext context{static_cast<int64_t>(std::time(nullptr)), parse_http_date};
-  if (parse_header_line(std::string_view(data, len), context, &t->response) !=
-      HeaderLine::kEndOfHead) {
-    return len;
-  }
-  // End of one response's headers: interim and followed responses are skipped.
-  if (t->response.is_interim()) return len;
-  return deliver_head(t) ? len : 0;
+  return t->on_header_line(std::string_view(data, len), context) ? len : 0;
 }
 
 size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * count;
-  if (t->cancelled) return 0;
-  // Normally delivered at the end of the headers; this covers a response we
-  // took for a redirect that libcurl did not follow.
-  if (!deliver_head(t)) return 0;
-  const long status = t->response.head.status;
-  if (status < 200 || status >= 300) return len;  // an error page is not the file
-  if (t->bucket && !t->bucket->take(len, std::chrono::steady_clock::now())) {
-    t->paused = true;
-    t->bucket->pause(t->id);
-    return CURL_WRITEFUNC_PAUSE;
+  switch (t->on_body_bytes(data, len, std::chrono::steady_clock::now())) {
+    case Exchange::Body::kTaken:
+      return len;
+    case Exchange::Body::kPause:
+      return CURL_WRITEFUNC_PAUSE;
+    case Exchange::Body::kRefused:
+      break;
   }
-  if (t->in_memory()) {
-    if (t->body.size() + len > t->req.max_memory_body) {
-      t->stop = Transfer::Stop::kProtocol;
-      t->detail = "response body larger than " + std::to_string(t->req.max_memory_body) + " bytes";
-      return 0;
-    }
-    t->body.append(data, len);
-    return len;
-  }
-  if (!t->sink->on_data(data, len)) {
-    t->stop = Transfer::Stop::kSinkRefused;
-    t->detail = "the sink refused the body";
-    return 0;
-  }
-  return t->cancelled ? 0 : len;
+  return 0;
 }
 
 // libcurl's low-speed check averages the rate over the last ~5 s, so a body
@@ -249,39 +181,12 @@ int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t
     t->last_change = now;  // still connecting: connect_timeout's business
     return 0;
   }
-  t->stop = Transfer::Stop::kStalled;
+  t->stop = Exchange::Stop::kStalled;
   t->detail = "no byte received for " + std::to_string(t->idle_limit.count()) + " ms";
   return 1;
 }
 
 }  // namespace
-
-const char* to_string(Outcome outcome) {
-  switch (outcome) {
-    case Outcome::kOk:
-      return "ok";
-    case Outcome::kConnectFailed:
-      return "connect-failed";
-    case Outcome::kTimeout:
-      return "timeout";
-    case Outcome::kTransferBroken:
-      return "transfer-broken";
-    case Outcome::kTls:
-      return "tls";
-    case Outcome::kProtocol:
-      return "protocol";
-    case Outcome::kAborted:
-      return "aborted";
-    case Outcome::kLocal:
-      return "local";
-  }
-  return "unknown";
-}
-
-bool is_transient(Outcome outcome) {
-  return outcome == Outcome::kConnectFailed || outcome == Outcome::kTimeout ||
-         outcome == Outcome::kTransferBroken;
-}
 
 // --- the worker -------------------------------------------------------------------
 
@@ -498,33 +403,9 @@ struct Client::Impl {
       t->counted = false;
       bodies_running--;
     }
-    Outcome outcome = outcome_of(code);
-    if (aborted || t->cancelled) {
-      outcome = Outcome::kAborted;
-      if (t->detail.empty()) {
-        t->detail = stopping_seen ? "the HTTP client is shut down" : "cancelled";
-      }
-    } else if (t->stop == Transfer::Stop::kProtocol) {
-      outcome = Outcome::kProtocol;
-    } else if (t->stop == Transfer::Stop::kStalled) {
-      outcome = Outcome::kTimeout;
-    } else if (t->stop == Transfer::Stop::kSinkRefused) {
-      outcome = Outcome::kAborted;
-    } else if (code == CURLE_OUT_OF_MEMORY && t->response.head.status != 0 && !t->head_delivered) {
-      // Before curl 8.6, headers over libcurl's 100 KiB limit end so: the
-      // response is at fault, not this process.
-      outcome = Outcome::kProtocol;
-      t->detail = "response headers too large";
-    } else if (code == CURLE_OK && !t->head_delivered) {
-      // No body and a head not yet seen as final (e.g. a 304 with a Location).
-      if (t->response.head.status < 200) {
-        outcome = Outcome::kProtocol;
-        t->detail = "no final response";
-      } else if (!deliver_head(t.get())) {
-        outcome = t->stop == Transfer::Stop::kProtocol ? Outcome::kProtocol : Outcome::kAborted;
-      }
-    }
-    if (t->easy) refresh_effective_url(t.get());
+    const Outcome outcome =
+        t->settle(outcome_of(code), aborted, stopping_seen, code == CURLE_OUT_OF_MEMORY);
+    if (t->easy) t->refresh_effective_url();
     if (outcome != Outcome::kOk && t->detail.empty()) {
       t->detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
     }
@@ -566,7 +447,7 @@ struct Client::Impl {
   // fine. True when replayed.
   bool retry_fresh(Transfer* t, CURLcode code) {
     if (t->retried_fresh || t->cancelled || t->head_delivered || t->response.head.status != 0 ||
-        t->stop != Transfer::Stop::kNone) {
+        t->stop != Exchange::Stop::kNone) {
       return false;
     }
     switch (code) {
