@@ -3,12 +3,8 @@
 #include <curl/curl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <ctime>
-#include <deque>
-#include <future>
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
@@ -17,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/http/collecting_sink.h"
 #include "cache/http/exchange.h"
 #include "cache/http/header_parser.h"
 #include "cache/http/rate_bucket.h"
@@ -125,10 +122,6 @@ struct Transfer : Exchange {
   SlistPtr headers;
   bool added = false;          // to the multi handle
   bool retried_fresh = false;  // replayed once on a new connection (retry_fresh)
-  // on_progress: no byte for idle_limit once the request is sent = a stall.
-  std::chrono::milliseconds idle_limit{0};
-  curl_off_t last_received = -1;
-  std::chrono::steady_clock::time_point last_change{};
   char errbuf[CURL_ERROR_SIZE] = {};
 
   void refresh_effective_url() override {
@@ -160,6 +153,16 @@ size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   return 0;
 }
 
+// Sets easy options in order until one fails; rc is that failure.
+struct OptionSetter {
+  CURL* easy;
+  CURLcode rc = CURLE_OK;
+  template <typename Value>
+  void operator()(CURLoption option, Value value) {
+    if (rc == CURLE_OK) rc = curl_easy_setopt(easy, option, value);
+  }
+};
+
 // libcurl's low-speed check averages the rate over the last ~5 s, so a body
 // that stops after a burst counts as slow only seconds after low_speed_time.
 // This watches for "no byte at all" directly: a transfer that was sent (the
@@ -169,12 +172,7 @@ int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t
                 curl_off_t /*ulnow*/) {
   auto* t = static_cast<Transfer*>(user);
   const auto now = std::chrono::steady_clock::now();
-  if (dlnow != t->last_received) {
-    t->last_received = dlnow;
-    t->last_change = now;
-    return 0;
-  }
-  if (t->idle_limit.count() <= 0 || now - t->last_change < t->idle_limit) return 0;
+  if (!t->idle_too_long(dlnow, now)) return 0;
   curl_off_t sent_at = 0;
   if (curl_easy_getinfo(t->easy.get(), CURLINFO_PRETRANSFER_TIME_T, &sent_at) != CURLE_OK ||
       sent_at <= 0) {
@@ -259,12 +257,24 @@ struct Client::Impl {
 
   // Returns the first failing option, CURLE_OK when all were taken.
   CURLcode configure(Transfer* t) {
-    CURL* e = t->easy.get();
-    CURLcode rc = CURLE_OK;
-    auto set = [&](CURLoption option, auto value) {
-      if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
-    };
-    const bool head_only = t->req.method == Request::Method::kHead;
+    OptionSetter set{t->easy.get()};
+    set_connection(t, set);
+    set_transfer_limits(t, set);
+    set_callbacks_and_tls(t, set);
+    if (set.rc != CURLE_OK) return set.rc;
+
+    for (const auto& line : request_header_lines(t->req)) {
+      curl_slist* grown = curl_slist_append(t->headers.get(), line.c_str());
+      if (!grown) return CURLE_OUT_OF_MEMORY;
+      (void)t->headers.release();  // now owned through `grown`
+      t->headers.reset(grown);
+    }
+    if (t->headers) set(CURLOPT_HTTPHEADER, t->headers.get());
+    return set.rc;
+  }
+
+  // Where to, which protocols and redirects, how long to connect and to stall.
+  void set_connection(Transfer* t, OptionSetter& set) const {
     set(CURLOPT_URL, t->req.url.c_str());
     set(CURLOPT_PRIVATE, static_cast<void*>(t));
     set(CURLOPT_ERRORBUFFER, t->errbuf);
@@ -278,6 +288,11 @@ struct Client::Impl {
     set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
     t->idle_limit = options.low_speed_time;
     t->last_change = std::chrono::steady_clock::now();
+  }
+
+  // What this request may take: its speed, total time, body size and buffer.
+  void set_transfer_limits(Transfer* t, OptionSetter& set) const {
+    const bool head_only = t->req.method == Request::Method::kHead;
     if (t->req.max_recv_speed > 0) {
       set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(t->req.max_recv_speed));
     }
@@ -302,6 +317,9 @@ struct Client::Impl {
                                                       static_cast<uint64_t>(kReceiveBuffer)));
     }
     set(CURLOPT_BUFFERSIZE, buffer);
+  }
+
+  void set_callbacks_and_tls(Transfer* t, OptionSetter& set) const {
     set(CURLOPT_USERAGENT, options.user_agent.c_str());
     set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
     set(CURLOPT_HEADERFUNCTION, on_header_line);
@@ -316,37 +334,17 @@ struct Client::Impl {
       set(CURLOPT_SSL_VERIFYPEER, 0L);
       set(CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (rc != CURLE_OK) return rc;
-
-    std::vector<std::string> lines;
-    if (!t->req.if_none_match.empty()) lines.push_back("If-None-Match: " + t->req.if_none_match);
-    if (t->req.if_modified_since) {
-      lines.push_back("If-Modified-Since: " + format_http_date(*t->req.if_modified_since));
-    }
-    if (t->req.range_from) {
-      lines.push_back("Range: bytes=" + std::to_string(*t->req.range_from) + "-");
-      if (!t->req.if_range.empty()) lines.push_back("If-Range: " + t->req.if_range);
-    }
-    for (const auto& line : lines) {
-      curl_slist* grown = curl_slist_append(t->headers.get(), line.c_str());
-      if (!grown) return CURLE_OUT_OF_MEMORY;
-      (void)t->headers.release();  // now owned through `grown`
-      t->headers.reset(grown);
-    }
-    if (t->headers) set(CURLOPT_HTTPHEADER, t->headers.get());
-    return rc;
   }
 
   // A fresh request: started, or queued behind max_downloads bodies.
   void admit(std::unique_ptr<Transfer> t) {
     if (t->is_body()) {
-      if (options.max_downloads > 0 && bodies_running >= options.max_downloads) {
-        waiting.push_back(std::move(t));
-        queued.store(waiting.size(), std::memory_order_relaxed);
+      if (!slots.has_free()) {
+        slots.wait(std::move(t));
         return;
       }
       t->counted = true;
-      bodies_running++;
+      slots.acquire();
       if (options.max_rate > 0) t->bucket = &bucket;
     }
     add(std::move(t));
@@ -354,13 +352,7 @@ struct Client::Impl {
 
   // Starts queued bodies while slots are free (FIFO).
   void admit_waiting() {
-    while (!waiting.empty() &&
-           (options.max_downloads <= 0 || bodies_running < options.max_downloads)) {
-      auto t = std::move(waiting.front());
-      waiting.pop_front();
-      queued.store(waiting.size(), std::memory_order_relaxed);
-      admit(std::move(t));
-    }
+    while (auto t = slots.next_ready()) admit(std::move(t));
   }
 
   // max_rate: unpauses the paused bodies once the bucket has tokens again.
@@ -401,7 +393,7 @@ struct Client::Impl {
     if (t->added) curl_multi_remove_handle(multi.get(), t->easy.get());
     if (t->counted) {
       t->counted = false;
-      bodies_running--;
+      slots.release();
     }
     const Outcome outcome =
         t->settle(outcome_of(code), aborted, stopping_seen, code == CURLE_OUT_OF_MEMORY);
@@ -425,13 +417,9 @@ struct Client::Impl {
   void abort(uint64_t id) {
     auto it = active.find(id);
     if (it == active.end()) {
-      auto w =
-          std::find_if(waiting.begin(), waiting.end(), [id](const auto& t) { return t->id == id; });
-      if (w == waiting.end()) return;  // finished already, or never ours
-      auto t = std::move(*w);
-      waiting.erase(w);
-      queued.store(waiting.size(), std::memory_order_relaxed);
-      finish(std::move(t), CURLE_OK, true);
+      // Not in the line either: finished already, or never ours.
+      auto t = slots.take_if([id](const auto& w) { return w->id == id; });
+      if (t) finish(std::move(t), CURLE_OK, true);
       return;
     }
     auto t = std::move(it->second);
@@ -446,10 +434,7 @@ struct Client::Impl {
   // once on a new connection rather than failing a file whose upstream is
   // fine. True when replayed.
   bool retry_fresh(Transfer* t, CURLcode code) {
-    if (t->retried_fresh || t->cancelled || t->head_delivered || t->response.head.status != 0 ||
-        t->stop != Exchange::Stop::kNone) {
-      return false;
-    }
+    if (t->retried_fresh || !t->nothing_seen()) return false;
     switch (code) {
       case CURLE_UNSUPPORTED_PROTOCOL:  // "Received HTTP/0.9" before curl 8
       case CURLE_WEIRD_SERVER_REPLY:
@@ -508,12 +493,7 @@ struct Client::Impl {
     ids.reserve(active.size());
     for (const auto& entry : active) ids.push_back(entry.first);
     for (uint64_t id : ids) abort(id);
-    while (!waiting.empty()) {
-      auto t = std::move(waiting.front());
-      waiting.pop_front();
-      finish(std::move(t), CURLE_OK, true);
-    }
-    queued.store(0);
+    while (auto t = slots.take_first()) finish(std::move(t), CURLE_OK, true);
     for (;;) {
       for (auto& t : fresh) finish(std::move(t), CURLE_OK, true);
       fresh.clear();
@@ -573,12 +553,10 @@ struct Client::Impl {
   bool stopping = false;                         // guarded by mu
   bool closed = false;                           // guarded by mu
 
-  // Worker thread only.
+  // Worker thread only (but slots.waiting(), for any thread).
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> active;
-  std::deque<std::unique_ptr<Transfer>> waiting;  // bodies over max_downloads, FIFO
-  int bodies_running = 0;                         // bodies holding a slot
-  RateBucket bucket;                              // max_rate
-  std::atomic<size_t> queued{0};                  // waiting.size(), for any thread
+  DownloadSlots<std::unique_ptr<Transfer>> slots{options.max_downloads};
+  RateBucket bucket;  // max_rate
   bool stopping_seen = false;
 
   std::thread worker;  // started by the constructor once the members above exist
@@ -593,36 +571,9 @@ uint64_t Client::start(Request request, std::shared_ptr<Sink> sink) {
 
 void Client::cancel(uint64_t id) { impl_->cancel(id); }
 
-size_t Client::queued_bodies() const { return impl_->queued.load(std::memory_order_relaxed); }
+size_t Client::queued_bodies() const { return impl_->slots.waiting(); }
 
 const Options& Client::options() const { return impl_->options; }
-
-namespace {
-
-// Collects a streamed body for fetch().
-class PromiseSink : public Sink {
- public:
-  bool on_head(const Head&) override { return true; }
-  bool on_data(const char* data, size_t len) override {
-    streamed_.append(data, len);
-    return true;
-  }
-  void on_done(Outcome outcome, const Head& head, std::string body, std::string detail) override {
-    Client::Response response;
-    response.outcome = outcome;
-    response.head = head;
-    response.body = body.empty() ? std::move(streamed_) : std::move(body);
-    response.detail = std::move(detail);
-    promise_.set_value(std::move(response));
-  }
-  std::future<Client::Response> future() { return promise_.get_future(); }
-
- private:
-  std::string streamed_;
-  std::promise<Client::Response> promise_;
-};
-
-}  // namespace
 
 Client::Response Client::fetch(Request request) {
   if (impl_->on_worker()) {
@@ -632,7 +583,7 @@ Client::Response Client::fetch(Request request) {
     refused.detail = "fetch() called from an HTTP callback";
     return refused;
   }
-  auto sink = std::make_shared<PromiseSink>();
+  auto sink = std::make_shared<CollectingSink>();
   auto result = sink->future();
   start(std::move(request), sink);
   return result.get();

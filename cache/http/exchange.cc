@@ -42,6 +42,15 @@ Exchange::Body Exchange::on_body_bytes(const char* data, size_t len, RateBucket:
   return cancelled ? Body::kRefused : Body::kTaken;
 }
 
+bool Exchange::idle_too_long(int64_t received, RateBucket::TimePoint now) {
+  if (received != last_received) {
+    last_received = received;
+    last_change = now;
+    return false;
+  }
+  return idle_limit.count() > 0 && now - last_change >= idle_limit;
+}
+
 bool Exchange::deliver_head() {
   if (head_delivered) return stop == Stop::kNone && !cancelled;
   head_delivered = true;

@@ -44,6 +44,10 @@ struct Exchange {
   ResponseHead response;
 
   bool head_delivered = false;
+  // No byte for idle_limit once the request is sent is a stall.
+  std::chrono::milliseconds idle_limit{0};
+  int64_t last_received = -1;  // body bytes so far, as the transport counts them
+  RateBucket::TimePoint last_change{};
   bool cancelled = false;  // cancel() from a callback: refuse further bytes
   Stop stop = Stop::kNone;
   std::string detail;
@@ -62,6 +66,13 @@ struct Exchange {
   bool on_header_line(std::string_view line, const HeaderContext& context);
   // Body bytes as received, at `now` for the rate bucket.
   Body on_body_bytes(const char* data, size_t len, RateBucket::TimePoint now);
+  // No status line yet, nothing refused or cancelled: a replay of the request
+  // would be invisible to the sink.
+  bool nothing_seen() const {
+    return !cancelled && !head_delivered && response.head.status == 0 && stop == Stop::kNone;
+  }
+  // About once a second: true when `received` has not changed for idle_limit.
+  bool idle_too_long(int64_t received, RateBucket::TimePoint now);
   // Hands the final response's head to the sink (once); false stops the transfer.
   bool deliver_head();
   // How the exchange ended, from what the transport says of it (`transport`:

@@ -111,6 +111,19 @@ std::optional<int64_t> parse_retry_after(std::string_view value, const HeaderCon
   return *when > context.now ? *when - context.now : 0;
 }
 
+std::vector<std::string> request_header_lines(const Request& request) {
+  std::vector<std::string> lines;
+  if (!request.if_none_match.empty()) lines.push_back("If-None-Match: " + request.if_none_match);
+  if (request.if_modified_since) {
+    lines.push_back("If-Modified-Since: " + format_http_date(*request.if_modified_since));
+  }
+  if (request.range_from) {
+    lines.push_back("Range: bytes=" + std::to_string(*request.range_from) + "-");
+    if (!request.if_range.empty()) lines.push_back("If-Range: " + request.if_range);
+  }
+  return lines;
+}
+
 std::string format_http_date(int64_t unix_seconds) {
   static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",

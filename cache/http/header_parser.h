@@ -1,7 +1,8 @@
 // Response header parsing: the lines of one exchange, as libcurl hands them
 // over one at a time (each response's status line, its fields, the blank line
 // that ends it; interim 1xx and followed redirects included), turned into the
-// fields of http::Head.
+// fields of http::Head; and the few fields a request adds, in the other
+// direction.
 //
 // Contract
 // - Pure: text in, values out. No I/O, no clock, no libcurl: the current time
@@ -21,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cache/http/client.h"
 
@@ -77,6 +79,10 @@ void parse_content_range(std::string_view value, Head* head);
 // Delay-seconds, or an HTTP date turned into the seconds from `now` (0 when it
 // is past); nullopt when it is neither.
 std::optional<int64_t> parse_retry_after(std::string_view value, const HeaderContext& context);
+
+// The other way: the fields a request adds to libcurl's own, "Name: value"
+// without CRLF (its validators and its range).
+std::vector<std::string> request_header_lines(const Request& request);
 
 // IMF-fixdate (RFC 9110 5.6.7) of unix seconds, for request header fields.
 std::string format_http_date(int64_t unix_seconds);

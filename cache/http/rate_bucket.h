@@ -1,7 +1,9 @@
-// http::RateBucket: the token bucket behind Options::max_rate, one shared by
-// every body transfer of a Client.
+// The state of the WAN limits of client.h, which apply to body transfers only:
+// http::RateBucket, the token bucket behind Options::max_rate, one shared by
+// every body transfer of a Client; and http::DownloadSlots, the bodies running
+// under Options::max_downloads and the line of those waiting for a slot.
 //
-// Contract
+// RateBucket contract
 // - The write callback takes tokens for the bytes it is handed. With none left
 //   take() says no and the caller pauses the transfer (libcurl keeps the bytes
 //   and hands them again once unpaused) and records it with pause(); resume()
@@ -21,9 +23,12 @@
 // value to a running transfer.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <utility>
 #include <vector>
 
 namespace netbootfs::http {
@@ -56,6 +61,61 @@ class RateBucket {
   double tokens_ = 0;
   TimePoint at_{};  // of the last refill
   std::vector<uint64_t> paused_;
+};
+
+// DownloadSlots contract
+// - A body takes a slot when one is free, else waits in the line, first come
+//   first served; each slot taken is released once, when its body ends.
+// - Item is what waits (a transfer's owner): movable, default-constructible,
+//   and false when empty, as a unique_ptr. The line owns what waits in it.
+// - Worker thread only, except waiting(), which any thread may read.
+template <typename Item>
+class DownloadSlots {
+ public:
+  explicit DownloadSlots(int limit) : limit_(limit) {}  // limit <= 0: no limit
+
+  bool has_free() const { return limit_ <= 0 || running_ < limit_; }
+  void acquire() { running_++; }
+  void release() { running_--; }
+
+  // To the back of the line.
+  void wait(Item item) {
+    line_.push_back(std::move(item));
+    publish();
+  }
+  // The first in line when a slot is free (the caller acquires it), else empty.
+  Item next_ready() { return has_free() ? take_first() : Item{}; }
+  // The first in line whatever the slots (a shutdown), empty when none waits.
+  Item take_first() {
+    if (line_.empty()) return Item{};
+    Item item = std::move(line_.front());
+    line_.pop_front();
+    publish();
+    return item;
+  }
+  // The first waiting item `match` accepts, out of the line; empty when none.
+  template <typename Match>
+  Item take_if(Match match) {
+    for (auto it = line_.begin(); it != line_.end(); ++it) {
+      if (!match(*it)) continue;
+      Item item = std::move(*it);
+      line_.erase(it);
+      publish();
+      return item;
+    }
+    return Item{};
+  }
+
+  // How many wait; safe from any thread.
+  size_t waiting() const { return waiting_.load(std::memory_order_relaxed); }
+
+ private:
+  void publish() { waiting_.store(line_.size(), std::memory_order_relaxed); }
+
+  const int limit_;
+  int running_ = 0;  // slots held
+  std::deque<Item> line_;
+  std::atomic<size_t> waiting_{0};  // line_.size(), for any thread
 };
 
 }  // namespace netbootfs::http
