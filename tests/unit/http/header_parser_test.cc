@@ -326,5 +326,48 @@ TEST(HeaderParser, FormatsImfFixdate) {
   }
 }
 
+TEST(HeaderParser, RequestHeaderLines) {
+  struct Case {
+    const char* name;
+    Request request;
+    std::vector<std::string> want;
+  };
+  auto with = [](auto change) {
+    Request r;
+    r.url = "http://server/file";
+    change(r);
+    return r;
+  };
+  const std::vector<Case> cases = {
+      {"none", with([](Request&) {}), {}},
+      {"an etag", with([](Request& r) { r.if_none_match = "\"v1\""; }), {"If-None-Match: \"v1\""}},
+      {"a date",
+       with([](Request& r) { r.if_modified_since = k1994; }),
+       {"If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT"}},
+      {"a range", with([](Request& r) { r.range_from = 100; }), {"Range: bytes=100-"}},
+      {"a range from 0", with([](Request& r) { r.range_from = 0; }), {"Range: bytes=0-"}},
+      {"a range if unchanged",
+       with([](Request& r) {
+         r.range_from = 5;
+         r.if_range = "\"v1\"";
+       }),
+       {"Range: bytes=5-", "If-Range: \"v1\""}},
+      {"If-Range only with a range", with([](Request& r) { r.if_range = "\"v1\""; }), {}},
+      {"all of them",
+       with([](Request& r) {
+         r.if_none_match = "\"a\"";
+         r.if_modified_since = 0;
+         r.range_from = 18446744073709551615u;
+         r.if_range = "Thu, 01 Jan 1970 00:00:00 GMT";
+       }),
+       {"If-None-Match: \"a\"", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+        "Range: bytes=18446744073709551615-", "If-Range: Thu, 01 Jan 1970 00:00:00 GMT"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    EXPECT_EQ(request_header_lines(c.request), c.want);
+  }
+}
+
 }  // namespace
 }  // namespace netbootfs::http

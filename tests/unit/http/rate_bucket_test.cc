@@ -1,10 +1,12 @@
-// The max_rate token bucket, driven by a clock the test sets: it starts empty,
-// refills at the rate up to the burst, lets a chunk overdraw it and makes the
-// debt wait, and hands back paused transfers in order once it has a token.
+// The WAN limits' state. The max_rate token bucket, driven by a clock the test
+// sets: it starts empty, refills at the rate up to the burst, lets a chunk
+// overdraw it and makes the debt wait, and hands back paused transfers in
+// order once it has a token. The max_downloads slots and their line.
 #include "cache/http/rate_bucket.h"
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -125,6 +127,73 @@ TEST(RateBucket, WithoutARateThereIsNoToken) {
   bucket.pause(1);
   EXPECT_TRUE(bucket.resume(std::chrono::steady_clock::now()).empty());
   EXPECT_TRUE(bucket.has_paused());
+}
+
+// max_downloads: a slot when one is free, else the line, first come first
+// served; a cancelled body leaves the line wherever it stands.
+TEST(DownloadSlots, Steps) {
+  struct Case {
+    const char* name;
+    int limit;
+    // Each op: "+N" a body N arrives (runs or waits), "-" a running body ends,
+    // "xN" body N is taken out of the line, "." the ready ones start.
+    std::vector<std::string> ops;
+    std::string want_running;  // the bodies started, in order
+    size_t want_waiting;
+  };
+  const std::vector<Case> cases = {
+      {"no limit", 0, {"+1", "+2", "+3"}, "1,2,3", 0},
+      {"negative: no limit", -1, {"+1", "+2"}, "1,2", 0},
+      {"over the limit: wait", 2, {"+1", "+2", "+3", "+4"}, "1,2", 2},
+      {"a slot freed: first come first served", 2, {"+1", "+2", "+3", "+4", "-", "."}, "1,2,3", 1},
+      {"without a free slot, nothing starts", 1, {"+1", "+2", ".", "."}, "1", 1},
+      {"taken out of the line", 1, {"+1", "+2", "+3", "x2", "-", "."}, "1,3", 0},
+      {"taking what does not wait", 1, {"+1", "+2", "x1", "x9"}, "1", 1},
+      {"all ends, all start", 1, {"+1", "+2", "+3", "-", ".", "-", "."}, "1,2,3", 0},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    DownloadSlots<std::unique_ptr<int>> slots(c.limit);
+    std::vector<uint64_t> started;
+    auto start = [&](std::unique_ptr<int> body) {
+      slots.acquire();
+      started.push_back(static_cast<uint64_t>(*body));
+    };
+    for (const auto& op : c.ops) {
+      const int n = op.size() > 1 ? std::stoi(op.substr(1)) : 0;
+      if (op[0] == '+') {
+        auto body = std::make_unique<int>(n);
+        if (slots.has_free()) {
+          start(std::move(body));
+        } else {
+          slots.wait(std::move(body));
+        }
+      } else if (op[0] == '-') {
+        slots.release();
+      } else if (op[0] == 'x') {
+        auto taken = slots.take_if([n](const std::unique_ptr<int>& w) { return *w == n; });
+        if (taken) {
+          EXPECT_EQ(*taken, n);
+        }
+      } else {
+        while (auto body = slots.next_ready()) start(std::move(body));
+      }
+    }
+    EXPECT_EQ(join(started), c.want_running);
+    EXPECT_EQ(slots.waiting(), c.want_waiting);
+  }
+}
+
+TEST(DownloadSlots, TakeFirstEmptiesTheLineWhateverTheSlots) {
+  DownloadSlots<std::unique_ptr<int>> slots(1);
+  slots.acquire();
+  slots.wait(std::make_unique<int>(1));
+  slots.wait(std::make_unique<int>(2));
+  EXPECT_FALSE(slots.next_ready());
+  std::vector<uint64_t> drained;
+  while (auto body = slots.take_first()) drained.push_back(static_cast<uint64_t>(*body));
+  EXPECT_EQ(join(drained), "1,2");
+  EXPECT_EQ(slots.waiting(), 0u);
 }
 
 }  // namespace
