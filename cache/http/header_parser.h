@@ -52,8 +52,8 @@ enum class HeaderLine {
 };
 
 struct HeaderContext {
-  int64_t now = 0;  // unix seconds, for a Retry-After date
-  DateParser parse_date = nullptr;
+  int64_t now = 0;                  // unix seconds, for a Retry-After date
+  DateParser parse_date = nullptr;  // nullptr: no value is a date
 };
 
 // Parses one header line (CRLF or LF included or not) into *response.
