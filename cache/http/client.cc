@@ -3,12 +3,8 @@
 #include <curl/curl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <deque>
-#include <cstdio>
 #include <ctime>
-#include <future>
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
@@ -17,6 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "cache/http/collecting_sink.h"
+#include "cache/http/exchange.h"
+#include "cache/http/header_parser.h"
+#include "cache/http/rate_bucket.h"
 #include "cache/util/log.h"
 
 namespace netbootfs::http {
@@ -46,69 +46,13 @@ constexpr int kIdlePollMs = 1000;
 // Bigger reads than libcurl's 16 KiB: fewer callbacks per kernel or initrd.
 constexpr long kReceiveBuffer = 64 * 1024;
 
-// --- header parsing -----------------------------------------------------------
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;  // 19 digits always fit
-  uint64_t value = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return value;
-}
-
+// The date grammar of the header parser: libcurl's, which takes the three
+// forms of RFC 9110 and the looser ones old servers send.
 std::optional<int64_t> parse_http_date(std::string_view value) {
   const std::string text(value);  // curl_getdate wants a C string
   const time_t t = curl_getdate(text.c_str(), nullptr);
   if (t < 0) return std::nullopt;
   return static_cast<int64_t>(t);
-}
-
-// IMF-fixdate (RFC 9110 5.6.7), the only form a server must accept.
-std::string format_http_date(int64_t unix_seconds) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  const auto t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday],
-                tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                tm.tm_sec);
-  return buf;
-}
-
-// "bytes FIRST-LAST/TOTAL", "bytes FIRST-LAST/*" or "bytes */TOTAL".
-void parse_content_range(std::string_view value, Head* head) {
-  if (value.size() < 6 || !iequals(value.substr(0, 6), "bytes ")) return;
-  value = trim(value.substr(6));
-  const auto slash = value.find('/');
-  if (slash == std::string_view::npos) return;
-  const std::string_view range = value.substr(0, slash);
-  if (const auto dash = range.find('-'); dash != std::string_view::npos) {
-    head->range_start = parse_u64(trim(range.substr(0, dash)));
-  }
-  head->range_total = parse_u64(trim(value.substr(slash + 1)));
 }
 
 // --- outcomes -------------------------------------------------------------------
@@ -171,191 +115,53 @@ Outcome outcome_of(CURLcode code) {
 
 // --- one request ----------------------------------------------------------------
 
-// Owned by the worker thread from the moment it leaves the queue.
-// max_rate: one token bucket shared by every body transfer, on the worker
-// thread only. The write callback takes tokens for the bytes it is handed;
-// with none left it answers CURL_WRITEFUNC_PAUSE (libcurl keeps the bytes and
-// hands them again once unpaused) and the worker unpauses the transfer when
-// the bucket has refilled. Why not CURLOPT_MAX_RECV_SPEED_LARGE split per
-// transfer: a share left unused by a slow transfer is lost (the sum stays
-// below the limit), the split has to change as transfers come and go, and
-// libcurl does not reliably apply a new value to a running transfer. The
-// bucket is work-conserving and exact over time: a chunk may overdraw it
-// (tokens go negative), and the debt is paid back before the next byte.
-struct RateBucket {
-  double rate = 0;   // bytes per second
-  double burst = 0;  // at most this many tokens saved up
-  double tokens = 0;
-  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
-  std::vector<uint64_t> paused;  // transfer ids, in the order they paused
-
-  void refill(std::chrono::steady_clock::time_point now) {
-    tokens = std::min(burst, tokens + rate * std::chrono::duration<double>(now - at).count());
-    at = now;
-  }
-  // False: pause the transfer (no token left).
-  bool take(size_t len) {
-    refill(std::chrono::steady_clock::now());
-    if (tokens <= 0) return false;
-    tokens -= static_cast<double>(len);
-    return true;
-  }
-};
-
-struct Transfer {
-  enum class Stop { kNone, kSinkRefused, kProtocol, kStalled };
-
-  uint64_t id = 0;
-  Request req;
-  std::shared_ptr<Sink> sink;
+// An exchange with what libcurl needs for it. Owned by the worker thread from
+// the moment it leaves the queue.
+struct Transfer : Exchange {
   EasyPtr easy;
   SlistPtr headers;
-  bool added = false;  // to the multi handle
-
-  // The response being received; reset by each status line so that only the
-  // final response after redirects and 1xx counts.
-  Head head;
-  std::string content_encoding;  // other than identity
-  bool has_location = false;
-
-  bool head_delivered = false;
+  bool added = false;          // to the multi handle
   bool retried_fresh = false;  // replayed once on a new connection (retry_fresh)
-  // on_progress: no byte for idle_limit once the request is sent = a stall.
-  std::chrono::milliseconds idle_limit{0};
-  curl_off_t last_received = -1;
-  std::chrono::steady_clock::time_point last_change{};
-  bool cancelled = false;  // cancel() from a callback: refuse further bytes
-  Stop stop = Stop::kNone;
-  std::string detail;
-  std::string body;  // body_in_memory
   char errbuf[CURL_ERROR_SIZE] = {};
 
-  // A body transfer (what max_downloads and max_rate limit).
-  bool counted = false;         // holds a max_downloads slot
-  RateBucket* bucket = nullptr; // max_rate: the shared bucket
-  bool paused = false;
-
-  bool in_memory() const { return req.body_in_memory; }
-  bool is_body() const { return req.method == Request::Method::kGet && !req.body_in_memory; }
-  const char* method() const { return req.method == Request::Method::kHead ? "HEAD" : "GET"; }
+  void refresh_effective_url() override {
+    char* url = nullptr;
+    if (curl_easy_getinfo(easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
+      response.head.effective_url = url;
+    }
+  }
 };
-
-void refresh_effective_url(Transfer* t) {
-  char* url = nullptr;
-  if (curl_easy_getinfo(t->easy.get(), CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
-    t->head.effective_url = url;
-  }
-}
-
-// Hands the final response's head to the sink; false stops the transfer.
-bool deliver_head(Transfer* t) {
-  if (t->head_delivered) return t->stop == Transfer::Stop::kNone && !t->cancelled;
-  t->head_delivered = true;
-  // The bytes of a 2xx are the file's: an encoding would change them. Error
-  // and 304 bodies are never passed on, so their encoding does not matter.
-  if (t->head.status >= 200 && t->head.status < 300 && !t->content_encoding.empty()) {
-    t->stop = Transfer::Stop::kProtocol;
-    t->detail = "refused Content-Encoding: " + t->content_encoding;
-    return false;
-  }
-  refresh_effective_url(t);
-  if (!t->sink->on_head(t->head)) {
-    t->stop = Transfer::Stop::kSinkRefused;
-    t->detail = "the sink refused the response head";
-    return false;
-  }
-  return !t->cancelled;
-}
-
-// True when libcurl will follow this response rather than end with it.
-bool will_follow(const Transfer& t) {
-  const long s = t.head.status;
-  return t.has_location && (s == 300 || s == 301 || s == 302 || s == 303 || s == 307 || s == 308);
-}
 
 size_t on_header_line(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * count;
-  if (t->cancelled) return 0;
-  if (t->head_delivered) return len;  // trailers may not change a head already delivered
-  const std::string_view line(data, len);
-  if (line.size() >= 5 && line.substr(0, 5) == "HTTP/") {
-    t->head = Head{};
-    t->content_encoding.clear();
-    t->has_location = false;
-    const auto sp = line.find(' ');
-    if (sp != std::string_view::npos) {
-      const auto code = parse_u64(trim(line.substr(sp + 1, 4)));
-      t->head.status = code ? static_cast<long>(*code) : 0;
-    }
-    return len;
-  }
-  if (trim(line).empty()) {
-    // End of one response's headers: interim and followed responses are skipped.
-    if (t->head.status < 200 || will_follow(*t)) return len;
-    return deliver_head(t) ? len : 0;
-  }
-  const auto colon = line.find(':');
-  if (colon == std::string_view::npos) return len;
-  const std::string_view name = trim(line.substr(0, colon));
-  const std::string_view value = trim(line.substr(colon + 1));
-  Head& h = t->head;
-  if (iequals(name, "Content-Length")) {
-    h.content_length = parse_u64(value);
-  } else if (iequals(name, "ETag")) {
-    h.etag = std::string(value);
-  } else if (iequals(name, "Last-Modified")) {
-    h.last_modified = parse_http_date(value);
-  } else if (iequals(name, "Content-Range")) {
-    parse_content_range(value, &h);
-  } else if (iequals(name, "Content-Type")) {
-    h.content_type = std::string(value);
-  } else if (iequals(name, "Content-Encoding")) {
-    if (!value.empty() && !iequals(value, "identity")) {
-      if (!t->content_encoding.empty()) t->content_encoding += ", ";
-      t->content_encoding += value;
-    }
-  } else if (iequals(name, "Location")) {
-    t->has_location = !value.empty();
-  } else if (iequals(name, "Retry-After")) {
-    if (auto seconds = parse_u64(value)) {
-      h.retry_after = static_cast<int64_t>(std::min<uint64_t>(*seconds, INT64_MAX));
-    } else if (auto when = parse_http_date(value)) {
-      h.retry_after = std::max<int64_t>(0, *when - static_cast<int64_t>(std::time(nullptr)));
-    }
-  }
-  return len;
+  const HeaderContext context{static_cast<int64_t>(std::time(nullptr)), parse_http_date};
+  return t->on_header_line(std::string_view(data, len), context) ? len : 0;
 }
 
 size_t on_body_bytes(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * count;
-  if (t->cancelled) return 0;
-  // Normally delivered at the end of the headers; this covers a response we
-  // took for a redirect that libcurl did not follow.
-  if (!deliver_head(t)) return 0;
-  if (t->head.status < 200 || t->head.status >= 300) return len;  // an error page is not the file
-  if (t->bucket && !t->bucket->take(len)) {
-    t->paused = true;
-    t->bucket->paused.push_back(t->id);
-    return CURL_WRITEFUNC_PAUSE;
+  switch (t->on_body_bytes(data, len, std::chrono::steady_clock::now())) {
+    case Exchange::Body::kTaken:
+      return len;
+    case Exchange::Body::kPause:
+      return CURL_WRITEFUNC_PAUSE;
+    case Exchange::Body::kRefused:
+      break;
   }
-  if (t->in_memory()) {
-    if (t->body.size() + len > t->req.max_memory_body) {
-      t->stop = Transfer::Stop::kProtocol;
-      t->detail = "response body larger than " + std::to_string(t->req.max_memory_body) + " bytes";
-      return 0;
-    }
-    t->body.append(data, len);
-    return len;
-  }
-  if (!t->sink->on_data(data, len)) {
-    t->stop = Transfer::Stop::kSinkRefused;
-    t->detail = "the sink refused the body";
-    return 0;
-  }
-  return t->cancelled ? 0 : len;
+  return 0;
 }
+
+// Sets easy options in order until one fails; rc is that failure.
+struct OptionSetter {
+  CURL* easy;
+  CURLcode rc = CURLE_OK;
+  template <typename Value>
+  void operator()(CURLoption option, Value value) {
+    if (rc == CURLE_OK) rc = curl_easy_setopt(easy, option, value);
+  }
+};
 
 // libcurl's low-speed check averages the rate over the last ~5 s, so a body
 // that stops after a burst counts as slow only seconds after low_speed_time.
@@ -366,51 +172,19 @@ int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t
                 curl_off_t /*ulnow*/) {
   auto* t = static_cast<Transfer*>(user);
   const auto now = std::chrono::steady_clock::now();
-  if (dlnow != t->last_received) {
-    t->last_received = dlnow;
-    t->last_change = now;
-    return 0;
-  }
-  if (t->idle_limit.count() <= 0 || now - t->last_change < t->idle_limit) return 0;
+  if (!t->idle_too_long(dlnow, now)) return 0;
   curl_off_t sent_at = 0;
   if (curl_easy_getinfo(t->easy.get(), CURLINFO_PRETRANSFER_TIME_T, &sent_at) != CURLE_OK ||
       sent_at <= 0) {
     t->last_change = now;  // still connecting: connect_timeout's business
     return 0;
   }
-  t->stop = Transfer::Stop::kStalled;
+  t->stop = Exchange::Stop::kStalled;
   t->detail = "no byte received for " + std::to_string(t->idle_limit.count()) + " ms";
   return 1;
 }
 
 }  // namespace
-
-const char* to_string(Outcome outcome) {
-  switch (outcome) {
-    case Outcome::kOk:
-      return "ok";
-    case Outcome::kConnectFailed:
-      return "connect-failed";
-    case Outcome::kTimeout:
-      return "timeout";
-    case Outcome::kTransferBroken:
-      return "transfer-broken";
-    case Outcome::kTls:
-      return "tls";
-    case Outcome::kProtocol:
-      return "protocol";
-    case Outcome::kAborted:
-      return "aborted";
-    case Outcome::kLocal:
-      return "local";
-  }
-  return "unknown";
-}
-
-bool is_transient(Outcome outcome) {
-  return outcome == Outcome::kConnectFailed || outcome == Outcome::kTimeout ||
-         outcome == Outcome::kTransferBroken;
-}
 
 // --- the worker -------------------------------------------------------------------
 
@@ -430,8 +204,9 @@ struct Client::Impl {
     // does not end in a burst of new TCP and TLS handshakes.
     curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, options.max_total_connections);
     if (options.max_rate > 0) {
-      bucket.rate = static_cast<double>(options.max_rate);
-      bucket.burst = std::max(bucket.rate / 10, static_cast<double>(kReceiveBuffer));
+      const auto rate = static_cast<double>(options.max_rate);
+      bucket = RateBucket(rate, std::max(rate / 10, static_cast<double>(kReceiveBuffer)),
+                          std::chrono::steady_clock::now());
     }
     worker = std::thread([this] { run(); });
   }
@@ -460,7 +235,7 @@ struct Client::Impl {
     if (t) {
       // Only reachable when start() races with ~Client: the worker is gone,
       // and the sink must still hear of its request once.
-      t->sink->on_done(Outcome::kAborted, t->head, {}, "the HTTP client is shut down");
+      t->sink->on_done(Outcome::kAborted, t->response.head, {}, "the HTTP client is shut down");
       return id;
     }
     curl_multi_wakeup(multi.get());
@@ -482,12 +257,24 @@ struct Client::Impl {
 
   // Returns the first failing option, CURLE_OK when all were taken.
   CURLcode configure(Transfer* t) {
-    CURL* e = t->easy.get();
-    CURLcode rc = CURLE_OK;
-    auto set = [&](CURLoption option, auto value) {
-      if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
-    };
-    const bool head_only = t->req.method == Request::Method::kHead;
+    OptionSetter set{t->easy.get()};
+    set_connection(t, set);
+    set_transfer_limits(t, set);
+    set_callbacks_and_tls(t, set);
+    if (set.rc != CURLE_OK) return set.rc;
+
+    for (const auto& line : request_header_lines(t->req)) {
+      curl_slist* grown = curl_slist_append(t->headers.get(), line.c_str());
+      if (!grown) return CURLE_OUT_OF_MEMORY;
+      (void)t->headers.release();  // now owned through `grown`
+      t->headers.reset(grown);
+    }
+    if (t->headers) set(CURLOPT_HTTPHEADER, t->headers.get());
+    return set.rc;
+  }
+
+  // Where to, which protocols and redirects, how long to connect and to stall.
+  void set_connection(Transfer* t, OptionSetter& set) const {
     set(CURLOPT_URL, t->req.url.c_str());
     set(CURLOPT_PRIVATE, static_cast<void*>(t));
     set(CURLOPT_ERRORBUFFER, t->errbuf);
@@ -501,6 +288,11 @@ struct Client::Impl {
     set(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
     t->idle_limit = options.low_speed_time;
     t->last_change = std::chrono::steady_clock::now();
+  }
+
+  // What this request may take: its speed, total time, body size and buffer.
+  void set_transfer_limits(Transfer* t, OptionSetter& set) const {
+    const bool head_only = t->req.method == Request::Method::kHead;
     if (t->req.max_recv_speed > 0) {
       set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(t->req.max_recv_speed));
     }
@@ -522,9 +314,12 @@ struct Client::Impl {
     long buffer = kReceiveBuffer;
     if (t->req.max_recv_speed > 0) {
       buffer = static_cast<long>(std::clamp<uint64_t>(t->req.max_recv_speed / 400, 1024,
-                                                       static_cast<uint64_t>(kReceiveBuffer)));
+                                                      static_cast<uint64_t>(kReceiveBuffer)));
     }
     set(CURLOPT_BUFFERSIZE, buffer);
+  }
+
+  void set_callbacks_and_tls(Transfer* t, OptionSetter& set) const {
     set(CURLOPT_USERAGENT, options.user_agent.c_str());
     set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
     set(CURLOPT_HEADERFUNCTION, on_header_line);
@@ -539,37 +334,17 @@ struct Client::Impl {
       set(CURLOPT_SSL_VERIFYPEER, 0L);
       set(CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (rc != CURLE_OK) return rc;
-
-    std::vector<std::string> lines;
-    if (!t->req.if_none_match.empty()) lines.push_back("If-None-Match: " + t->req.if_none_match);
-    if (t->req.if_modified_since) {
-      lines.push_back("If-Modified-Since: " + format_http_date(*t->req.if_modified_since));
-    }
-    if (t->req.range_from) {
-      lines.push_back("Range: bytes=" + std::to_string(*t->req.range_from) + "-");
-      if (!t->req.if_range.empty()) lines.push_back("If-Range: " + t->req.if_range);
-    }
-    for (const auto& line : lines) {
-      curl_slist* grown = curl_slist_append(t->headers.get(), line.c_str());
-      if (!grown) return CURLE_OUT_OF_MEMORY;
-      (void)t->headers.release();  // now owned through `grown`
-      t->headers.reset(grown);
-    }
-    if (t->headers) set(CURLOPT_HTTPHEADER, t->headers.get());
-    return rc;
   }
 
   // A fresh request: started, or queued behind max_downloads bodies.
   void admit(std::unique_ptr<Transfer> t) {
     if (t->is_body()) {
-      if (options.max_downloads > 0 && bodies_running >= options.max_downloads) {
-        waiting.push_back(std::move(t));
-        queued.store(waiting.size(), std::memory_order_relaxed);
+      if (!slots.has_free()) {
+        slots.wait(std::move(t));
         return;
       }
       t->counted = true;
-      bodies_running++;
+      slots.acquire();
       if (options.max_rate > 0) t->bucket = &bucket;
     }
     add(std::move(t));
@@ -577,23 +352,12 @@ struct Client::Impl {
 
   // Starts queued bodies while slots are free (FIFO).
   void admit_waiting() {
-    while (!waiting.empty() &&
-           (options.max_downloads <= 0 || bodies_running < options.max_downloads)) {
-      auto t = std::move(waiting.front());
-      waiting.pop_front();
-      queued.store(waiting.size(), std::memory_order_relaxed);
-      admit(std::move(t));
-    }
+    while (auto t = slots.next_ready()) admit(std::move(t));
   }
 
   // max_rate: unpauses the paused bodies once the bucket has tokens again.
   void unpause() {
-    if (bucket.paused.empty()) return;
-    bucket.refill(std::chrono::steady_clock::now());
-    if (bucket.tokens <= 0) return;
-    std::vector<uint64_t> ids;
-    ids.swap(bucket.paused);
-    for (uint64_t id : ids) {
+    for (uint64_t id : bucket.resume(std::chrono::steady_clock::now())) {
       auto it = active.find(id);
       if (it == active.end() || !it->second->paused) continue;
       it->second->paused = false;
@@ -629,43 +393,19 @@ struct Client::Impl {
     if (t->added) curl_multi_remove_handle(multi.get(), t->easy.get());
     if (t->counted) {
       t->counted = false;
-      bodies_running--;
+      slots.release();
     }
-    Outcome outcome = outcome_of(code);
-    if (aborted || t->cancelled) {
-      outcome = Outcome::kAborted;
-      if (t->detail.empty()) {
-        t->detail = stopping_seen ? "the HTTP client is shut down" : "cancelled";
-      }
-    } else if (t->stop == Transfer::Stop::kProtocol) {
-      outcome = Outcome::kProtocol;
-    } else if (t->stop == Transfer::Stop::kStalled) {
-      outcome = Outcome::kTimeout;
-    } else if (t->stop == Transfer::Stop::kSinkRefused) {
-      outcome = Outcome::kAborted;
-    } else if (code == CURLE_OUT_OF_MEMORY && t->head.status != 0 && !t->head_delivered) {
-      // Before curl 8.6, headers over libcurl's 100 KiB limit end so: the
-      // response is at fault, not this process.
-      outcome = Outcome::kProtocol;
-      t->detail = "response headers too large";
-    } else if (code == CURLE_OK && !t->head_delivered) {
-      // No body and a head not yet seen as final (e.g. a 304 with a Location).
-      if (t->head.status < 200) {
-        outcome = Outcome::kProtocol;
-        t->detail = "no final response";
-      } else if (!deliver_head(t.get())) {
-        outcome = t->stop == Transfer::Stop::kProtocol ? Outcome::kProtocol : Outcome::kAborted;
-      }
-    }
-    if (t->easy) refresh_effective_url(t.get());
+    const Outcome outcome =
+        t->settle(outcome_of(code), aborted, stopping_seen, code == CURLE_OUT_OF_MEMORY);
+    if (t->easy) t->refresh_effective_url();
     if (outcome != Outcome::kOk && t->detail.empty()) {
       t->detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
     }
     http_log()->debug("{} {} -> {} status {}{}{}", t->method(), t->req.url, to_string(outcome),
-                      t->head.status, t->detail.empty() ? "" : ": ", t->detail);
+                      t->response.head.status, t->detail.empty() ? "" : ": ", t->detail);
 
     auto sink = std::move(t->sink);
-    Head head = std::move(t->head);
+    Head head = std::move(t->response.head);
     std::string body = std::move(t->body);
     std::string detail = std::move(t->detail);
     // The easy handle goes first: the callback may start a request at once.
@@ -677,13 +417,9 @@ struct Client::Impl {
   void abort(uint64_t id) {
     auto it = active.find(id);
     if (it == active.end()) {
-      auto w = std::find_if(waiting.begin(), waiting.end(),
-                            [id](const auto& t) { return t->id == id; });
-      if (w == waiting.end()) return;  // finished already, or never ours
-      auto t = std::move(*w);
-      waiting.erase(w);
-      queued.store(waiting.size(), std::memory_order_relaxed);
-      finish(std::move(t), CURLE_OK, true);
+      // Not in the line either: finished already, or never ours.
+      auto t = slots.take_if([id](const auto& w) { return w->id == id; });
+      if (t) finish(std::move(t), CURLE_OK, true);
       return;
     }
     auto t = std::move(it->second);
@@ -698,10 +434,7 @@ struct Client::Impl {
   // once on a new connection rather than failing a file whose upstream is
   // fine. True when replayed.
   bool retry_fresh(Transfer* t, CURLcode code) {
-    if (t->retried_fresh || t->cancelled || t->head_delivered || t->head.status != 0 ||
-        t->stop != Transfer::Stop::kNone) {
-      return false;
-    }
+    if (t->retried_fresh || !t->nothing_seen()) return false;
     switch (code) {
       case CURLE_UNSUPPORTED_PROTOCOL:  // "Received HTTP/0.9" before curl 8
       case CURLE_WEIRD_SERVER_REPLY:
@@ -724,9 +457,7 @@ struct Client::Impl {
     http_log()->debug("{} {}: {} on a reused connection; retrying on a new one", t->method(),
                       t->req.url, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
     t->retried_fresh = true;
-    t->head = Head{};
-    t->content_encoding.clear();
-    t->has_location = false;
+    t->response = ResponseHead{};
     t->errbuf[0] = '\0';
     t->last_received = -1;
     t->last_change = std::chrono::steady_clock::now();
@@ -762,12 +493,7 @@ struct Client::Impl {
     ids.reserve(active.size());
     for (const auto& entry : active) ids.push_back(entry.first);
     for (uint64_t id : ids) abort(id);
-    while (!waiting.empty()) {
-      auto t = std::move(waiting.front());
-      waiting.pop_front();
-      finish(std::move(t), CURLE_OK, true);
-    }
-    queued.store(0);
+    while (auto t = slots.take_first()) finish(std::move(t), CURLE_OK, true);
     for (;;) {
       for (auto& t : fresh) finish(std::move(t), CURLE_OK, true);
       fresh.clear();
@@ -806,7 +532,7 @@ struct Client::Impl {
       reap();
       admit_waiting();
       // Paused bodies wait for tokens: come back soon to unpause them.
-      const int wait_ms = bucket.paused.empty() ? kIdlePollMs : 10;
+      const int wait_ms = bucket.has_paused() ? 10 : kIdlePollMs;
       mc = curl_multi_poll(multi.get(), nullptr, 0, wait_ms, nullptr);
       if (mc != CURLM_OK) {
         // Not expected to happen; without the pause the loop would spin.
@@ -827,12 +553,10 @@ struct Client::Impl {
   bool stopping = false;                         // guarded by mu
   bool closed = false;                           // guarded by mu
 
-  // Worker thread only.
+  // Worker thread only (but slots.waiting(), for any thread).
   std::unordered_map<uint64_t, std::unique_ptr<Transfer>> active;
-  std::deque<std::unique_ptr<Transfer>> waiting;  // bodies over max_downloads, FIFO
-  int bodies_running = 0;                         // bodies holding a slot
-  RateBucket bucket;                              // max_rate
-  std::atomic<size_t> queued{0};                  // waiting.size(), for any thread
+  DownloadSlots<std::unique_ptr<Transfer>> slots{options.max_downloads};
+  RateBucket bucket;  // max_rate
   bool stopping_seen = false;
 
   std::thread worker;  // started by the constructor once the members above exist
@@ -847,36 +571,9 @@ uint64_t Client::start(Request request, std::shared_ptr<Sink> sink) {
 
 void Client::cancel(uint64_t id) { impl_->cancel(id); }
 
-size_t Client::queued_bodies() const { return impl_->queued.load(std::memory_order_relaxed); }
+size_t Client::queued_bodies() const { return impl_->slots.waiting(); }
 
 const Options& Client::options() const { return impl_->options; }
-
-namespace {
-
-// Collects a streamed body for fetch().
-class PromiseSink : public Sink {
- public:
-  bool on_head(const Head&) override { return true; }
-  bool on_data(const char* data, size_t len) override {
-    streamed_.append(data, len);
-    return true;
-  }
-  void on_done(Outcome outcome, const Head& head, std::string body, std::string detail) override {
-    Client::Response response;
-    response.outcome = outcome;
-    response.head = head;
-    response.body = body.empty() ? std::move(streamed_) : std::move(body);
-    response.detail = std::move(detail);
-    promise_.set_value(std::move(response));
-  }
-  std::future<Client::Response> future() { return promise_.get_future(); }
-
- private:
-  std::string streamed_;
-  std::promise<Client::Response> promise_;
-};
-
-}  // namespace
 
 Client::Response Client::fetch(Request request) {
   if (impl_->on_worker()) {
@@ -886,7 +583,7 @@ Client::Response Client::fetch(Request request) {
     refused.detail = "fetch() called from an HTTP callback";
     return refused;
   }
-  auto sink = std::make_shared<PromiseSink>();
+  auto sink = std::make_shared<CollectingSink>();
   auto result = sink->future();
   start(std::move(request), sink);
   return result.get();
