@@ -1,5 +1,7 @@
 #include "cache/fetch/fetcher_impl.h"
 
+#include "cache/util/delay_point.h"
+
 
 namespace netbootfs::cache {
 namespace {
@@ -18,6 +20,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     // Held across the rename and the index update: a blob that a concurrent
     // lifecycle.collect() finds unreferenced must not be the one we point at.
     auto gc = lifecycle.publishing();
+    delay_point(DelayPoint::kPublishLocked);
     auto r = blobs.publish(dl->tmp_);
     if (!r) {
       fail_download(dl, "publishing failed: " + r.error().message, true);

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "cache/util/delay_point.h"
 #include "tests/unit/support/test_http_server.h"
 
 namespace netbootfs::cache {
@@ -344,6 +345,43 @@ TEST_F(FetcherEvictionTest, DownloadsInFlightReserveTheirAnnouncedSizesTogether)
   ASSERT_TRUE(eventually([&] { return evictor_->reserved() == 0; }));
   EXPECT_TRUE(cached("x") && cached("y"));
   EXPECT_EQ(cache_bytes(), uint64_t{6} << 20);
+}
+
+// A publish that waits on the disk (its fsync, under the gc lock) must not
+// stop another download: the eviction pass that download's size calls for
+// runs on a worker, never on the HTTP thread, which keeps receiving bytes.
+TEST_F(FetcherEvictionTest, ASlowPublishDoesNotStallAnotherDownload) {
+  limit(10u << 20);  // high 9 MiB
+  server_.put("old", random_bytes(4 << 20, 'o'));
+  server_.put("small", random_bytes(1000, 's'));
+  server_.put("big", random_bytes(6 << 20, 'b'));
+  ASSERT_EQ(cat("old").value(), random_bytes(4 << 20, 'o'));
+  auto small = lookup("small");
+  auto big = lookup("big");
+  ASSERT_TRUE(small && big);
+  arm_delay_point(DelayPoint::kPublishLocked, 2000);
+  auto small_read = std::async(std::launch::async, [&] {
+    auto of = open(small->version);
+    return of ? read_all(*of.value()) : Result<std::string>(of.error());
+  });
+  ASSERT_TRUE(eventually([] { return delay_point_hits() == 1; }));
+  // 4 + 6 MiB is over the high watermark: "big" calls for a pass, which
+  // waits for the gc lock that the slow publish holds.
+  std::promise<Result<std::unique_ptr<OpenFile>>> opened;
+  auto big_open = opened.get_future();
+  const uint64_t before = fetcher_->stats().download_bytes.load();
+  fetcher_->open(big->version, 2 << 20, [&opened](Result<std::unique_ptr<OpenFile>> r) {
+    opened.set_value(std::move(r));
+  });
+  std::this_thread::sleep_for(1000ms);
+  const uint64_t during = fetcher_->stats().download_bytes.load() - before;
+  EXPECT_GE(during, uint64_t{512} << 10) << "the HTTP thread stopped while a publish was slow";
+  EXPECT_EQ(delay_point_hits(), 1u);
+  EXPECT_EQ(small_read.get().value(), random_bytes(1000, 's'));
+  auto hb = await(big_open);
+  ASSERT_TRUE(hb) << hb.error().message;
+  EXPECT_FALSE(cached("old")) << "the pass made room before the size was announced";
+  EXPECT_EQ(read_all(*hb.value()).value(), random_bytes(6 << 20, 'b'));
 }
 
 TEST_F(FetcherEvictionTest, AFailedDownloadReleasesItsReservation) {
