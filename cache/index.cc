@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "cache/blob_store.h"  // is_sha256_hex
+#include "cache/index_codec.h"
 #include "cache/util/crash_point.h"
 #include "cache/util/log.h"
 
@@ -91,116 +92,13 @@ class Cursor {
 MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
-// Serialised forms, fields in host byte order (a cache moves between machines
-// only through `netbootfsctl export`, never as a raw LMDB file):
-//
-//   PathEntry: u8 format=1, u64 size, i64 last_modified, i64 validated_at,
-//              u16 n + n bytes sha256, u16 n + n bytes etag
-//   BlobEntry: u8 format=1, u64 size, u32 refs, i64 last_access
-//   meta "schema": u32 version
-//   meta "totals": u8 format=1, u64 blob bytes, u64 blob records
-//   meta "clean":  u64 id of the transaction that wrote it (set_clean_mark)
-//
 // "totals" sums the blob records (the decodable ones) so that the cache's
 // size is one read instead of a walk of the blob table. Every write of a
 // blob record adjusts it in the same transaction, so it is as
 // crash-consistent as the records. An index written by a release without it
 // (or a downgrade that wrote records without adjusting it) is recounted:
 // at a writable open when it is missing, by rebuild_refs() (recovery, at
-// every mount) when it is wrong.
-//
-// The leading format byte lets a later release read old records while it
-// rewrites them lazily; a record of an unknown format reads as missing. An
-// ETag longer than 64 KiB (no real server sends one) is stored as empty,
-// which only costs an unconditional GET on revalidation.
-constexpr uint8_t kFormat = 1;
-constexpr std::string_view kSchemaKey = "schema";
-constexpr std::string_view kTotalsKey = "totals";
-constexpr std::string_view kCleanKey = "clean";
-
-template <class T>
-void put_raw(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-template <class T>
-bool get_raw(std::string_view& in, T& v) {
-  if (in.size() < sizeof v) return false;
-  std::memcpy(&v, in.data(), sizeof v);
-  in.remove_prefix(sizeof v);
-  return true;
-}
-void put_str(std::string& out, std::string_view s) {
-  if (s.size() > 0xffff) s = {};
-  put_raw<uint16_t>(out, static_cast<uint16_t>(s.size()));
-  out += s;
-}
-bool get_str(std::string_view& in, std::string& s) {
-  uint16_t n;
-  if (!get_raw(in, n) || in.size() < n) return false;
-  s.assign(in.data(), n);
-  in.remove_prefix(n);
-  return true;
-}
-
-std::string encode(const PathEntry& e) {
-  std::string out;
-  out.reserve(1 + 8 * 3 + 2 + e.sha256.size() + 2 + e.etag.size());
-  put_raw(out, kFormat);
-  put_raw(out, e.size);
-  put_raw(out, e.last_modified);
-  put_raw(out, e.validated_at);
-  put_str(out, e.sha256);
-  put_str(out, e.etag);
-  return out;
-}
-std::optional<PathEntry> decode_path(std::string_view in) {
-  PathEntry e;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, e.size) || !get_raw(in, e.last_modified) ||
-      !get_raw(in, e.validated_at) || !get_str(in, e.sha256) || !get_str(in, e.etag)) {
-    return std::nullopt;
-  }
-  return e;
-}
-std::string encode(const BlobEntry& e) {
-  std::string out;
-  out.reserve(1 + 8 + 4 + 8);
-  put_raw(out, kFormat);
-  put_raw(out, e.size);
-  put_raw(out, e.refs);
-  put_raw(out, e.last_access);
-  return out;
-}
-std::optional<BlobEntry> decode_blob(std::string_view in) {
-  BlobEntry e;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, e.size) || !get_raw(in, e.refs) ||
-      !get_raw(in, e.last_access)) {
-    return std::nullopt;
-  }
-  return e;
-}
-
-struct Totals {
-  uint64_t bytes = 0;
-  uint64_t objects = 0;
-  bool operator==(const Totals& o) const { return bytes == o.bytes && objects == o.objects; }
-};
-std::string encode(const Totals& t) {
-  std::string out;
-  put_raw(out, kFormat);
-  put_raw(out, t.bytes);
-  put_raw(out, t.objects);
-  return out;
-}
-std::optional<Totals> decode_totals(std::string_view in) {
-  Totals t;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, t.bytes) || !get_raw(in, t.objects)) {
-    return std::nullopt;
-  }
-  return t;
-}
+// every mount) when it is wrong. The stored forms: cache/index_codec.h.
 
 }  // namespace
 
@@ -290,15 +188,15 @@ struct Index::Impl {
     MDB_val k = val(path), v;
     if (path.empty() || path.size() > max_key) return std::nullopt;
     if (mdb_get(txn, paths, &k, &v) != 0) return std::nullopt;
-    return decode_path(view(v));
+    return decode_path_entry(view(v));
   }
   std::optional<BlobEntry> get_blob(MDB_txn* txn, std::string_view sha) const {
     MDB_val k = val(sha), v;
     if (!is_sha256_hex(sha)) return std::nullopt;
     if (mdb_get(txn, blobs, &k, &v) != 0) return std::nullopt;
-    return decode_blob(view(v));
+    return decode_blob_entry(view(v));
   }
-  static int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, const std::string& value) {
+  static int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value) {
     MDB_val k = val(key), v = val(value);
     return mdb_put(txn, dbi, &k, &v, 0);
   }
@@ -442,14 +340,14 @@ struct Index::Impl {
     auto b = get_blob(txn, sha);
     if (!b) return 0;
     if (b->refs > 0) b->refs -= 1;
-    return put(txn, blobs, sha, encode(*b));  // same size: the totals stay
+    return put(txn, blobs, sha, encode_blob_entry(*b));  // same size: the totals stay
   }
 
   // Blob records change only through these two, so "totals" follows them.
   // `before`: the record as get_blob() read it in this transaction.
   int write_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before,
                  const BlobEntry& after) {
-    int rc = put(txn, blobs, sha, encode(after));
+    int rc = put(txn, blobs, sha, encode_blob_entry(after));
     if (rc == 0 && (!before || before->size != after.size)) {
       rc = adjust_totals(txn, before, after);
     }
@@ -476,21 +374,21 @@ struct Index::Impl {
       t->bytes += after->size;
       t->objects += 1;
     }
-    return put(txn, meta, kTotalsKey, encode(*t));
+    return put(txn, meta, kMetaTotalsKey, encode_totals(*t));
   }
-  std::optional<Totals> get_totals(MDB_txn* txn) const {
-    MDB_val k = val(kTotalsKey), v;
+  std::optional<BlobTotals> get_totals(MDB_txn* txn) const {
+    MDB_val k = val(kMetaTotalsKey), v;
     if (mdb_get(txn, meta, &k, &v) != 0) return std::nullopt;
     return decode_totals(view(v));
   }
   // Walks the blob table: what "totals" must say.
-  Totals count_totals(MDB_txn* txn) const {
-    Totals t;
+  BlobTotals count_totals(MDB_txn* txn) const {
+    BlobTotals t;
     Cursor c;
     if (c.open(txn, blobs) != 0) return t;
     MDB_val k, v;
     for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob(view(v))) {
+      if (auto e = decode_blob_entry(view(v))) {
         t.objects++;
         t.bytes += e->size;
       }
@@ -552,18 +450,16 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
     if (rc == MDB_NOTFOUND) return Error{ENOENT, "no netbootfs index in " + dir};
     return mdb_error(rc, "index tables in " + dir);
   }
-  MDB_val k = val(kSchemaKey), v;
+  MDB_val k = val(kMetaSchemaKey), v;
   rc = mdb_get(txn.get(), impl->meta, &k, &v);
   if (rc == MDB_NOTFOUND) {
     if (options.read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
-    uint32_t version = kSchemaVersion;
-    MDB_val nv{sizeof version, &version};
-    if ((rc = mdb_put(txn.get(), impl->meta, &k, &nv, 0)) != 0) return mdb_error(rc, "schema");
+    rc = Impl::put(txn.get(), impl->meta, kMetaSchemaKey, encode_schema_version(kSchemaVersion));
+    if (rc != 0) return mdb_error(rc, "schema");
   } else if (rc != 0) {
     return mdb_error(rc, "schema");
   } else {
-    uint32_t version = 0;
-    if (v.mv_size == sizeof version) std::memcpy(&version, v.mv_data, sizeof version);
+    const uint32_t version = decode_schema_version(view(v)).value_or(0);
     if (version != kSchemaVersion) {
       return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
                                ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
@@ -573,8 +469,8 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   if (!options.read_only && !impl->get_totals(txn.get())) {
     // An index from before the running totals (or with a damaged record):
     // counted once here, kept up to date by every write from now on.
-    const Totals t = impl->count_totals(txn.get());
-    if ((rc = Impl::put(txn.get(), impl->meta, kTotalsKey, encode(t))) != 0) {
+    const BlobTotals t = impl->count_totals(txn.get());
+    if ((rc = Impl::put(txn.get(), impl->meta, kMetaTotalsKey, encode_totals(t))) != 0) {
       return mdb_error(rc, "index totals");
     }
     // A new index has nothing to count and nothing to say.
@@ -616,7 +512,7 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
         if (next < '/') continue;
         if (next > '/') break;
       }
-      if (auto e = decode_path(view(v))) out.emplace_back(std::string(key), std::move(*e));
+      if (auto e = decode_path_entry(view(v))) out.emplace_back(std::string(key), std::move(*e));
     }
     return out;
   });
@@ -630,7 +526,7 @@ std::vector<std::pair<std::string, BlobEntry>> Index::list_blobs() const {
     if (c.open(t, impl_->blobs) != 0) return out;
     MDB_val k, v;
     for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob(view(v))) out.emplace_back(std::string(view(k)), *e);
+      if (auto e = decode_blob_entry(view(v))) out.emplace_back(std::string(view(k)), *e);
     }
     return out;
   });
@@ -644,7 +540,7 @@ std::vector<std::string> Index::unreferenced_blobs() const {
     if (c.open(t, impl_->blobs) != 0) return out;
     MDB_val k, v;
     for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      auto e = decode_blob(view(v));
+      auto e = decode_blob_entry(view(v));
       if (e && e->refs == 0) out.emplace_back(view(k));
     }
     return out;
@@ -660,7 +556,7 @@ IndexStats Index::stats() const {
     // Without the totals record (an old index open read-only), walk. (Not
     // value_or: its argument, the walk, would be evaluated every time.)
     auto kept = impl_->get_totals(t);
-    const Totals tot = kept ? *kept : impl_->count_totals(t);
+    const BlobTotals tot = kept ? *kept : impl_->count_totals(t);
     s.blobs = tot.objects;
     s.blob_bytes = tot.bytes;
     return s;
@@ -675,7 +571,7 @@ Index::TotalsCheck Index::check_totals() const {
       c.kept.blobs = kept->objects;
       c.kept.blob_bytes = kept->bytes;
     }
-    const Totals counted = impl_->count_totals(t);
+    const BlobTotals counted = impl_->count_totals(t);
     c.counted.blobs = counted.objects;
     c.counted.blob_bytes = counted.bytes;
     return c;
@@ -703,7 +599,7 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
         if (old) rc = impl_->drop_ref(t, old->sha256);
         if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
       }
-      if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode(entry));
+      if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode_path_entry(entry));
       if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
     }
     return Result<void>();
@@ -728,7 +624,7 @@ Result<void> Index::set_validated(std::string path, int64_t at) {
     auto e = impl_->get_path(t, path);
     if (!e) return Result<void>(Error{ENOENT, "no entry for " + path});
     e->validated_at = at;
-    if (int rc = Impl::put(t, impl_->paths, path, encode(*e)); rc != 0) {
+    if (int rc = Impl::put(t, impl_->paths, path, encode_path_entry(*e)); rc != 0) {
       return Result<void>(mdb_error(rc, "validate " + path));
     }
     return Result<void>();
@@ -767,7 +663,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
       Cursor c;
       if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
       for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        if (auto e = decode_path(view(v))) {
+        if (auto e = decode_path_entry(view(v))) {
           auto& w = want[e->sha256];
           w.refs++;
           w.size = e->size;
@@ -781,7 +677,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
       Cursor c;
       if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
       for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        existing.emplace_back(std::string(view(k)), decode_blob(view(v)));
+        existing.emplace_back(std::string(view(k)), decode_blob_entry(view(v)));
       }
     }
     for (auto& [sha, b] : existing) {
@@ -812,14 +708,14 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     // The totals are checked here too: recovery runs this at every mount,
     // and a release that wrote blob records without adjusting them (a
     // downgrade), or a damaged record, must not skew eviction for long.
-    const Totals counted = impl_->count_totals(t);
+    const BlobTotals counted = impl_->count_totals(t);
     const auto stored = impl_->get_totals(t);
     if (!stored || !(*stored == counted)) {
       if (stored) {
         log()->warn("index: totals said {} blobs ({} bytes), the records hold {} ({} bytes); fixed",
                     stored->objects, stored->bytes, counted.objects, counted.bytes);
       }
-      if (int rc = Impl::put(t, impl_->meta, kTotalsKey, encode(counted)); rc != 0) {
+      if (int rc = Impl::put(t, impl_->meta, kMetaTotalsKey, encode_totals(counted)); rc != 0) {
         return Result<void>(mdb_error(rc, "index totals"));
       }
     }
@@ -833,11 +729,8 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
 // one of the transaction that commits the batch.
 Result<void> Index::set_clean_mark() {
   return impl_->submit([this](MDB_txn* t) {
-    std::string v;
-    put_raw<uint64_t>(v, mdb_txn_id(t));
-    if (int rc = Impl::put(t, impl_->meta, kCleanKey, v); rc != 0) {
-      return Result<void>(mdb_error(rc, "clean mark"));
-    }
+    const int rc = Impl::put(t, impl_->meta, kMetaCleanKey, encode_clean_mark(mdb_txn_id(t)));
+    if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
     return Result<void>();
   });
 }
@@ -847,22 +740,21 @@ Result<bool> Index::take_clean_mark() {
   // Without a mark (a new cache, a crash) nothing is written: a start-up
   // after a crash commits what it did before.
   const bool marked = impl_->read<bool>([this](MDB_txn* t) {
-    MDB_val k = val(kCleanKey), v;
+    MDB_val k = val(kMetaCleanKey), v;
     return mdb_get(t, impl_->meta, &k, &v) == 0;
   });
   if (!marked) return false;
   auto clean = std::make_shared<bool>(false);
   auto r = impl_->submit([this, clean](MDB_txn* t) {
     *clean = false;  // the op is replayed when the map had to grow
-    MDB_val k = val(kCleanKey), v;
+    MDB_val k = val(kMetaCleanKey), v;
     const int rc = mdb_get(t, impl_->meta, &k, &v);
     if (rc == MDB_NOTFOUND) return Result<void>();
     if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
-    std::string_view in = view(v);
-    uint64_t at = 0;
     // Clean only when the mark's transaction is the one before this one.
-    *clean = get_raw(in, at) && in.empty() && at + 1 == mdb_txn_id(t);
-    if (int d = Impl::del(t, impl_->meta, kCleanKey); d != 0) {
+    const auto at = decode_clean_mark(view(v));
+    *clean = at && *at + 1 == mdb_txn_id(t);
+    if (int d = Impl::del(t, impl_->meta, kMetaCleanKey); d != 0) {
       return Result<void>(mdb_error(d, "clean mark"));
     }
     return Result<void>();
@@ -894,7 +786,7 @@ Result<void> Index::flush_access() {
       auto b = impl_->get_blob(t, sha);
       if (!b || b->last_access >= at) continue;  // gone since, or already newer
       b->last_access = at;
-      if (int rc = Impl::put(t, impl_->blobs, sha, encode(*b)); rc != 0) {
+      if (int rc = Impl::put(t, impl_->blobs, sha, encode_blob_entry(*b)); rc != 0) {
         return Result<void>(mdb_error(rc, "access times"));
       }
     }
