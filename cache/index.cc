@@ -1,6 +1,5 @@
 #include "cache/index.h"
 
-#include <lmdb.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 
 #include "cache/blob_store.h"  // is_sha256_hex
 #include "cache/index_codec.h"
+#include "cache/lmdb_txn.h"
 #include "cache/util/crash_point.h"
 #include "cache/util/log.h"
 
@@ -21,76 +21,10 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return logger("cache"); }
 
-// LMDB returns either an errno value (positive) or one of its own codes
-// (negative); callers above the index only understand errno.
-int errno_for(int rc) {
-  if (rc > 0) return rc;
-  switch (rc) {
-    case MDB_MAP_FULL:
-      return ENOSPC;
-    case MDB_BAD_VALSIZE:
-      return ENAMETOOLONG;
-    case MDB_READERS_FULL:
-    case MDB_TXN_FULL:
-      return EAGAIN;
-    default:
-      return EIO;
-  }
-}
-
-Error mdb_error(int rc, const std::string& what) {
-  return Error{errno_for(rc), what + ": " + mdb_strerror(rc)};
-}
-
-// A transaction that aborts unless committed. Move-only.
-class Txn {
- public:
-  Txn() = default;
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-  Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)) {}
-  Txn& operator=(Txn&& o) noexcept {
-    if (this != &o) {
-      abort();
-      txn_ = std::exchange(o.txn_, nullptr);
-    }
-    return *this;
-  }
-  ~Txn() { abort(); }
-
-  int begin(MDB_env* env, MDB_txn* parent, unsigned flags) {
-    abort();
-    return mdb_txn_begin(env, parent, flags, &txn_);
-  }
-  // The handle is gone after commit whatever the outcome (LMDB frees it).
-  int commit() { return mdb_txn_commit(std::exchange(txn_, nullptr)); }
-  void abort() {
-    if (txn_) mdb_txn_abort(std::exchange(txn_, nullptr));
-  }
-  MDB_txn* get() const { return txn_; }
-
- private:
-  MDB_txn* txn_ = nullptr;
-};
-
-// A cursor closed on scope exit. Must not outlive its transaction.
-class Cursor {
- public:
-  Cursor() = default;
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  ~Cursor() {
-    if (c_) mdb_cursor_close(c_);
-  }
-  int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &c_); }
-  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
-
- private:
-  MDB_cursor* c_ = nullptr;
-};
-
-MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+using lmdb::Cursor;
+using lmdb::Txn;
+using lmdb::val;
+using lmdb::view;
 
 // "totals" sums the blob records (the decodable ones) so that the cache's
 // size is one read instead of a walk of the blob table. Every write of a
@@ -104,10 +38,7 @@ std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_
 
 struct Index::Impl {
   // Closed last, after every transaction (they all live in narrower scopes).
-  struct EnvCloser {
-    void operator()(MDB_env* e) const { mdb_env_close(e); }
-  };
-  std::unique_ptr<MDB_env, EnvCloser> env_holder;
+  lmdb::Env env_holder;
   MDB_env* env = nullptr;
   MDB_dbi paths = 0, blobs = 0, meta = 0;
   bool read_only = false;
@@ -196,16 +127,6 @@ struct Index::Impl {
     if (mdb_get(txn, blobs, &k, &v) != 0) return std::nullopt;
     return decode_blob_entry(view(v));
   }
-  static int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value) {
-    MDB_val k = val(key), v = val(value);
-    return mdb_put(txn, dbi, &k, &v, 0);
-  }
-  static int del(MDB_txn* txn, MDB_dbi dbi, std::string_view key) {
-    MDB_val k = val(key);
-    const int rc = mdb_del(txn, dbi, &k, nullptr);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-  }
-
   Result<void> check_path(std::string_view path) const {
     if (path.empty()) return Error{EINVAL, "empty path"};
     if (path.size() > max_key) {
@@ -264,7 +185,7 @@ struct Index::Impl {
       p->result = p->op(nested.get());
       if (p->result.ok()) {
         rc = nested.commit();
-        if (rc != 0) p->result = mdb_error(rc, "index write");
+        if (rc != 0) p->result = lmdb::error(rc, "index write");
       }
       if (!p->result.ok() && p->result.error().code == ENOSPC) map_full = true;
     }
@@ -295,7 +216,7 @@ struct Index::Impl {
       }
       if (rc != 0) {
         // Nothing of the batch was committed, whatever each op reported.
-        for (auto& p : batch) p->result = mdb_error(rc, "index commit");
+        for (auto& p : batch) p->result = lmdb::error(rc, "index commit");
       } else {
         crash_point(CrashPoint::kIndexAfterCommit);
       }
@@ -340,14 +261,14 @@ struct Index::Impl {
     auto b = get_blob(txn, sha);
     if (!b) return 0;
     if (b->refs > 0) b->refs -= 1;
-    return put(txn, blobs, sha, encode_blob_entry(*b));  // same size: the totals stay
+    return lmdb::put(txn, blobs, sha, encode_blob_entry(*b));  // same size: the totals stay
   }
 
   // Blob records change only through these two, so "totals" follows them.
   // `before`: the record as get_blob() read it in this transaction.
   int write_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before,
                  const BlobEntry& after) {
-    int rc = put(txn, blobs, sha, encode_blob_entry(after));
+    int rc = lmdb::put(txn, blobs, sha, encode_blob_entry(after));
     if (rc == 0 && (!before || before->size != after.size)) {
       rc = adjust_totals(txn, before, after);
     }
@@ -374,7 +295,7 @@ struct Index::Impl {
       t->bytes += after->size;
       t->objects += 1;
     }
-    return put(txn, meta, kMetaTotalsKey, encode_totals(*t));
+    return lmdb::put(txn, meta, kMetaTotalsKey, encode_totals(*t));
   }
   std::optional<BlobTotals> get_totals(MDB_txn* txn) const {
     MDB_val k = val(kMetaTotalsKey), v;
@@ -408,11 +329,9 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   auto impl = std::make_unique<Impl>();
   impl->read_only = options.read_only;
   impl->max_map_size = options.max_map_size;
-  MDB_env* env = nullptr;
-  int rc = mdb_env_create(&env);
-  if (rc != 0) return mdb_error(rc, "mdb_env_create");
-  impl->env_holder.reset(env);
-  impl->env = env;
+  int rc = impl->env_holder.create();
+  if (rc != 0) return lmdb::error(rc, "mdb_env_create");
+  MDB_env* env = impl->env = impl->env_holder.get();
   // A configured map smaller than the data already stored would make the
   // open fail; start from what the file holds.
   size_t map_size = std::max<size_t>(options.map_size, 1 << 16);
@@ -420,16 +339,16 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   if (::stat((dir + "/data.mdb").c_str(), &st) == 0) {
     map_size = std::max(map_size, static_cast<size_t>(st.st_size));
   }
-  if ((rc = mdb_env_set_mapsize(env, map_size)) != 0) return mdb_error(rc, "index map size");
-  if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return mdb_error(rc, "index tables");
+  if ((rc = mdb_env_set_mapsize(env, map_size)) != 0) return lmdb::error(rc, "index map size");
+  if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return lmdb::error(rc, "index tables");
   // Each FUSE thread may hold one short read transaction at a time.
-  if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return mdb_error(rc, "index readers");
+  if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return lmdb::error(rc, "index readers");
   // MDB_NOTLS: read transactions are tied to the Txn object, not to the
   // thread, so any number of threads (and thread pools) can read.
   unsigned flags = MDB_NOTLS;
   if (options.read_only) flags |= MDB_RDONLY;
   rc = mdb_env_open(env, dir.c_str(), flags, 0644);
-  if (rc != 0) return mdb_error(rc, "open index " + dir);
+  if (rc != 0) return lmdb::error(rc, "open index " + dir);
   int dead = 0;
   // Reader slots of processes that died (kill -9) would pin old pages forever.
   if (mdb_reader_check(env, &dead) == 0 && dead > 0) {
@@ -442,22 +361,22 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
 
   Txn txn;
   rc = txn.begin(env, nullptr, options.read_only ? MDB_RDONLY : 0);
-  if (rc != 0) return mdb_error(rc, "index transaction");
+  if (rc != 0) return lmdb::error(rc, "index transaction");
   const unsigned create = options.read_only ? 0 : MDB_CREATE;
   if ((rc = mdb_dbi_open(txn.get(), "paths", create, &impl->paths)) != 0 ||
       (rc = mdb_dbi_open(txn.get(), "blobs", create, &impl->blobs)) != 0 ||
       (rc = mdb_dbi_open(txn.get(), "meta", create, &impl->meta)) != 0) {
     if (rc == MDB_NOTFOUND) return Error{ENOENT, "no netbootfs index in " + dir};
-    return mdb_error(rc, "index tables in " + dir);
+    return lmdb::error(rc, "index tables in " + dir);
   }
   MDB_val k = val(kMetaSchemaKey), v;
   rc = mdb_get(txn.get(), impl->meta, &k, &v);
   if (rc == MDB_NOTFOUND) {
     if (options.read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
-    rc = Impl::put(txn.get(), impl->meta, kMetaSchemaKey, encode_schema_version(kSchemaVersion));
-    if (rc != 0) return mdb_error(rc, "schema");
+    rc = lmdb::put(txn.get(), impl->meta, kMetaSchemaKey, encode_schema_version(kSchemaVersion));
+    if (rc != 0) return lmdb::error(rc, "schema");
   } else if (rc != 0) {
-    return mdb_error(rc, "schema");
+    return lmdb::error(rc, "schema");
   } else {
     const uint32_t version = decode_schema_version(view(v)).value_or(0);
     if (version != kSchemaVersion) {
@@ -470,14 +389,14 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
     // An index from before the running totals (or with a damaged record):
     // counted once here, kept up to date by every write from now on.
     const BlobTotals t = impl->count_totals(txn.get());
-    if ((rc = Impl::put(txn.get(), impl->meta, kMetaTotalsKey, encode_totals(t))) != 0) {
-      return mdb_error(rc, "index totals");
+    if ((rc = lmdb::put(txn.get(), impl->meta, kMetaTotalsKey, encode_totals(t))) != 0) {
+      return lmdb::error(rc, "index totals");
     }
     // A new index has nothing to count and nothing to say.
     if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
   }
   // Committing also makes the dbi handles usable by every later transaction.
-  if ((rc = txn.commit()) != 0) return mdb_error(rc, "index open commit");
+  if ((rc = txn.commit()) != 0) return lmdb::error(rc, "index open commit");
   return std::unique_ptr<Index>(new Index(std::move(impl)));
 }
 
@@ -599,8 +518,8 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
         if (old) rc = impl_->drop_ref(t, old->sha256);
         if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
       }
-      if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode_path_entry(entry));
-      if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
+      if (rc == 0) rc = lmdb::put(t, impl_->paths, path, encode_path_entry(entry));
+      if (rc != 0) return Result<void>(lmdb::error(rc, "put " + path));
     }
     return Result<void>();
   });
@@ -612,8 +531,8 @@ Result<void> Index::remove_path(std::string path) {
     auto old = impl_->get_path(t, path);
     if (!old) return Result<void>();
     int rc = impl_->drop_ref(t, old->sha256);
-    if (rc == 0) rc = Impl::del(t, impl_->paths, path);
-    if (rc != 0) return Result<void>(mdb_error(rc, "remove " + path));
+    if (rc == 0) rc = lmdb::del_if_present(t, impl_->paths, path);
+    if (rc != 0) return Result<void>(lmdb::error(rc, "remove " + path));
     return Result<void>();
   });
 }
@@ -624,8 +543,8 @@ Result<void> Index::set_validated(std::string path, int64_t at) {
     auto e = impl_->get_path(t, path);
     if (!e) return Result<void>(Error{ENOENT, "no entry for " + path});
     e->validated_at = at;
-    if (int rc = Impl::put(t, impl_->paths, path, encode_path_entry(*e)); rc != 0) {
-      return Result<void>(mdb_error(rc, "validate " + path));
+    if (int rc = lmdb::put(t, impl_->paths, path, encode_path_entry(*e)); rc != 0) {
+      return Result<void>(lmdb::error(rc, "validate " + path));
     }
     return Result<void>();
   });
@@ -643,7 +562,7 @@ Result<void> Index::remove_blob(std::string sha256) {
                                            std::to_string(b->refs) + " path(s)"});
     }
     if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
-      return Result<void>(mdb_error(rc, "remove blob " + sha));
+      return Result<void>(lmdb::error(rc, "remove blob " + sha));
     }
     return Result<void>();
   });
@@ -661,7 +580,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     MDB_val k, v;
     {
       Cursor c;
-      if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
+      if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(lmdb::error(rc, "cursor"));
       for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
         if (auto e = decode_path_entry(view(v))) {
           auto& w = want[e->sha256];
@@ -675,7 +594,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     std::vector<std::pair<std::string, std::optional<BlobEntry>>> existing;
     {
       Cursor c;
-      if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
+      if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(lmdb::error(rc, "cursor"));
       for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
         existing.emplace_back(std::string(view(k)), decode_blob_entry(view(v)));
       }
@@ -684,7 +603,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
       auto it = want.find(sha);
       if (it == want.end()) {
         if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
-          return Result<void>(mdb_error(rc, "drop blob record " + sha));
+          return Result<void>(lmdb::error(rc, "drop blob record " + sha));
         }
         dropped->push_back(sha);
         continue;
@@ -694,7 +613,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
       fixed.size = it->second.size;
       if (!b || b->refs != fixed.refs || b->size != fixed.size) {
         if (int rc = impl_->write_blob(t, sha, b, fixed); rc != 0) {
-          return Result<void>(mdb_error(rc, "refcount of " + sha));
+          return Result<void>(lmdb::error(rc, "refcount of " + sha));
         }
       }
       want.erase(it);
@@ -702,7 +621,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
     for (auto& [sha, w] : want) {  // entries whose blob record was missing
       if (!is_sha256_hex(sha)) continue;
       if (int rc = impl_->write_blob(t, sha, std::nullopt, BlobEntry{w.size, w.refs, 0}); rc != 0) {
-        return Result<void>(mdb_error(rc, "blob record " + sha));
+        return Result<void>(lmdb::error(rc, "blob record " + sha));
       }
     }
     // The totals are checked here too: recovery runs this at every mount,
@@ -715,8 +634,8 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
         log()->warn("index: totals said {} blobs ({} bytes), the records hold {} ({} bytes); fixed",
                     stored->objects, stored->bytes, counted.objects, counted.bytes);
       }
-      if (int rc = Impl::put(t, impl_->meta, kMetaTotalsKey, encode_totals(counted)); rc != 0) {
-        return Result<void>(mdb_error(rc, "index totals"));
+      if (int rc = lmdb::put(t, impl_->meta, kMetaTotalsKey, encode_totals(counted)); rc != 0) {
+        return Result<void>(lmdb::error(rc, "index totals"));
       }
     }
     return Result<void>();
@@ -729,8 +648,8 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
 // one of the transaction that commits the batch.
 Result<void> Index::set_clean_mark() {
   return impl_->submit([this](MDB_txn* t) {
-    const int rc = Impl::put(t, impl_->meta, kMetaCleanKey, encode_clean_mark(mdb_txn_id(t)));
-    if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
+    const int rc = lmdb::put(t, impl_->meta, kMetaCleanKey, encode_clean_mark(mdb_txn_id(t)));
+    if (rc != 0) return Result<void>(lmdb::error(rc, "clean mark"));
     return Result<void>();
   });
 }
@@ -750,12 +669,12 @@ Result<bool> Index::take_clean_mark() {
     MDB_val k = val(kMetaCleanKey), v;
     const int rc = mdb_get(t, impl_->meta, &k, &v);
     if (rc == MDB_NOTFOUND) return Result<void>();
-    if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
+    if (rc != 0) return Result<void>(lmdb::error(rc, "clean mark"));
     // Clean only when the mark's transaction is the one before this one.
     const auto at = decode_clean_mark(view(v));
     *clean = at && *at + 1 == mdb_txn_id(t);
-    if (int d = Impl::del(t, impl_->meta, kMetaCleanKey); d != 0) {
-      return Result<void>(mdb_error(d, "clean mark"));
+    if (int d = lmdb::del_if_present(t, impl_->meta, kMetaCleanKey); d != 0) {
+      return Result<void>(lmdb::error(d, "clean mark"));
     }
     return Result<void>();
   });
@@ -786,8 +705,8 @@ Result<void> Index::flush_access() {
       auto b = impl_->get_blob(t, sha);
       if (!b || b->last_access >= at) continue;  // gone since, or already newer
       b->last_access = at;
-      if (int rc = Impl::put(t, impl_->blobs, sha, encode_blob_entry(*b)); rc != 0) {
-        return Result<void>(mdb_error(rc, "access times"));
+      if (int rc = lmdb::put(t, impl_->blobs, sha, encode_blob_entry(*b)); rc != 0) {
+        return Result<void>(lmdb::error(rc, "access times"));
       }
     }
     return Result<void>();
