@@ -12,6 +12,7 @@
 
 #include "cache/blob_store.h"  // is_sha256_hex
 #include "cache/index_codec.h"
+#include "cache/index_tables.h"
 #include "cache/lmdb_txn.h"
 #include "cache/util/crash_point.h"
 #include "cache/util/log.h"
@@ -21,18 +22,7 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return logger("cache"); }
 
-using lmdb::Cursor;
 using lmdb::Txn;
-using lmdb::val;
-using lmdb::view;
-
-// "totals" sums the blob records (the decodable ones) so that the cache's
-// size is one read instead of a walk of the blob table. Every write of a
-// blob record adjusts it in the same transaction, so it is as
-// crash-consistent as the records. An index written by a release without it
-// (or a downgrade that wrote records without adjusting it) is recounted:
-// at a writable open when it is missing, by rebuild_refs() (recovery, at
-// every mount) when it is wrong. The stored forms: cache/index_codec.h.
 
 }  // namespace
 
@@ -40,9 +30,8 @@ struct Index::Impl {
   // Closed last, after every transaction (they all live in narrower scopes).
   lmdb::Env env_holder;
   MDB_env* env = nullptr;
-  MDB_dbi paths = 0, blobs = 0, meta = 0;
+  IndexTables tables;
   bool read_only = false;
-  size_t max_key = 511;
   size_t max_map_size = 0;  // 0: no limit
 
   // Lock order: env_gate -> env_mu. queue_mu is never held together with
@@ -115,22 +104,10 @@ struct Index::Impl {
     return T{};
   }
 
-  std::optional<PathEntry> get_path(MDB_txn* txn, std::string_view path) const {
-    MDB_val k = val(path), v;
-    if (path.empty() || path.size() > max_key) return std::nullopt;
-    if (mdb_get(txn, paths, &k, &v) != 0) return std::nullopt;
-    return decode_path_entry(view(v));
-  }
-  std::optional<BlobEntry> get_blob(MDB_txn* txn, std::string_view sha) const {
-    MDB_val k = val(sha), v;
-    if (!is_sha256_hex(sha)) return std::nullopt;
-    if (mdb_get(txn, blobs, &k, &v) != 0) return std::nullopt;
-    return decode_blob_entry(view(v));
-  }
   Result<void> check_path(std::string_view path) const {
     if (path.empty()) return Error{EINVAL, "empty path"};
-    if (path.size() > max_key) {
-      return Error{ENAMETOOLONG, "path longer than the index's " + std::to_string(max_key) +
+    if (path.size() > tables.max_key) {
+      return Error{ENAMETOOLONG, "path longer than the index's " + std::to_string(tables.max_key) +
                                      " byte key limit: " + std::string(path.substr(0, 80)) + "..."};
     }
     return {};
@@ -248,74 +225,10 @@ struct Index::Impl {
     return true;
   }
 
-  // Moves one reference. A decrement of a blob without a record is a no-op:
-  // creating a zero-size garbage record would hide the real size.
-  int add_ref(MDB_txn* txn, const std::string& sha, uint64_t size) {
-    const auto before = get_blob(txn, sha);
-    BlobEntry b = before.value_or(BlobEntry{});
-    b.refs += 1;
-    b.size = size;  // same address, same bytes: any entry's size is the blob's
-    return write_blob(txn, sha, before, b);
-  }
-  int drop_ref(MDB_txn* txn, const std::string& sha) {
-    auto b = get_blob(txn, sha);
-    if (!b) return 0;
-    if (b->refs > 0) b->refs -= 1;
-    return lmdb::put(txn, blobs, sha, encode_blob_entry(*b));  // same size: the totals stay
-  }
-
-  // Blob records change only through these two, so "totals" follows them.
-  // `before`: the record as get_blob() read it in this transaction.
-  int write_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before,
-                 const BlobEntry& after) {
-    int rc = lmdb::put(txn, blobs, sha, encode_blob_entry(after));
-    if (rc == 0 && (!before || before->size != after.size)) {
-      rc = adjust_totals(txn, before, after);
-    }
-    return rc;
-  }
-  int erase_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before) {
-    MDB_val k = val(sha);
-    int rc = mdb_del(txn, blobs, &k, nullptr);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc == 0 && before) rc = adjust_totals(txn, before, std::nullopt);
-    return rc;
-  }
-  int adjust_totals(MDB_txn* txn, const std::optional<BlobEntry>& before,
-                    const std::optional<BlobEntry>& after) {
-    auto t = get_totals(txn);
-    // Missing only in an index no writable open has seen yet (open() creates
-    // it); stats() counts by walking until then.
-    if (!t) return 0;
-    if (before) {
-      t->bytes -= std::min(t->bytes, before->size);
-      t->objects -= std::min<uint64_t>(t->objects, 1);
-    }
-    if (after) {
-      t->bytes += after->size;
-      t->objects += 1;
-    }
-    return lmdb::put(txn, meta, kMetaTotalsKey, encode_totals(*t));
-  }
-  std::optional<BlobTotals> get_totals(MDB_txn* txn) const {
-    MDB_val k = val(kMetaTotalsKey), v;
-    if (mdb_get(txn, meta, &k, &v) != 0) return std::nullopt;
-    return decode_totals(view(v));
-  }
-  // Walks the blob table: what "totals" must say.
-  BlobTotals count_totals(MDB_txn* txn) const {
-    BlobTotals t;
-    Cursor c;
-    if (c.open(txn, blobs) != 0) return t;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob_entry(view(v))) {
-        t.objects++;
-        t.bytes += e->size;
-      }
-    }
-    return t;
-  }
+  Result<void> open_env(const std::string& dir, const Options& options);
+  Result<void> open_tables(const std::string& dir);
+  Result<void> check_schema(MDB_txn* txn, const std::string& dir);
+  Result<void> ensure_totals(MDB_txn* txn);
 };
 
 Index::Index(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -329,17 +242,23 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   auto impl = std::make_unique<Impl>();
   impl->read_only = options.read_only;
   impl->max_map_size = options.max_map_size;
-  int rc = impl->env_holder.create();
+  if (auto r = impl->open_env(dir, options); !r) return r.error();
+  if (auto r = impl->open_tables(dir); !r) return r.error();
+  return std::unique_ptr<Index>(new Index(std::move(impl)));
+}
+
+Result<void> Index::Impl::open_env(const std::string& dir, const Options& options) {
+  int rc = env_holder.create();
   if (rc != 0) return lmdb::error(rc, "mdb_env_create");
-  MDB_env* env = impl->env = impl->env_holder.get();
+  env = env_holder.get();
   // A configured map smaller than the data already stored would make the
   // open fail; start from what the file holds.
-  size_t map_size = std::max<size_t>(options.map_size, 1 << 16);
+  size_t wanted = std::max<size_t>(options.map_size, 1 << 16);
   struct stat st {};
   if (::stat((dir + "/data.mdb").c_str(), &st) == 0) {
-    map_size = std::max(map_size, static_cast<size_t>(st.st_size));
+    wanted = std::max(wanted, static_cast<size_t>(st.st_size));
   }
-  if ((rc = mdb_env_set_mapsize(env, map_size)) != 0) return lmdb::error(rc, "index map size");
+  if ((rc = mdb_env_set_mapsize(env, wanted)) != 0) return lmdb::error(rc, "index map size");
   if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return lmdb::error(rc, "index tables");
   // Each FUSE thread may hold one short read transaction at a time.
   if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return lmdb::error(rc, "index readers");
@@ -356,58 +275,68 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   }
   MDB_envinfo info{};
   mdb_env_info(env, &info);
-  impl->map_size = info.me_mapsize;
-  impl->max_key = static_cast<size_t>(mdb_env_get_maxkeysize(env));
+  map_size = info.me_mapsize;
+  tables.max_key = static_cast<size_t>(mdb_env_get_maxkeysize(env));
+  return {};
+}
 
+Result<void> Index::Impl::open_tables(const std::string& dir) {
   Txn txn;
-  rc = txn.begin(env, nullptr, options.read_only ? MDB_RDONLY : 0);
+  int rc = txn.begin(env, nullptr, read_only ? MDB_RDONLY : 0);
   if (rc != 0) return lmdb::error(rc, "index transaction");
-  const unsigned create = options.read_only ? 0 : MDB_CREATE;
-  if ((rc = mdb_dbi_open(txn.get(), "paths", create, &impl->paths)) != 0 ||
-      (rc = mdb_dbi_open(txn.get(), "blobs", create, &impl->blobs)) != 0 ||
-      (rc = mdb_dbi_open(txn.get(), "meta", create, &impl->meta)) != 0) {
+  if ((rc = tables.open(txn.get(), /*create=*/!read_only)) != 0) {
     if (rc == MDB_NOTFOUND) return Error{ENOENT, "no netbootfs index in " + dir};
     return lmdb::error(rc, "index tables in " + dir);
   }
-  MDB_val k = val(kMetaSchemaKey), v;
-  rc = mdb_get(txn.get(), impl->meta, &k, &v);
-  if (rc == MDB_NOTFOUND) {
-    if (options.read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
-    rc = lmdb::put(txn.get(), impl->meta, kMetaSchemaKey, encode_schema_version(kSchemaVersion));
-    if (rc != 0) return lmdb::error(rc, "schema");
-  } else if (rc != 0) {
-    return lmdb::error(rc, "schema");
-  } else {
-    const uint32_t version = decode_schema_version(view(v)).value_or(0);
-    if (version != kSchemaVersion) {
-      return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
-                               ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
-                               "; move the cache directory away or clear it"};
-    }
-  }
-  if (!options.read_only && !impl->get_totals(txn.get())) {
-    // An index from before the running totals (or with a damaged record):
-    // counted once here, kept up to date by every write from now on.
-    const BlobTotals t = impl->count_totals(txn.get());
-    if ((rc = lmdb::put(txn.get(), impl->meta, kMetaTotalsKey, encode_totals(t))) != 0) {
-      return lmdb::error(rc, "index totals");
-    }
-    // A new index has nothing to count and nothing to say.
-    if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
+  if (auto r = check_schema(txn.get(), dir); !r) return r;
+  if (!read_only) {
+    if (auto r = ensure_totals(txn.get()); !r) return r;
   }
   // Committing also makes the dbi handles usable by every later transaction.
   if ((rc = txn.commit()) != 0) return lmdb::error(rc, "index open commit");
-  return std::unique_ptr<Index>(new Index(std::move(impl)));
+  return {};
+}
+
+// A new index gets the version; another version is refused.
+Result<void> Index::Impl::check_schema(MDB_txn* txn, const std::string& dir) {
+  uint32_t version = 0;
+  int rc = tables.get_schema(txn, version);
+  if (rc == MDB_NOTFOUND) {
+    if (read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
+    if ((rc = tables.put_schema(txn, kSchemaVersion)) != 0) return lmdb::error(rc, "schema");
+    return {};
+  }
+  if (rc != 0) return lmdb::error(rc, "schema");
+  if (version != kSchemaVersion) {
+    return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
+                             ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
+                             "; move the cache directory away or clear it"};
+  }
+  return {};
+}
+
+// "totals" sums the blob records so that the cache's size is one read
+// instead of a walk of the blob table. An index from before the running
+// totals (or with a damaged record) is counted once here; every write keeps
+// them up to date from then on, and rebuild_refs() fixes them when a
+// release that did not know them (a downgrade) wrote blob records.
+Result<void> Index::Impl::ensure_totals(MDB_txn* txn) {
+  if (tables.get_totals(txn)) return {};
+  const BlobTotals t = tables.count_totals(txn);
+  if (int rc = tables.put_totals(txn, t); rc != 0) return lmdb::error(rc, "index totals");
+  // A new index has nothing to count and nothing to say.
+  if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
+  return {};
 }
 
 std::optional<PathEntry> Index::get_path(std::string_view path) const {
   return impl_->read<std::optional<PathEntry>>(
-      [&](MDB_txn* t) { return impl_->get_path(t, path); });
+      [&](MDB_txn* t) { return impl_->tables.get_path(t, path); });
 }
 
 std::optional<BlobEntry> Index::get_blob(std::string_view sha256) const {
   return impl_->read<std::optional<BlobEntry>>(
-      [&](MDB_txn* t) { return impl_->get_blob(t, sha256); });
+      [&](MDB_txn* t) { return impl_->tables.get_blob(t, sha256); });
 }
 
 std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_view prefix,
@@ -415,14 +344,14 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
   using Out = std::vector<std::pair<std::string, PathEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->paths) != 0) return out;
-    MDB_val k = val(prefix), v;
+    lmdb::Cursor c;
+    if (c.open(t, impl_->tables.paths) != 0) return out;
+    MDB_val k = lmdb::val(prefix), v;
     int rc = prefix.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
     // "a" covers "a" and "a/..." but not "ab" nor "a b"; "a/" covers "a/...".
     const bool dir_form = !prefix.empty() && prefix.back() == '/';
     for (; rc == 0 && out.size() < max; rc = c.get(&k, &v, MDB_NEXT)) {
-      const std::string_view key = view(k);
+      const std::string_view key = lmdb::view(k);
       if (key.substr(0, prefix.size()) != prefix) break;
       if (!prefix.empty() && !dir_form && key.size() > prefix.size()) {
         const auto next = static_cast<unsigned char>(key[prefix.size()]);
@@ -431,7 +360,9 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
         if (next < '/') continue;
         if (next > '/') break;
       }
-      if (auto e = decode_path_entry(view(v))) out.emplace_back(std::string(key), std::move(*e));
+      if (auto e = decode_path_entry(lmdb::view(v))) {
+        out.emplace_back(std::string(key), std::move(*e));
+      }
     }
     return out;
   });
@@ -441,12 +372,9 @@ std::vector<std::pair<std::string, BlobEntry>> Index::list_blobs() const {
   using Out = std::vector<std::pair<std::string, BlobEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->blobs) != 0) return out;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob_entry(view(v))) out.emplace_back(std::string(view(k)), *e);
-    }
+    lmdb::for_each(t, impl_->tables.blobs, [&](std::string_view key, std::string_view value) {
+      if (auto e = decode_blob_entry(value)) out.emplace_back(std::string(key), *e);
+    });
     return out;
   });
 }
@@ -455,13 +383,10 @@ std::vector<std::string> Index::unreferenced_blobs() const {
   using Out = std::vector<std::string>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->blobs) != 0) return out;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      auto e = decode_blob_entry(view(v));
-      if (e && e->refs == 0) out.emplace_back(view(k));
-    }
+    lmdb::for_each(t, impl_->tables.blobs, [&](std::string_view key, std::string_view value) {
+      auto e = decode_blob_entry(value);
+      if (e && e->refs == 0) out.emplace_back(key);
+    });
     return out;
   });
 }
@@ -471,11 +396,11 @@ IndexStats Index::stats() const {
   return impl_->read<IndexStats>([&](MDB_txn* t) {
     IndexStats s;
     MDB_stat st{};
-    if (mdb_stat(t, impl_->paths, &st) == 0) s.paths = st.ms_entries;
+    if (mdb_stat(t, impl_->tables.paths, &st) == 0) s.paths = st.ms_entries;
     // Without the totals record (an old index open read-only), walk. (Not
     // value_or: its argument, the walk, would be evaluated every time.)
-    auto kept = impl_->get_totals(t);
-    const BlobTotals tot = kept ? *kept : impl_->count_totals(t);
+    auto kept = impl_->tables.get_totals(t);
+    const BlobTotals tot = kept ? *kept : impl_->tables.count_totals(t);
     s.blobs = tot.objects;
     s.blob_bytes = tot.bytes;
     return s;
@@ -485,12 +410,12 @@ IndexStats Index::stats() const {
 Index::TotalsCheck Index::check_totals() const {
   return impl_->read<TotalsCheck>([&](MDB_txn* t) {
     TotalsCheck c;
-    if (auto kept = impl_->get_totals(t)) {
+    if (auto kept = impl_->tables.get_totals(t)) {
       c.stored = true;
       c.kept.blobs = kept->objects;
       c.kept.blob_bytes = kept->bytes;
     }
-    const BlobTotals counted = impl_->count_totals(t);
+    const BlobTotals counted = impl_->tables.count_totals(t);
     c.counted.blobs = counted.objects;
     c.counted.blob_bytes = counted.bytes;
     return c;
@@ -512,14 +437,9 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
   // One op, so one nested transaction: a failure part-way leaves nothing.
   return impl_->submit([this, entries = std::move(entries)](MDB_txn* t) {
     for (const auto& [path, entry] : entries) {
-      auto old = impl_->get_path(t, path);
-      int rc = 0;
-      if (!old || old->sha256 != entry.sha256) {
-        if (old) rc = impl_->drop_ref(t, old->sha256);
-        if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
+      if (int rc = impl_->tables.put_path(t, path, entry); rc != 0) {
+        return Result<void>(lmdb::error(rc, "put " + path));
       }
-      if (rc == 0) rc = lmdb::put(t, impl_->paths, path, encode_path_entry(entry));
-      if (rc != 0) return Result<void>(lmdb::error(rc, "put " + path));
     }
     return Result<void>();
   });
@@ -528,11 +448,9 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
 Result<void> Index::remove_path(std::string path) {
   if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path)](MDB_txn* t) {
-    auto old = impl_->get_path(t, path);
-    if (!old) return Result<void>();
-    int rc = impl_->drop_ref(t, old->sha256);
-    if (rc == 0) rc = lmdb::del_if_present(t, impl_->paths, path);
-    if (rc != 0) return Result<void>(lmdb::error(rc, "remove " + path));
+    if (int rc = impl_->tables.remove_path(t, path); rc != 0) {
+      return Result<void>(lmdb::error(rc, "remove " + path));
+    }
     return Result<void>();
   });
 }
@@ -540,10 +458,10 @@ Result<void> Index::remove_path(std::string path) {
 Result<void> Index::set_validated(std::string path, int64_t at) {
   if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path), at](MDB_txn* t) {
-    auto e = impl_->get_path(t, path);
+    auto e = impl_->tables.get_path(t, path);
     if (!e) return Result<void>(Error{ENOENT, "no entry for " + path});
     e->validated_at = at;
-    if (int rc = lmdb::put(t, impl_->paths, path, encode_path_entry(*e)); rc != 0) {
+    if (int rc = impl_->tables.write_path(t, path, *e); rc != 0) {
       return Result<void>(lmdb::error(rc, "validate " + path));
     }
     return Result<void>();
@@ -553,7 +471,7 @@ Result<void> Index::set_validated(std::string path, int64_t at) {
 Result<void> Index::remove_blob(std::string sha256) {
   if (!is_sha256_hex(sha256)) return Error{EINVAL, "not a sha256: " + sha256};
   return impl_->submit([this, sha = std::move(sha256)](MDB_txn* t) {
-    auto b = impl_->get_blob(t, sha);
+    auto b = impl_->tables.get_blob(t, sha);
     if (!b) return Result<void>();
     // Checked inside the transaction: a put_path earlier in the same batch
     // may have just taken a reference.
@@ -561,7 +479,7 @@ Result<void> Index::remove_blob(std::string sha256) {
       return Result<void>(Error{EBUSY, "blob " + sha + " is still referenced by " +
                                            std::to_string(b->refs) + " path(s)"});
     }
-    if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
+    if (int rc = impl_->tables.erase_blob(t, sha, b); rc != 0) {
       return Result<void>(lmdb::error(rc, "remove blob " + sha));
     }
     return Result<void>();
@@ -572,73 +490,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
   auto dropped = std::make_shared<std::vector<std::string>>();
   auto r = impl_->submit([this, dropped](MDB_txn* t) {
     dropped->clear();  // the op is replayed when the map had to grow
-    struct Want {
-      uint32_t refs = 0;
-      uint64_t size = 0;
-    };
-    std::unordered_map<std::string, Want> want;
-    MDB_val k, v;
-    {
-      Cursor c;
-      if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(lmdb::error(rc, "cursor"));
-      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        if (auto e = decode_path_entry(view(v))) {
-          auto& w = want[e->sha256];
-          w.refs++;
-          w.size = e->size;
-        }
-      }
-    }
-    // Collected first: writing while a cursor walks the same table would
-    // move it under our feet.
-    std::vector<std::pair<std::string, std::optional<BlobEntry>>> existing;
-    {
-      Cursor c;
-      if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(lmdb::error(rc, "cursor"));
-      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        existing.emplace_back(std::string(view(k)), decode_blob_entry(view(v)));
-      }
-    }
-    for (auto& [sha, b] : existing) {
-      auto it = want.find(sha);
-      if (it == want.end()) {
-        if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
-          return Result<void>(lmdb::error(rc, "drop blob record " + sha));
-        }
-        dropped->push_back(sha);
-        continue;
-      }
-      BlobEntry fixed = b.value_or(BlobEntry{});  // an unreadable record is rewritten
-      fixed.refs = it->second.refs;
-      fixed.size = it->second.size;
-      if (!b || b->refs != fixed.refs || b->size != fixed.size) {
-        if (int rc = impl_->write_blob(t, sha, b, fixed); rc != 0) {
-          return Result<void>(lmdb::error(rc, "refcount of " + sha));
-        }
-      }
-      want.erase(it);
-    }
-    for (auto& [sha, w] : want) {  // entries whose blob record was missing
-      if (!is_sha256_hex(sha)) continue;
-      if (int rc = impl_->write_blob(t, sha, std::nullopt, BlobEntry{w.size, w.refs, 0}); rc != 0) {
-        return Result<void>(lmdb::error(rc, "blob record " + sha));
-      }
-    }
-    // The totals are checked here too: recovery runs this at every mount,
-    // and a release that wrote blob records without adjusting them (a
-    // downgrade), or a damaged record, must not skew eviction for long.
-    const BlobTotals counted = impl_->count_totals(t);
-    const auto stored = impl_->get_totals(t);
-    if (!stored || !(*stored == counted)) {
-      if (stored) {
-        log()->warn("index: totals said {} blobs ({} bytes), the records hold {} ({} bytes); fixed",
-                    stored->objects, stored->bytes, counted.objects, counted.bytes);
-      }
-      if (int rc = lmdb::put(t, impl_->meta, kMetaTotalsKey, encode_totals(counted)); rc != 0) {
-        return Result<void>(lmdb::error(rc, "index totals"));
-      }
-    }
-    return Result<void>();
+    return impl_->tables.rebuild_refs(t, *dropped);
   });
   if (!r) return r.error();
   return std::move(*dropped);
@@ -648,8 +500,9 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
 // one of the transaction that commits the batch.
 Result<void> Index::set_clean_mark() {
   return impl_->submit([this](MDB_txn* t) {
-    const int rc = lmdb::put(t, impl_->meta, kMetaCleanKey, encode_clean_mark(mdb_txn_id(t)));
-    if (rc != 0) return Result<void>(lmdb::error(rc, "clean mark"));
+    if (int rc = impl_->tables.put_clean_mark(t); rc != 0) {
+      return Result<void>(lmdb::error(rc, "clean mark"));
+    }
     return Result<void>();
   });
 }
@@ -658,23 +511,14 @@ Result<bool> Index::take_clean_mark() {
   if (impl_->read_only) return Error{EROFS, "the index is open read-only"};
   // Without a mark (a new cache, a crash) nothing is written: a start-up
   // after a crash commits what it did before.
-  const bool marked = impl_->read<bool>([this](MDB_txn* t) {
-    MDB_val k = val(kMetaCleanKey), v;
-    return mdb_get(t, impl_->meta, &k, &v) == 0;
-  });
+  const bool marked =
+      impl_->read<bool>([this](MDB_txn* t) { return impl_->tables.has_clean_mark(t); });
   if (!marked) return false;
   auto clean = std::make_shared<bool>(false);
   auto r = impl_->submit([this, clean](MDB_txn* t) {
-    *clean = false;  // the op is replayed when the map had to grow
-    MDB_val k = val(kMetaCleanKey), v;
-    const int rc = mdb_get(t, impl_->meta, &k, &v);
-    if (rc == MDB_NOTFOUND) return Result<void>();
-    if (rc != 0) return Result<void>(lmdb::error(rc, "clean mark"));
-    // Clean only when the mark's transaction is the one before this one.
-    const auto at = decode_clean_mark(view(v));
-    *clean = at && *at + 1 == mdb_txn_id(t);
-    if (int d = lmdb::del_if_present(t, impl_->meta, kMetaCleanKey); d != 0) {
-      return Result<void>(lmdb::error(d, "clean mark"));
+    // Reset by the call: the op is replayed when the map had to grow.
+    if (int rc = impl_->tables.take_clean_mark(t, *clean); rc != 0) {
+      return Result<void>(lmdb::error(rc, "clean mark"));
     }
     return Result<void>();
   });
@@ -682,10 +526,20 @@ Result<bool> Index::take_clean_mark() {
   return *clean;
 }
 
+namespace {
+
+// Keeps the newest time noted for each blob.
+void note_newest(std::unordered_map<std::string, int64_t>& access, std::string_view sha256,
+                 int64_t at) {
+  auto [it, inserted] = access.try_emplace(std::string(sha256), at);
+  if (!inserted && it->second < at) it->second = at;
+}
+
+}  // namespace
+
 void Index::note_access(std::string_view sha256, int64_t at) {
   std::lock_guard lk(impl_->access_mu);
-  auto [it, inserted] = impl_->access.try_emplace(std::string(sha256), at);
-  if (!inserted && it->second < at) it->second = at;
+  note_newest(impl_->access, sha256, at);
 }
 
 std::vector<std::pair<std::string, int64_t>> Index::pending_access() const {
@@ -702,10 +556,7 @@ Result<void> Index::flush_access() {
   if (batch.empty() || impl_->read_only) return {};
   auto r = impl_->submit([this, &batch](MDB_txn* t) {
     for (const auto& [sha, at] : batch) {
-      auto b = impl_->get_blob(t, sha);
-      if (!b || b->last_access >= at) continue;  // gone since, or already newer
-      b->last_access = at;
-      if (int rc = lmdb::put(t, impl_->blobs, sha, encode_blob_entry(*b)); rc != 0) {
+      if (int rc = impl_->tables.raise_last_access(t, sha, at); rc != 0) {
         return Result<void>(lmdb::error(rc, "access times"));
       }
     }
@@ -715,10 +566,7 @@ Result<void> Index::flush_access() {
     // Keep the times for the next flush rather than lose them; LRU order
     // would otherwise forget the reads of this period.
     std::lock_guard lk(impl_->access_mu);
-    for (const auto& [sha, at] : batch) {
-      auto [it, inserted] = impl_->access.try_emplace(sha, at);
-      if (!inserted && it->second < at) it->second = at;
-    }
+    for (const auto& [sha, at] : batch) note_newest(impl_->access, sha, at);
   }
   return r;
 }
