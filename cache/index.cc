@@ -248,7 +248,7 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
 }
 
 Result<void> Index::Impl::open_env(const std::string& dir, const Options& options) {
-  int rc = env_holder.create();
+  int rc = mdb_env_create(env_holder.out());
   if (rc != 0) return lmdb::error(rc, "mdb_env_create");
   env = env_holder.get();
   // A configured map smaller than the data already stored would make the

@@ -23,14 +23,6 @@ Error error(int rc, const std::string& what) {
   return Error{errno_for(rc), what + ": " + mdb_strerror(rc)};
 }
 
-int Env::create() {
-  close();
-  MDB_env* env = nullptr;
-  const int rc = mdb_env_create(&env);
-  if (rc == 0) env_ = env;
-  return rc;
-}
-
 int get(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view& value) {
   MDB_val k = val(key), v;
   const int rc = mdb_get(txn, dbi, &k, &v);

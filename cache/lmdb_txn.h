@@ -28,86 +28,61 @@ namespace netbootfs::cache::lmdb {
 int errno_for(int rc);
 Error error(int rc, const std::string& what);
 
-class Env {
+// Owns a handle that `Close` frees. Move-only.
+template <class T, void (*Close)(T*)>
+class Handle {
  public:
-  Env() = default;
-  Env(const Env&) = delete;
-  Env& operator=(const Env&) = delete;
-  Env(Env&& o) noexcept : env_(std::exchange(o.env_, nullptr)) {}
-  Env& operator=(Env&& o) noexcept {
+  Handle() = default;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  Handle(Handle&& o) noexcept : h_(o.release()) {}
+  Handle& operator=(Handle&& o) noexcept {
     if (this != &o) {
-      close();
-      env_ = std::exchange(o.env_, nullptr);
+      reset();
+      h_ = o.release();
     }
     return *this;
   }
-  ~Env() { close(); }
+  ~Handle() { reset(); }
 
-  int create();
-  MDB_env* get() const { return env_; }
+  T* get() const { return h_; }
+  // For LMDB's out-parameter (it sets it only on success).
+  T** out() {
+    reset();
+    return &h_;
+  }
+  T* release() { return std::exchange(h_, nullptr); }
+  void reset() {
+    if (h_) Close(release());
+  }
 
  private:
-  void close() {
-    if (env_) mdb_env_close(std::exchange(env_, nullptr));
-  }
-  MDB_env* env_ = nullptr;
+  T* h_ = nullptr;
 };
+
+// Created with mdb_env_create(env.out()).
+using Env = Handle<MDB_env, mdb_env_close>;
 
 class Txn {
  public:
-  Txn() = default;
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-  Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)) {}
-  Txn& operator=(Txn&& o) noexcept {
-    if (this != &o) {
-      abort();
-      txn_ = std::exchange(o.txn_, nullptr);
-    }
-    return *this;
-  }
-  ~Txn() { abort(); }
-
   int begin(MDB_env* env, MDB_txn* parent, unsigned flags) {
-    abort();
-    return mdb_txn_begin(env, parent, flags, &txn_);
+    return mdb_txn_begin(env, parent, flags, txn_.out());
   }
-  int commit() { return mdb_txn_commit(std::exchange(txn_, nullptr)); }
-  void abort() {
-    if (txn_) mdb_txn_abort(std::exchange(txn_, nullptr));
-  }
-  MDB_txn* get() const { return txn_; }
+  int commit() { return mdb_txn_commit(txn_.release()); }
+  void abort() { txn_.reset(); }
+  MDB_txn* get() const { return txn_.get(); }
 
  private:
-  MDB_txn* txn_ = nullptr;
+  Handle<MDB_txn, mdb_txn_abort> txn_;  // aborts unless committed
 };
 
 class Cursor {
  public:
-  Cursor() = default;
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  Cursor(Cursor&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
-  Cursor& operator=(Cursor&& o) noexcept {
-    if (this != &o) {
-      close();
-      c_ = std::exchange(o.c_, nullptr);
-    }
-    return *this;
-  }
-  ~Cursor() { close(); }
-
-  int open(MDB_txn* txn, MDB_dbi dbi) {
-    close();
-    return mdb_cursor_open(txn, dbi, &c_);
-  }
-  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
+  int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, c_.out()); }
+  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_.get(), k, v, op); }
 
  private:
-  void close() {
-    if (c_) mdb_cursor_close(std::exchange(c_, nullptr));
-  }
-  MDB_cursor* c_ = nullptr;
+  Handle<MDB_cursor, mdb_cursor_close> c_;
 };
 
 // LMDB never writes through a key or value it is given: the cast is safe.
