@@ -1,6 +1,5 @@
 #include "cache/index.h"
 
-#include <lmdb.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -12,6 +11,9 @@
 #include <unordered_map>
 
 #include "cache/blob_store.h"  // is_sha256_hex
+#include "cache/index_codec.h"
+#include "cache/index_tables.h"
+#include "cache/lmdb_txn.h"
 #include "cache/util/crash_point.h"
 #include "cache/util/log.h"
 
@@ -20,200 +22,16 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return logger("cache"); }
 
-// LMDB returns either an errno value (positive) or one of its own codes
-// (negative); callers above the index only understand errno.
-int errno_for(int rc) {
-  if (rc > 0) return rc;
-  switch (rc) {
-    case MDB_MAP_FULL:
-      return ENOSPC;
-    case MDB_BAD_VALSIZE:
-      return ENAMETOOLONG;
-    case MDB_READERS_FULL:
-    case MDB_TXN_FULL:
-      return EAGAIN;
-    default:
-      return EIO;
-  }
-}
-
-Error mdb_error(int rc, const std::string& what) {
-  return Error{errno_for(rc), what + ": " + mdb_strerror(rc)};
-}
-
-// A transaction that aborts unless committed. Move-only.
-class Txn {
- public:
-  Txn() = default;
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-  Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)) {}
-  Txn& operator=(Txn&& o) noexcept {
-    if (this != &o) {
-      abort();
-      txn_ = std::exchange(o.txn_, nullptr);
-    }
-    return *this;
-  }
-  ~Txn() { abort(); }
-
-  int begin(MDB_env* env, MDB_txn* parent, unsigned flags) {
-    abort();
-    return mdb_txn_begin(env, parent, flags, &txn_);
-  }
-  // The handle is gone after commit whatever the outcome (LMDB frees it).
-  int commit() { return mdb_txn_commit(std::exchange(txn_, nullptr)); }
-  void abort() {
-    if (txn_) mdb_txn_abort(std::exchange(txn_, nullptr));
-  }
-  MDB_txn* get() const { return txn_; }
-
- private:
-  MDB_txn* txn_ = nullptr;
-};
-
-// A cursor closed on scope exit. Must not outlive its transaction.
-class Cursor {
- public:
-  Cursor() = default;
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  ~Cursor() {
-    if (c_) mdb_cursor_close(c_);
-  }
-  int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &c_); }
-  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
-
- private:
-  MDB_cursor* c_ = nullptr;
-};
-
-MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
-// Serialised forms, fields in host byte order (a cache moves between machines
-// only through `netbootfsctl export`, never as a raw LMDB file):
-//
-//   PathEntry: u8 format=1, u64 size, i64 last_modified, i64 validated_at,
-//              u16 n + n bytes sha256, u16 n + n bytes etag
-//   BlobEntry: u8 format=1, u64 size, u32 refs, i64 last_access
-//   meta "schema": u32 version
-//   meta "totals": u8 format=1, u64 blob bytes, u64 blob records
-//   meta "clean":  u64 id of the transaction that wrote it (set_clean_mark)
-//
-// "totals" sums the blob records (the decodable ones) so that the cache's
-// size is one read instead of a walk of the blob table. Every write of a
-// blob record adjusts it in the same transaction, so it is as
-// crash-consistent as the records. An index written by a release without it
-// (or a downgrade that wrote records without adjusting it) is recounted:
-// at a writable open when it is missing, by rebuild_refs() (recovery, at
-// every mount) when it is wrong.
-//
-// The leading format byte lets a later release read old records while it
-// rewrites them lazily; a record of an unknown format reads as missing. An
-// ETag longer than 64 KiB (no real server sends one) is stored as empty,
-// which only costs an unconditional GET on revalidation.
-constexpr uint8_t kFormat = 1;
-constexpr std::string_view kSchemaKey = "schema";
-constexpr std::string_view kTotalsKey = "totals";
-constexpr std::string_view kCleanKey = "clean";
-
-template <class T>
-void put_raw(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-template <class T>
-bool get_raw(std::string_view& in, T& v) {
-  if (in.size() < sizeof v) return false;
-  std::memcpy(&v, in.data(), sizeof v);
-  in.remove_prefix(sizeof v);
-  return true;
-}
-void put_str(std::string& out, std::string_view s) {
-  if (s.size() > 0xffff) s = {};
-  put_raw<uint16_t>(out, static_cast<uint16_t>(s.size()));
-  out += s;
-}
-bool get_str(std::string_view& in, std::string& s) {
-  uint16_t n;
-  if (!get_raw(in, n) || in.size() < n) return false;
-  s.assign(in.data(), n);
-  in.remove_prefix(n);
-  return true;
-}
-
-std::string encode(const PathEntry& e) {
-  std::string out;
-  out.reserve(1 + 8 * 3 + 2 + e.sha256.size() + 2 + e.etag.size());
-  put_raw(out, kFormat);
-  put_raw(out, e.size);
-  put_raw(out, e.last_modified);
-  put_raw(out, e.validated_at);
-  put_str(out, e.sha256);
-  put_str(out, e.etag);
-  return out;
-}
-std::optional<PathEntry> decode_path(std::string_view in) {
-  PathEntry e;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, e.size) || !get_raw(in, e.last_modified) ||
-      !get_raw(in, e.validated_at) || !get_str(in, e.sha256) || !get_str(in, e.etag)) {
-    return std::nullopt;
-  }
-  return e;
-}
-std::string encode(const BlobEntry& e) {
-  std::string out;
-  out.reserve(1 + 8 + 4 + 8);
-  put_raw(out, kFormat);
-  put_raw(out, e.size);
-  put_raw(out, e.refs);
-  put_raw(out, e.last_access);
-  return out;
-}
-std::optional<BlobEntry> decode_blob(std::string_view in) {
-  BlobEntry e;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, e.size) || !get_raw(in, e.refs) ||
-      !get_raw(in, e.last_access)) {
-    return std::nullopt;
-  }
-  return e;
-}
-
-struct Totals {
-  uint64_t bytes = 0;
-  uint64_t objects = 0;
-  bool operator==(const Totals& o) const { return bytes == o.bytes && objects == o.objects; }
-};
-std::string encode(const Totals& t) {
-  std::string out;
-  put_raw(out, kFormat);
-  put_raw(out, t.bytes);
-  put_raw(out, t.objects);
-  return out;
-}
-std::optional<Totals> decode_totals(std::string_view in) {
-  Totals t;
-  uint8_t f;
-  if (!get_raw(in, f) || f != kFormat || !get_raw(in, t.bytes) || !get_raw(in, t.objects)) {
-    return std::nullopt;
-  }
-  return t;
-}
+using lmdb::Txn;
 
 }  // namespace
 
 struct Index::Impl {
   // Closed last, after every transaction (they all live in narrower scopes).
-  struct EnvCloser {
-    void operator()(MDB_env* e) const { mdb_env_close(e); }
-  };
-  std::unique_ptr<MDB_env, EnvCloser> env_holder;
+  lmdb::Env env_holder;
   MDB_env* env = nullptr;
-  MDB_dbi paths = 0, blobs = 0, meta = 0;
+  IndexTables tables;
   bool read_only = false;
-  size_t max_key = 511;
   size_t max_map_size = 0;  // 0: no limit
 
   // Lock order: env_gate -> env_mu. queue_mu is never held together with
@@ -286,32 +104,10 @@ struct Index::Impl {
     return T{};
   }
 
-  std::optional<PathEntry> get_path(MDB_txn* txn, std::string_view path) const {
-    MDB_val k = val(path), v;
-    if (path.empty() || path.size() > max_key) return std::nullopt;
-    if (mdb_get(txn, paths, &k, &v) != 0) return std::nullopt;
-    return decode_path(view(v));
-  }
-  std::optional<BlobEntry> get_blob(MDB_txn* txn, std::string_view sha) const {
-    MDB_val k = val(sha), v;
-    if (!is_sha256_hex(sha)) return std::nullopt;
-    if (mdb_get(txn, blobs, &k, &v) != 0) return std::nullopt;
-    return decode_blob(view(v));
-  }
-  static int put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, const std::string& value) {
-    MDB_val k = val(key), v = val(value);
-    return mdb_put(txn, dbi, &k, &v, 0);
-  }
-  static int del(MDB_txn* txn, MDB_dbi dbi, std::string_view key) {
-    MDB_val k = val(key);
-    const int rc = mdb_del(txn, dbi, &k, nullptr);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-  }
-
   Result<void> check_path(std::string_view path) const {
     if (path.empty()) return Error{EINVAL, "empty path"};
-    if (path.size() > max_key) {
-      return Error{ENAMETOOLONG, "path longer than the index's " + std::to_string(max_key) +
+    if (path.size() > tables.max_key) {
+      return Error{ENAMETOOLONG, "path longer than the index's " + std::to_string(tables.max_key) +
                                      " byte key limit: " + std::string(path.substr(0, 80)) + "..."};
     }
     return {};
@@ -366,7 +162,7 @@ struct Index::Impl {
       p->result = p->op(nested.get());
       if (p->result.ok()) {
         rc = nested.commit();
-        if (rc != 0) p->result = mdb_error(rc, "index write");
+        if (rc != 0) p->result = lmdb::error(rc, "index write");
       }
       if (!p->result.ok() && p->result.error().code == ENOSPC) map_full = true;
     }
@@ -397,7 +193,7 @@ struct Index::Impl {
       }
       if (rc != 0) {
         // Nothing of the batch was committed, whatever each op reported.
-        for (auto& p : batch) p->result = mdb_error(rc, "index commit");
+        for (auto& p : batch) p->result = lmdb::error(rc, "index commit");
       } else {
         crash_point(CrashPoint::kIndexAfterCommit);
       }
@@ -429,74 +225,10 @@ struct Index::Impl {
     return true;
   }
 
-  // Moves one reference. A decrement of a blob without a record is a no-op:
-  // creating a zero-size garbage record would hide the real size.
-  int add_ref(MDB_txn* txn, const std::string& sha, uint64_t size) {
-    const auto before = get_blob(txn, sha);
-    BlobEntry b = before.value_or(BlobEntry{});
-    b.refs += 1;
-    b.size = size;  // same address, same bytes: any entry's size is the blob's
-    return write_blob(txn, sha, before, b);
-  }
-  int drop_ref(MDB_txn* txn, const std::string& sha) {
-    auto b = get_blob(txn, sha);
-    if (!b) return 0;
-    if (b->refs > 0) b->refs -= 1;
-    return put(txn, blobs, sha, encode(*b));  // same size: the totals stay
-  }
-
-  // Blob records change only through these two, so "totals" follows them.
-  // `before`: the record as get_blob() read it in this transaction.
-  int write_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before,
-                 const BlobEntry& after) {
-    int rc = put(txn, blobs, sha, encode(after));
-    if (rc == 0 && (!before || before->size != after.size)) {
-      rc = adjust_totals(txn, before, after);
-    }
-    return rc;
-  }
-  int erase_blob(MDB_txn* txn, const std::string& sha, const std::optional<BlobEntry>& before) {
-    MDB_val k = val(sha);
-    int rc = mdb_del(txn, blobs, &k, nullptr);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc == 0 && before) rc = adjust_totals(txn, before, std::nullopt);
-    return rc;
-  }
-  int adjust_totals(MDB_txn* txn, const std::optional<BlobEntry>& before,
-                    const std::optional<BlobEntry>& after) {
-    auto t = get_totals(txn);
-    // Missing only in an index no writable open has seen yet (open() creates
-    // it); stats() counts by walking until then.
-    if (!t) return 0;
-    if (before) {
-      t->bytes -= std::min(t->bytes, before->size);
-      t->objects -= std::min<uint64_t>(t->objects, 1);
-    }
-    if (after) {
-      t->bytes += after->size;
-      t->objects += 1;
-    }
-    return put(txn, meta, kTotalsKey, encode(*t));
-  }
-  std::optional<Totals> get_totals(MDB_txn* txn) const {
-    MDB_val k = val(kTotalsKey), v;
-    if (mdb_get(txn, meta, &k, &v) != 0) return std::nullopt;
-    return decode_totals(view(v));
-  }
-  // Walks the blob table: what "totals" must say.
-  Totals count_totals(MDB_txn* txn) const {
-    Totals t;
-    Cursor c;
-    if (c.open(txn, blobs) != 0) return t;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob(view(v))) {
-        t.objects++;
-        t.bytes += e->size;
-      }
-    }
-    return t;
-  }
+  Result<void> open_env(const std::string& dir, const Options& options);
+  Result<void> open_tables(const std::string& dir);
+  Result<void> check_schema(MDB_txn* txn, const std::string& dir);
+  Result<void> ensure_totals(MDB_txn* txn);
 };
 
 Index::Index(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -510,28 +242,32 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   auto impl = std::make_unique<Impl>();
   impl->read_only = options.read_only;
   impl->max_map_size = options.max_map_size;
-  MDB_env* env = nullptr;
-  int rc = mdb_env_create(&env);
-  if (rc != 0) return mdb_error(rc, "mdb_env_create");
-  impl->env_holder.reset(env);
-  impl->env = env;
+  if (auto r = impl->open_env(dir, options); !r) return r.error();
+  if (auto r = impl->open_tables(dir); !r) return r.error();
+  return std::unique_ptr<Index>(new Index(std::move(impl)));
+}
+
+Result<void> Index::Impl::open_env(const std::string& dir, const Options& options) {
+  int rc = mdb_env_create(env_holder.out());
+  if (rc != 0) return lmdb::error(rc, "mdb_env_create");
+  env = env_holder.get();
   // A configured map smaller than the data already stored would make the
   // open fail; start from what the file holds.
-  size_t map_size = std::max<size_t>(options.map_size, 1 << 16);
+  size_t wanted = std::max<size_t>(options.map_size, 1 << 16);
   struct stat st {};
   if (::stat((dir + "/data.mdb").c_str(), &st) == 0) {
-    map_size = std::max(map_size, static_cast<size_t>(st.st_size));
+    wanted = std::max(wanted, static_cast<size_t>(st.st_size));
   }
-  if ((rc = mdb_env_set_mapsize(env, map_size)) != 0) return mdb_error(rc, "index map size");
-  if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return mdb_error(rc, "index tables");
+  if ((rc = mdb_env_set_mapsize(env, wanted)) != 0) return lmdb::error(rc, "index map size");
+  if ((rc = mdb_env_set_maxdbs(env, 4)) != 0) return lmdb::error(rc, "index tables");
   // Each FUSE thread may hold one short read transaction at a time.
-  if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return mdb_error(rc, "index readers");
+  if ((rc = mdb_env_set_maxreaders(env, 512)) != 0) return lmdb::error(rc, "index readers");
   // MDB_NOTLS: read transactions are tied to the Txn object, not to the
   // thread, so any number of threads (and thread pools) can read.
   unsigned flags = MDB_NOTLS;
   if (options.read_only) flags |= MDB_RDONLY;
   rc = mdb_env_open(env, dir.c_str(), flags, 0644);
-  if (rc != 0) return mdb_error(rc, "open index " + dir);
+  if (rc != 0) return lmdb::error(rc, "open index " + dir);
   int dead = 0;
   // Reader slots of processes that died (kill -9) would pin old pages forever.
   if (mdb_reader_check(env, &dead) == 0 && dead > 0) {
@@ -539,60 +275,68 @@ Result<std::unique_ptr<Index>> Index::open(const std::string& dir, Options optio
   }
   MDB_envinfo info{};
   mdb_env_info(env, &info);
-  impl->map_size = info.me_mapsize;
-  impl->max_key = static_cast<size_t>(mdb_env_get_maxkeysize(env));
+  map_size = info.me_mapsize;
+  tables.max_key = static_cast<size_t>(mdb_env_get_maxkeysize(env));
+  return {};
+}
 
+Result<void> Index::Impl::open_tables(const std::string& dir) {
   Txn txn;
-  rc = txn.begin(env, nullptr, options.read_only ? MDB_RDONLY : 0);
-  if (rc != 0) return mdb_error(rc, "index transaction");
-  const unsigned create = options.read_only ? 0 : MDB_CREATE;
-  if ((rc = mdb_dbi_open(txn.get(), "paths", create, &impl->paths)) != 0 ||
-      (rc = mdb_dbi_open(txn.get(), "blobs", create, &impl->blobs)) != 0 ||
-      (rc = mdb_dbi_open(txn.get(), "meta", create, &impl->meta)) != 0) {
+  int rc = txn.begin(env, nullptr, read_only ? MDB_RDONLY : 0);
+  if (rc != 0) return lmdb::error(rc, "index transaction");
+  if ((rc = tables.open(txn.get(), /*create=*/!read_only)) != 0) {
     if (rc == MDB_NOTFOUND) return Error{ENOENT, "no netbootfs index in " + dir};
-    return mdb_error(rc, "index tables in " + dir);
+    return lmdb::error(rc, "index tables in " + dir);
   }
-  MDB_val k = val(kSchemaKey), v;
-  rc = mdb_get(txn.get(), impl->meta, &k, &v);
-  if (rc == MDB_NOTFOUND) {
-    if (options.read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
-    uint32_t version = kSchemaVersion;
-    MDB_val nv{sizeof version, &version};
-    if ((rc = mdb_put(txn.get(), impl->meta, &k, &nv, 0)) != 0) return mdb_error(rc, "schema");
-  } else if (rc != 0) {
-    return mdb_error(rc, "schema");
-  } else {
-    uint32_t version = 0;
-    if (v.mv_size == sizeof version) std::memcpy(&version, v.mv_data, sizeof version);
-    if (version != kSchemaVersion) {
-      return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
-                               ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
-                               "; move the cache directory away or clear it"};
-    }
-  }
-  if (!options.read_only && !impl->get_totals(txn.get())) {
-    // An index from before the running totals (or with a damaged record):
-    // counted once here, kept up to date by every write from now on.
-    const Totals t = impl->count_totals(txn.get());
-    if ((rc = Impl::put(txn.get(), impl->meta, kTotalsKey, encode(t))) != 0) {
-      return mdb_error(rc, "index totals");
-    }
-    // A new index has nothing to count and nothing to say.
-    if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
+  if (auto r = check_schema(txn.get(), dir); !r) return r;
+  if (!read_only) {
+    if (auto r = ensure_totals(txn.get()); !r) return r;
   }
   // Committing also makes the dbi handles usable by every later transaction.
-  if ((rc = txn.commit()) != 0) return mdb_error(rc, "index open commit");
-  return std::unique_ptr<Index>(new Index(std::move(impl)));
+  if ((rc = txn.commit()) != 0) return lmdb::error(rc, "index open commit");
+  return {};
+}
+
+// A new index gets the version; another version is refused.
+Result<void> Index::Impl::check_schema(MDB_txn* txn, const std::string& dir) {
+  uint32_t version = 0;
+  int rc = tables.get_schema(txn, version);
+  if (rc == MDB_NOTFOUND) {
+    if (read_only) return Error{ENOENT, "index in " + dir + " has no schema version"};
+    if ((rc = tables.put_schema(txn, kSchemaVersion)) != 0) return lmdb::error(rc, "schema");
+    return {};
+  }
+  if (rc != 0) return lmdb::error(rc, "schema");
+  if (version != kSchemaVersion) {
+    return Error{EPROTO, "cache index " + dir + " has schema version " + std::to_string(version) +
+                             ", this netbootfs uses version " + std::to_string(kSchemaVersion) +
+                             "; move the cache directory away or clear it"};
+  }
+  return {};
+}
+
+// "totals" sums the blob records so that the cache's size is one read
+// instead of a walk of the blob table. An index from before the running
+// totals (or with a damaged record) is counted once here; every write keeps
+// them up to date from then on, and rebuild_refs() fixes them when a
+// release that did not know them (a downgrade) wrote blob records.
+Result<void> Index::Impl::ensure_totals(MDB_txn* txn) {
+  if (tables.get_totals(txn)) return {};
+  const BlobTotals t = tables.count_totals(txn);
+  if (int rc = tables.put_totals(txn, t); rc != 0) return lmdb::error(rc, "index totals");
+  // A new index has nothing to count and nothing to say.
+  if (t.objects > 0) log()->info("index: counted {} blobs ({} bytes)", t.objects, t.bytes);
+  return {};
 }
 
 std::optional<PathEntry> Index::get_path(std::string_view path) const {
   return impl_->read<std::optional<PathEntry>>(
-      [&](MDB_txn* t) { return impl_->get_path(t, path); });
+      [&](MDB_txn* t) { return impl_->tables.get_path(t, path); });
 }
 
 std::optional<BlobEntry> Index::get_blob(std::string_view sha256) const {
   return impl_->read<std::optional<BlobEntry>>(
-      [&](MDB_txn* t) { return impl_->get_blob(t, sha256); });
+      [&](MDB_txn* t) { return impl_->tables.get_blob(t, sha256); });
 }
 
 std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_view prefix,
@@ -600,14 +344,14 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
   using Out = std::vector<std::pair<std::string, PathEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->paths) != 0) return out;
-    MDB_val k = val(prefix), v;
+    lmdb::Cursor c;
+    if (c.open(t, impl_->tables.paths) != 0) return out;
+    MDB_val k = lmdb::val(prefix), v;
     int rc = prefix.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
     // "a" covers "a" and "a/..." but not "ab" nor "a b"; "a/" covers "a/...".
     const bool dir_form = !prefix.empty() && prefix.back() == '/';
     for (; rc == 0 && out.size() < max; rc = c.get(&k, &v, MDB_NEXT)) {
-      const std::string_view key = view(k);
+      const std::string_view key = lmdb::view(k);
       if (key.substr(0, prefix.size()) != prefix) break;
       if (!prefix.empty() && !dir_form && key.size() > prefix.size()) {
         const auto next = static_cast<unsigned char>(key[prefix.size()]);
@@ -616,7 +360,9 @@ std::vector<std::pair<std::string, PathEntry>> Index::list_paths(std::string_vie
         if (next < '/') continue;
         if (next > '/') break;
       }
-      if (auto e = decode_path(view(v))) out.emplace_back(std::string(key), std::move(*e));
+      if (auto e = decode_path_entry(lmdb::view(v))) {
+        out.emplace_back(std::string(key), std::move(*e));
+      }
     }
     return out;
   });
@@ -626,12 +372,9 @@ std::vector<std::pair<std::string, BlobEntry>> Index::list_blobs() const {
   using Out = std::vector<std::pair<std::string, BlobEntry>>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->blobs) != 0) return out;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      if (auto e = decode_blob(view(v))) out.emplace_back(std::string(view(k)), *e);
-    }
+    lmdb::for_each(t, impl_->tables.blobs, [&](std::string_view key, std::string_view value) {
+      if (auto e = decode_blob_entry(value)) out.emplace_back(std::string(key), *e);
+    });
     return out;
   });
 }
@@ -640,13 +383,10 @@ std::vector<std::string> Index::unreferenced_blobs() const {
   using Out = std::vector<std::string>;
   return impl_->read<Out>([&](MDB_txn* t) {
     Out out;
-    Cursor c;
-    if (c.open(t, impl_->blobs) != 0) return out;
-    MDB_val k, v;
-    for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-      auto e = decode_blob(view(v));
-      if (e && e->refs == 0) out.emplace_back(view(k));
-    }
+    lmdb::for_each(t, impl_->tables.blobs, [&](std::string_view key, std::string_view value) {
+      auto e = decode_blob_entry(value);
+      if (e && e->refs == 0) out.emplace_back(key);
+    });
     return out;
   });
 }
@@ -656,11 +396,11 @@ IndexStats Index::stats() const {
   return impl_->read<IndexStats>([&](MDB_txn* t) {
     IndexStats s;
     MDB_stat st{};
-    if (mdb_stat(t, impl_->paths, &st) == 0) s.paths = st.ms_entries;
+    if (mdb_stat(t, impl_->tables.paths, &st) == 0) s.paths = st.ms_entries;
     // Without the totals record (an old index open read-only), walk. (Not
     // value_or: its argument, the walk, would be evaluated every time.)
-    auto kept = impl_->get_totals(t);
-    const Totals tot = kept ? *kept : impl_->count_totals(t);
+    auto kept = impl_->tables.get_totals(t);
+    const BlobTotals tot = kept ? *kept : impl_->tables.count_totals(t);
     s.blobs = tot.objects;
     s.blob_bytes = tot.bytes;
     return s;
@@ -670,12 +410,12 @@ IndexStats Index::stats() const {
 Index::TotalsCheck Index::check_totals() const {
   return impl_->read<TotalsCheck>([&](MDB_txn* t) {
     TotalsCheck c;
-    if (auto kept = impl_->get_totals(t)) {
+    if (auto kept = impl_->tables.get_totals(t)) {
       c.stored = true;
       c.kept.blobs = kept->objects;
       c.kept.blob_bytes = kept->bytes;
     }
-    const Totals counted = impl_->count_totals(t);
+    const BlobTotals counted = impl_->tables.count_totals(t);
     c.counted.blobs = counted.objects;
     c.counted.blob_bytes = counted.bytes;
     return c;
@@ -697,14 +437,9 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
   // One op, so one nested transaction: a failure part-way leaves nothing.
   return impl_->submit([this, entries = std::move(entries)](MDB_txn* t) {
     for (const auto& [path, entry] : entries) {
-      auto old = impl_->get_path(t, path);
-      int rc = 0;
-      if (!old || old->sha256 != entry.sha256) {
-        if (old) rc = impl_->drop_ref(t, old->sha256);
-        if (rc == 0) rc = impl_->add_ref(t, entry.sha256, entry.size);
+      if (int rc = impl_->tables.put_path(t, path, entry); rc != 0) {
+        return Result<void>(lmdb::error(rc, "put " + path));
       }
-      if (rc == 0) rc = Impl::put(t, impl_->paths, path, encode(entry));
-      if (rc != 0) return Result<void>(mdb_error(rc, "put " + path));
     }
     return Result<void>();
   });
@@ -713,11 +448,9 @@ Result<void> Index::put_paths(std::vector<std::pair<std::string, PathEntry>> ent
 Result<void> Index::remove_path(std::string path) {
   if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path)](MDB_txn* t) {
-    auto old = impl_->get_path(t, path);
-    if (!old) return Result<void>();
-    int rc = impl_->drop_ref(t, old->sha256);
-    if (rc == 0) rc = Impl::del(t, impl_->paths, path);
-    if (rc != 0) return Result<void>(mdb_error(rc, "remove " + path));
+    if (int rc = impl_->tables.remove_path(t, path); rc != 0) {
+      return Result<void>(lmdb::error(rc, "remove " + path));
+    }
     return Result<void>();
   });
 }
@@ -725,11 +458,11 @@ Result<void> Index::remove_path(std::string path) {
 Result<void> Index::set_validated(std::string path, int64_t at) {
   if (auto r = impl_->check_path(path); !r) return r;
   return impl_->submit([this, path = std::move(path), at](MDB_txn* t) {
-    auto e = impl_->get_path(t, path);
+    auto e = impl_->tables.get_path(t, path);
     if (!e) return Result<void>(Error{ENOENT, "no entry for " + path});
     e->validated_at = at;
-    if (int rc = Impl::put(t, impl_->paths, path, encode(*e)); rc != 0) {
-      return Result<void>(mdb_error(rc, "validate " + path));
+    if (int rc = impl_->tables.write_path(t, path, *e); rc != 0) {
+      return Result<void>(lmdb::error(rc, "validate " + path));
     }
     return Result<void>();
   });
@@ -738,7 +471,7 @@ Result<void> Index::set_validated(std::string path, int64_t at) {
 Result<void> Index::remove_blob(std::string sha256) {
   if (!is_sha256_hex(sha256)) return Error{EINVAL, "not a sha256: " + sha256};
   return impl_->submit([this, sha = std::move(sha256)](MDB_txn* t) {
-    auto b = impl_->get_blob(t, sha);
+    auto b = impl_->tables.get_blob(t, sha);
     if (!b) return Result<void>();
     // Checked inside the transaction: a put_path earlier in the same batch
     // may have just taken a reference.
@@ -746,8 +479,8 @@ Result<void> Index::remove_blob(std::string sha256) {
       return Result<void>(Error{EBUSY, "blob " + sha + " is still referenced by " +
                                            std::to_string(b->refs) + " path(s)"});
     }
-    if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
-      return Result<void>(mdb_error(rc, "remove blob " + sha));
+    if (int rc = impl_->tables.erase_blob(t, sha, b); rc != 0) {
+      return Result<void>(lmdb::error(rc, "remove blob " + sha));
     }
     return Result<void>();
   });
@@ -757,73 +490,7 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
   auto dropped = std::make_shared<std::vector<std::string>>();
   auto r = impl_->submit([this, dropped](MDB_txn* t) {
     dropped->clear();  // the op is replayed when the map had to grow
-    struct Want {
-      uint32_t refs = 0;
-      uint64_t size = 0;
-    };
-    std::unordered_map<std::string, Want> want;
-    MDB_val k, v;
-    {
-      Cursor c;
-      if (int rc = c.open(t, impl_->paths); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
-      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        if (auto e = decode_path(view(v))) {
-          auto& w = want[e->sha256];
-          w.refs++;
-          w.size = e->size;
-        }
-      }
-    }
-    // Collected first: writing while a cursor walks the same table would
-    // move it under our feet.
-    std::vector<std::pair<std::string, std::optional<BlobEntry>>> existing;
-    {
-      Cursor c;
-      if (int rc = c.open(t, impl_->blobs); rc != 0) return Result<void>(mdb_error(rc, "cursor"));
-      for (int rc = c.get(&k, &v, MDB_FIRST); rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
-        existing.emplace_back(std::string(view(k)), decode_blob(view(v)));
-      }
-    }
-    for (auto& [sha, b] : existing) {
-      auto it = want.find(sha);
-      if (it == want.end()) {
-        if (int rc = impl_->erase_blob(t, sha, b); rc != 0) {
-          return Result<void>(mdb_error(rc, "drop blob record " + sha));
-        }
-        dropped->push_back(sha);
-        continue;
-      }
-      BlobEntry fixed = b.value_or(BlobEntry{});  // an unreadable record is rewritten
-      fixed.refs = it->second.refs;
-      fixed.size = it->second.size;
-      if (!b || b->refs != fixed.refs || b->size != fixed.size) {
-        if (int rc = impl_->write_blob(t, sha, b, fixed); rc != 0) {
-          return Result<void>(mdb_error(rc, "refcount of " + sha));
-        }
-      }
-      want.erase(it);
-    }
-    for (auto& [sha, w] : want) {  // entries whose blob record was missing
-      if (!is_sha256_hex(sha)) continue;
-      if (int rc = impl_->write_blob(t, sha, std::nullopt, BlobEntry{w.size, w.refs, 0}); rc != 0) {
-        return Result<void>(mdb_error(rc, "blob record " + sha));
-      }
-    }
-    // The totals are checked here too: recovery runs this at every mount,
-    // and a release that wrote blob records without adjusting them (a
-    // downgrade), or a damaged record, must not skew eviction for long.
-    const Totals counted = impl_->count_totals(t);
-    const auto stored = impl_->get_totals(t);
-    if (!stored || !(*stored == counted)) {
-      if (stored) {
-        log()->warn("index: totals said {} blobs ({} bytes), the records hold {} ({} bytes); fixed",
-                    stored->objects, stored->bytes, counted.objects, counted.bytes);
-      }
-      if (int rc = Impl::put(t, impl_->meta, kTotalsKey, encode(counted)); rc != 0) {
-        return Result<void>(mdb_error(rc, "index totals"));
-      }
-    }
-    return Result<void>();
+    return impl_->tables.rebuild_refs(t, *dropped);
   });
   if (!r) return r.error();
   return std::move(*dropped);
@@ -833,10 +500,8 @@ Result<std::vector<std::string>> Index::rebuild_refs() {
 // one of the transaction that commits the batch.
 Result<void> Index::set_clean_mark() {
   return impl_->submit([this](MDB_txn* t) {
-    std::string v;
-    put_raw<uint64_t>(v, mdb_txn_id(t));
-    if (int rc = Impl::put(t, impl_->meta, kCleanKey, v); rc != 0) {
-      return Result<void>(mdb_error(rc, "clean mark"));
+    if (int rc = impl_->tables.put_clean_mark(t); rc != 0) {
+      return Result<void>(lmdb::error(rc, "clean mark"));
     }
     return Result<void>();
   });
@@ -846,24 +511,14 @@ Result<bool> Index::take_clean_mark() {
   if (impl_->read_only) return Error{EROFS, "the index is open read-only"};
   // Without a mark (a new cache, a crash) nothing is written: a start-up
   // after a crash commits what it did before.
-  const bool marked = impl_->read<bool>([this](MDB_txn* t) {
-    MDB_val k = val(kCleanKey), v;
-    return mdb_get(t, impl_->meta, &k, &v) == 0;
-  });
+  const bool marked =
+      impl_->read<bool>([this](MDB_txn* t) { return impl_->tables.has_clean_mark(t); });
   if (!marked) return false;
   auto clean = std::make_shared<bool>(false);
   auto r = impl_->submit([this, clean](MDB_txn* t) {
-    *clean = false;  // the op is replayed when the map had to grow
-    MDB_val k = val(kCleanKey), v;
-    const int rc = mdb_get(t, impl_->meta, &k, &v);
-    if (rc == MDB_NOTFOUND) return Result<void>();
-    if (rc != 0) return Result<void>(mdb_error(rc, "clean mark"));
-    std::string_view in = view(v);
-    uint64_t at = 0;
-    // Clean only when the mark's transaction is the one before this one.
-    *clean = get_raw(in, at) && in.empty() && at + 1 == mdb_txn_id(t);
-    if (int d = Impl::del(t, impl_->meta, kCleanKey); d != 0) {
-      return Result<void>(mdb_error(d, "clean mark"));
+    // Reset by the call: the op is replayed when the map had to grow.
+    if (int rc = impl_->tables.take_clean_mark(t, *clean); rc != 0) {
+      return Result<void>(lmdb::error(rc, "clean mark"));
     }
     return Result<void>();
   });
@@ -871,10 +526,20 @@ Result<bool> Index::take_clean_mark() {
   return *clean;
 }
 
+namespace {
+
+// Keeps the newest time noted for each blob.
+void note_newest(std::unordered_map<std::string, int64_t>& access, std::string_view sha256,
+                 int64_t at) {
+  auto [it, inserted] = access.try_emplace(std::string(sha256), at);
+  if (!inserted && it->second < at) it->second = at;
+}
+
+}  // namespace
+
 void Index::note_access(std::string_view sha256, int64_t at) {
   std::lock_guard lk(impl_->access_mu);
-  auto [it, inserted] = impl_->access.try_emplace(std::string(sha256), at);
-  if (!inserted && it->second < at) it->second = at;
+  note_newest(impl_->access, sha256, at);
 }
 
 std::vector<std::pair<std::string, int64_t>> Index::pending_access() const {
@@ -891,11 +556,8 @@ Result<void> Index::flush_access() {
   if (batch.empty() || impl_->read_only) return {};
   auto r = impl_->submit([this, &batch](MDB_txn* t) {
     for (const auto& [sha, at] : batch) {
-      auto b = impl_->get_blob(t, sha);
-      if (!b || b->last_access >= at) continue;  // gone since, or already newer
-      b->last_access = at;
-      if (int rc = Impl::put(t, impl_->blobs, sha, encode(*b)); rc != 0) {
-        return Result<void>(mdb_error(rc, "access times"));
+      if (int rc = impl_->tables.raise_last_access(t, sha, at); rc != 0) {
+        return Result<void>(lmdb::error(rc, "access times"));
       }
     }
     return Result<void>();
@@ -904,10 +566,7 @@ Result<void> Index::flush_access() {
     // Keep the times for the next flush rather than lose them; LRU order
     // would otherwise forget the reads of this period.
     std::lock_guard lk(impl_->access_mu);
-    for (const auto& [sha, at] : batch) {
-      auto [it, inserted] = impl_->access.try_emplace(sha, at);
-      if (!inserted && it->second < at) it->second = at;
-    }
+    for (const auto& [sha, at] : batch) note_newest(impl_->access, sha, at);
   }
   return r;
 }
