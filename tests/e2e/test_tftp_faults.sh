@@ -82,12 +82,11 @@ wait "${bg[@]}"
 for n in shortx cutx stallx; do judge $n ever; done
 for n in short1 cut1 stall1; do judge $n once; done
 
-# The most resumes read_stall_timeout leaves room for: the back-off of
-# Fetcher::Impl::try_resume waits at least 0.1, 0.2, 0.4, 0.8 and 1.6 s, then
-# at least 2.5 s each (half its 5 s cap), so 5 + (RST - 3.1 s) / 2.5 s, 18
-# for 35 s (with the mean waits, about 13). What must not happen is a busy
-# loop of resumes.
-max_resumes=$((5 + (RST * 1000 - 3100) / 2500 + 1))
+# The most resumes read_stall_timeout leaves room for, each at its shortest
+# back-off (plan_resume in cache/fetch/policy.h: 18 for 35 s; with the mean
+# waits, about 13). What must not happen is a busy loop of resumes.
+max_resumes=$("$NETBOOTFS_BUILD_DIR/tests/netbootfs_policy_tool" max-resumes $((RST * 1000))) \
+  || fail "netbootfs_policy_tool failed"
 for n in shortx cutx stallx; do
   e=$(entry $n)
   [ "$e" = absent ] || soft_fail "$n: a failed download is in the cache ($e)"
