@@ -22,7 +22,9 @@ namespace netbootfs::cache {
 inline constexpr char kInternalMark = '\x01';
 // The prefix of every rewritten output's key, slash included. Written as two
 // literals: "\x01f..." would read as the single byte 0x1F.
-inline constexpr std::string_view kDerivedPrefix = "\x01" "filtered/";
+inline constexpr std::string_view kDerivedPrefix =
+    "\x01"
+    "filtered/";
 
 inline bool is_internal_key(std::string_view key) {
   return !key.empty() && key[0] == kInternalMark;

@@ -60,10 +60,14 @@ size_t FetcherStats::status_slot(long status) {
 
 const char* to_string(VersionInfo::State state) {
   switch (state) {
-    case VersionInfo::State::kRemote: return "remote";
-    case VersionInfo::State::kDownloading: return "downloading";
-    case VersionInfo::State::kCached: return "cached";
-    case VersionInfo::State::kStale: return "stale";
+    case VersionInfo::State::kRemote:
+      return "remote";
+    case VersionInfo::State::kDownloading:
+      return "downloading";
+    case VersionInfo::State::kCached:
+      return "cached";
+    case VersionInfo::State::kStale:
+      return "stale";
   }
   return "?";
 }
@@ -121,7 +125,9 @@ Fetcher::Fetcher(FetcherOptions options, http::Client& client, Index& index, Blo
 
 Fetcher::~Fetcher() { shutdown(); }
 
-void Fetcher::lookup(const std::string& path, AttrCallback cb) { impl_->lookup(path, std::move(cb)); }
+void Fetcher::lookup(const std::string& path, AttrCallback cb) {
+  impl_->lookup(path, std::move(cb));
+}
 
 Result<Attr> Fetcher::peek(const std::string& path) {
   std::optional<Result<Attr>> out;
@@ -176,7 +182,7 @@ void Fetcher::shutdown() {
   std::vector<std::function<void()>> listing_waiters;
   std::vector<std::shared_ptr<Download>> live;
   {
-    std::lock_guard lk(impl_->mu_);
+    PathLock lk(impl_->mu_);
     if (impl_->stopping_) return;
     impl_->stopping_ = true;
     for (auto& [path, ps] : impl_->states_) {

@@ -82,9 +82,9 @@
 
 #include "cache/blob_store.h"
 #include "cache/content_filter.h"
+#include "cache/evictor.h"
 #include "cache/fetch/policy.h"
 #include "cache/file_version.h"
-#include "cache/evictor.h"
 #include "cache/http/client.h"
 #include "cache/index.h"
 #include "cache/util/histogram.h"
@@ -94,10 +94,10 @@
 namespace netbootfs::cache {
 
 struct FetcherOptions {
-  std::string base_url;  // normalised, with a trailing slash
-  std::chrono::milliseconds revalidate{1000};      // 0: every open revalidates
-  std::chrono::milliseconds negative_ttl{10000};   // how long a 404 is remembered
-  std::chrono::milliseconds listing_ttl{10000};    // how long a directory listing is trusted
+  std::string base_url;                           // normalised, with a trailing slash
+  std::chrono::milliseconds revalidate{1000};     // 0: every open revalidates
+  std::chrono::milliseconds negative_ttl{10000};  // how long a 404 is remembered
+  std::chrono::milliseconds listing_ttl{10000};   // how long a directory listing is trusted
   std::chrono::milliseconds read_stall_timeout{150000};
   std::chrono::milliseconds access_flush_interval{30000};
   int completion_threads = 2;  // fsync + rename + index commit run here
@@ -164,10 +164,10 @@ struct FetcherStats {
   std::atomic<uint64_t> resumes{0};
   std::atomic<uint64_t> heads{0};
   std::atomic<uint64_t> listings{0};
-  std::atomic<uint64_t> retries{0};             // requests sent again after a transient failure
-  std::atomic<uint64_t> missing_served{0};      // opens/lookups served within missing_grace
-  std::atomic<uint64_t> missing_removed{0};     // cached files removed after missing_grace
-  std::atomic<uint64_t> upstream_failures{0};   // connection-level failures
+  std::atomic<uint64_t> retries{0};            // requests sent again after a transient failure
+  std::atomic<uint64_t> missing_served{0};     // opens/lookups served within missing_grace
+  std::atomic<uint64_t> missing_removed{0};    // cached files removed after missing_grace
+  std::atomic<uint64_t> upstream_failures{0};  // connection-level failures
   std::atomic<uint64_t> upstream_down_events{0};
   std::atomic<uint64_t> upstream_probes{0};
   // Every place a client can be answered EIO (or another failure of ours,
@@ -204,9 +204,9 @@ struct FetcherStats {
   // Upstream exchanges by method (0 GET, 1 HEAD) and answer: the HTTP status
   // when one arrived (in the buckets of kStatusLabels), "error" when none did
   // (connect, timeout, TLS, ...). Lock-free: one relaxed increment each.
-  static constexpr const char* kStatusLabels[] = {"200", "206", "304", "401", "403", "404", "410",
-                                                  "429", "500", "502", "503", "504", "other",
-                                                  "error"};
+  static constexpr const char* kStatusLabels[] = {"200", "206", "304",   "401",  "403",
+                                                  "404", "410", "429",   "500",  "502",
+                                                  "503", "504", "other", "error"};
   static constexpr size_t kStatusCount = sizeof(kStatusLabels) / sizeof(kStatusLabels[0]);
   static size_t status_slot(long status);  // 0: "error"
   std::atomic<uint64_t> responses[2][kStatusCount] = {};

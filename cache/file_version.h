@@ -22,6 +22,7 @@ namespace netbootfs::cache {
 
 class Download;
 class Fetcher;
+class PathLock;
 
 // One version of one file. Immutable after construction except for the
 // content binding (download/sha256), which only moves forward.
@@ -36,27 +37,33 @@ class FileVersion {
   int64_t mtime() const { return mtime_; }
   const std::string& etag() const { return etag_; }
 
+  // The content binding: only moves forward (a download, then a blob).
+  // Guarded by the fetcher's path table; reached only with its lock token.
+  struct Binding {
+    std::string sha256;                   // set once published
+    std::string validator_etag;           // what revalidation sends: learnt from the
+    int64_t validator_last_modified = 0;  // response that delivered the bytes
+    // Rewritten files: the upstream blob and the filter fingerprint this
+    // version was derived with (its size and sha256 are the output's).
+    std::string source_sha256;
+    std::string filter_fp;
+    std::shared_ptr<Download> download;  // set while a download serves it
+    std::string source_url;              // where this process got the bytes from; empty: unknown
+  };
+  Binding& bound(const PathLock&) { return binding_; }
+
  private:
   friend class Fetcher;
   friend class Download;
   FileVersion(uint64_t id, std::string path, uint64_t size, int64_t mtime, std::string etag)
       : id_(id), path_(std::move(path)), size_(size), mtime_(mtime), etag_(std::move(etag)) {}
+  std::string filter_note_;  // set before the version is shared
   const uint64_t id_;
   const std::string path_;
   const uint64_t size_;
   const int64_t mtime_;
   const std::string etag_;
-  // Guarded by Fetcher::mu_.
-  std::string sha256_;                  // set once published
-  std::string validator_etag_;          // what revalidation sends: learnt from the
-  int64_t validator_last_modified_ = 0; // response that delivered the bytes
-  // Filtered files: the upstream blob and the filter fingerprint this
-  // version was derived with (its size and sha256_ are the output's).
-  std::string source_sha256_;
-  std::string filter_fp_;
-  std::string filter_note_;
-  std::shared_ptr<Download> download_;  // set while a download serves it
-  std::string source_url_;  // where this process got the bytes from; empty: unknown
+  Binding binding_;
 };
 
 // What the Fetcher knows about one version right now (Fetcher::describe):

@@ -1,8 +1,7 @@
-#include "cache/fetch/fetcher_impl.h"
-
 #include <unistd.h>
 
 #include "cache/derived_keys.h"
+#include "cache/fetch/fetcher_impl.h"
 
 namespace netbootfs::cache {
 namespace {
@@ -52,10 +51,10 @@ Result<Fetcher::Impl::Derived> Fetcher::Impl::derive(const ContentFilter& filter
   return Derived{d.sha256, d.size, out.note};
 }
 
-void Fetcher::Impl::start_derive(const std::string& path, PathState& ps) {  // mu_ held
+void Fetcher::Impl::start_derive(const PathLock& lk, const std::string& path, PathState& ps) {
   ps.deriving = true;
   const PathEntry source = *ps.underived;
-  auto filter = filter_for(path);
+  auto filter = filter_for(lk, path);
   post([this, path, source, filter] {
     Result<Derived> derived = Derived{source.sha256, source.size, ""};
     if (filter) derived = derive(*filter, path, source);
@@ -70,8 +69,8 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
   Result<std::shared_ptr<FileVersion>> result = Error{EIO, "filter failed"};
   std::vector<VersionCallback> waiters;
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(path);
+    PathLock lk(mu_);
+    PathState& ps = state(lk, path);
     if (dl && ps.pending == dl) ps.pending.reset();
     ps.deriving = false;
     ps.underived.reset();
@@ -79,26 +78,26 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
       const std::string fp = filter ? filter->fingerprint() : std::string();
       const std::string src = filter ? source.sha256 : std::string();
       auto& cur = ps.current;
-      if (cur && cur->sha256_ == derived->sha256 && cur->source_sha256_ == src &&
-          cur->filter_fp_ == fp && cur->size() == derived->size) {
+      if (cur && cur->bound(lk).sha256 == derived->sha256 && cur->bound(lk).source_sha256 == src &&
+          cur->bound(lk).filter_fp == fp && cur->size() == derived->size) {
         result = cur;  // the same bytes served the same way: the same version
-      } else if (cur && !filter && cur->sha256_.empty() && !cur->download_ &&
+      } else if (cur && !filter && cur->bound(lk).sha256.empty() && !cur->bound(lk).download &&
                  cur->size() == derived->size &&
                  (cur->etag().empty() || cur->etag() == source.etag)) {
-        cur->sha256_ = derived->sha256;  // the version a listing announced, now with bytes
+        cur->bound(lk).sha256 = derived->sha256;  // the version a listing announced, now with bytes
         result = cur;
       } else {
-        auto v = make_version(path, derived->size, source.last_modified, source.etag);
-        v->sha256_ = derived->sha256;
-        v->source_sha256_ = src;
-        v->filter_fp_ = fp;
+        auto v = make_version(lk, path, derived->size, source.last_modified, source.etag);
+        v->bound(lk).sha256 = derived->sha256;
+        v->bound(lk).source_sha256 = src;
+        v->bound(lk).filter_fp = fp;
         v->filter_note_ = derived->note;
         if (dl && dl->conditional_) stats.revalidations_changed++;
         result = v;
       }
       auto& v = result.value();
-      v->validator_etag_ = source.etag;
-      v->validator_last_modified_ = source.last_modified;
+      v->bound(lk).validator_etag = source.etag;
+      v->bound(lk).validator_last_modified = source.last_modified;
       ps.current = v;
       ps.validated_ms = source.validated_at ? source.validated_at * 1000 : now_ms();
       if (dl) ps.validated_ms = now_ms();
@@ -113,14 +112,14 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
 }
 
 void Fetcher::Impl::set_filter(std::shared_ptr<const ContentFilter> filter) {
-  std::lock_guard lk(mu_);
+  PathLock lk(mu_);
   filter_ = std::move(filter);
   // Versions served through another filter (or none) are replaced at their
   // next lookup; an open handle keeps its version.
   for (auto& [path, ps] : states_) {
     if (ps->pending || ps->deriving) continue;
-    const bool was_filtered = ps->current && !ps->current->filter_fp_.empty();
-    const bool is_filtered = filter_for(path) != nullptr;
+    const bool was_filtered = ps->current && !ps->current->bound(lk).filter_fp.empty();
+    const bool is_filtered = filter_for(lk, path) != nullptr;
     if (was_filtered || is_filtered || ps->underived) {
       ps->current.reset();
       ps->underived.reset();

@@ -53,9 +53,8 @@ class DownloadEvents {
   virtual void on_download_head(const std::shared_ptr<Download>& dl) = 0;
   virtual void on_not_modified(const std::shared_ptr<Download>& dl) = 0;
   // Ended before any byte of a body (any status, or none).
-  virtual void on_download_early_failure(const std::shared_ptr<Download>& dl,
-                                         http::Outcome outcome, long status,
-                                         std::optional<int64_t> retry_after,
+  virtual void on_download_early_failure(const std::shared_ptr<Download>& dl, http::Outcome outcome,
+                                         long status, std::optional<int64_t> retry_after,
                                          const std::string& detail) = 0;
   // A body transfer ended: complete, broken or refused.
   virtual void on_download_body_done(const std::shared_ptr<Download>& dl, http::Outcome outcome,
@@ -113,12 +112,12 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   std::string sha256_;
   int64_t last_progress_ms_ = 0;
   int resumes_ = 0;
-  bool resuming_ = false;       // the current request is a Range request
-  bool resume_refused_ = false; // upstream answered a resume with other bytes
+  bool resuming_ = false;        // the current request is a Range request
+  bool resume_refused_ = false;  // upstream answered a resume with other bytes
   // Announced only once complete: a filtered file (its served size depends
   // on its content) or a response without Content-Length.
   bool whole_ = false;
-  int write_errno_ = 0;         // the cache write that failed, if any
+  int write_errno_ = 0;  // the cache write that failed, if any
   // The announced size, counted by every eviction pass until the bytes are
   // in the index (publish) or the download failed (see cache/evictor.h).
   Evictor::Reservation reservation_;
@@ -128,7 +127,7 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   int attempts_ = 0;
   int64_t first_try_ms_ = 0;
   std::optional<int64_t> retry_after_;  // from the last refused resume
-  size_t origin_ = 0;  // of the last request sent for it
+  size_t origin_ = 0;                   // of the last request sent for it
   std::vector<ReadWaiter> readers_;
   // Weak: the version owns its download while it is in flight, not the
   // other way round.

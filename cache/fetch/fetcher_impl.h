@@ -27,8 +27,11 @@
 //   Fetcher's API, a kernel reply or a curl call; the HTTP worker thread
 //   takes only mu_ and Download::mu_, never gc_mu_, and no lock it takes is
 //   held across an fsync.
-// Functions marked "mu_ held" expect the caller to hold mu_.
+// A function that needs the path table's lock takes its token (PathLock);
+// the mutable binding of a FileVersion is reached only through one.
 #pragma once
+
+#include <tsl/robin_map.h>
 
 #include <algorithm>
 #include <functional>
@@ -38,8 +41,6 @@
 #include <unordered_set>
 #include <utility>
 #include <vector>
-
-#include <tsl/robin_map.h>
 
 #include "cache/fetch/blob_lifecycle.h"
 #include "cache/fetch/download.h"
@@ -56,6 +57,19 @@ namespace netbootfs::cache {
 std::shared_ptr<spdlog::logger> fetch_log();
 
 using VersionCallback = std::function<void(Result<std::shared_ptr<FileVersion>>)>;
+
+// The path table's lock as a token: every function that reads or writes
+// per-path state or a version's binding takes one (or makes one), so that
+// holding the lock is checked by the compiler rather than said in a comment.
+class PathLock {
+ public:
+  explicit PathLock(std::mutex& mu) : lk_(mu) {}
+  void unlock() { lk_.unlock(); }
+  void lock() { lk_.lock(); }
+
+ private:
+  std::unique_lock<std::mutex> lk_;
+};
 
 struct Fetcher::PathState {
   std::shared_ptr<FileVersion> current;
@@ -92,8 +106,9 @@ struct Fetcher::Listing {
   int64_t fetched_ms = 0;
   std::vector<ListingEntry> entries;  // sorted by name
   const ListingEntry* find(std::string_view name) const {
-    auto it = std::lower_bound(entries.begin(), entries.end(), name,
-                               [](const ListingEntry& e, std::string_view n) { return e.name < n; });
+    auto it =
+        std::lower_bound(entries.begin(), entries.end(), name,
+                         [](const ListingEntry& e, std::string_view n) { return e.name < n; });
     return it != entries.end() && it->name == name ? &*it : nullptr;
   }
 };
@@ -125,7 +140,7 @@ struct Fetcher::Impl : DownloadEvents {
   }
 
   // --- the path table (path_table.cc) ---
-  std::mutex mu_;  // guards states_, PathState, FileVersion bindings, filter_
+  std::mutex mu_;  // guards states_, PathState, FileVersion bindings, filter_ (PathLock)
   std::shared_ptr<const ContentFilter> filter_;
   tsl::robin_map<std::string, std::unique_ptr<PathState>> states_;
   uint64_t next_version_id_ = 1;
@@ -135,20 +150,20 @@ struct Fetcher::Impl : DownloadEvents {
   std::vector<std::pair<std::string, int64_t>> invalidations_;
   std::vector<std::weak_ptr<Download>> active_;  // downloads that may hold parked readers
 
-  PathState& state(const std::string& path);  // mu_ held
-  void ensure_loaded(const std::string& path, PathState& ps);  // mu_ held
-  void load_filtered(const std::string& path, PathState& ps, const PathEntry& e,
-                     const ContentFilter& filter);  // mu_ held
-  std::shared_ptr<FileVersion> make_version(const std::string& path, uint64_t size, int64_t mtime,
-                                            std::string etag);  // mu_ held
+  PathState& state(const PathLock& lk, const std::string& path);
+  void ensure_loaded(const PathLock& lk, const std::string& path, PathState& ps);
+
+  std::shared_ptr<FileVersion> make_version(const PathLock& lk, const std::string& path,
+                                            uint64_t size, int64_t mtime, std::string etag);
   Attr attr_of(const std::shared_ptr<FileVersion>& v) const {
     return Attr{false, v->size(), v->mtime(), v};
   }
-  void apply_invalidations(const std::string& path, PathState& ps);  // mu_ held
+  void apply_invalidations(const PathLock& lk, const std::string& path, PathState& ps);
   InvalidateResult invalidate(const std::string& prefix);
   // missing_grace: true while the cached `current` may still be served
-  // although upstream says it is gone (mu_ held).
-  bool within_missing_grace(const std::string& path, PathState& ps, int64_t now);
+  // although upstream says it is gone.
+  bool within_missing_grace(const PathLock& lk, const std::string& path, PathState& ps,
+                            int64_t now);
   void sweep();  // the timer's: stalled reads, forgotten paths
   VersionInfo describe(const std::shared_ptr<FileVersion>& v);
 
@@ -160,25 +175,23 @@ struct Fetcher::Impl : DownloadEvents {
   enum class LookupMode { kAsk, kListingFetched, kPeek };
   void lookup(const std::string& path, Fetcher::AttrCallback cb,
               LookupMode mode = LookupMode::kAsk);
-  // The parts of lookup() (mu_ held; each answers `cb` or hands it on, and
+  // The parts of lookup() (each answers `cb` or hands it on, and
   // unlocks `lk` before any callback).
   void lookup_in_listing(const std::string& path, PathState& ps, const Listing& listing,
-                         bool filtered, std::unique_lock<std::mutex>& lk,
-                         Fetcher::AttrCallback& cb, LookupMode mode);
+                         bool filtered, PathLock& lk, Fetcher::AttrCallback& cb, LookupMode mode);
   void lookup_by_name(const std::string& path, PathState& ps, bool filtered, bool listing_down,
-                      std::unique_lock<std::mutex>& lk, Fetcher::AttrCallback& cb,
-                      LookupMode mode);
-  void wait_for_version(PathState& ps, Fetcher::AttrCallback cb);  // mu_ held
-  void start_head(const std::string& path, PathState& ps);          // mu_ held
-  void send_head(const std::string& path, int attempt, int64_t first_ms);  // mu_ held
+                      PathLock& lk, Fetcher::AttrCallback& cb, LookupMode mode);
+  void wait_for_version(const PathLock& lk, PathState& ps, Fetcher::AttrCallback cb);
+  void start_head(const PathLock& lk, const std::string& path, PathState& ps);
+  void send_head(const PathLock& lk, const std::string& path, int attempt, int64_t first_ms);
   void on_head_answer(const std::string& path, int attempt, int64_t first_ms, http::Outcome o,
                       const http::Head& h, const std::string& detail);
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
 
   // --- listings (listings.cc) ---
   void with_listing(const std::string& dir, std::function<void()> then);
-  void fetch_listing(const std::string& dir);                               // mu_ held
-  void send_listing(const std::string& dir, int attempt, int64_t first_ms);  // mu_ held
+  void fetch_listing(const PathLock& lk, const std::string& dir);
+  void send_listing(const PathLock& lk, const std::string& dir, int attempt, int64_t first_ms);
   void on_listing_answer(const std::string& dir, int attempt, int64_t first_ms, http::Outcome o,
                          const http::Head& h, std::string body, const std::string& detail);
   void list_dir(const std::string& path, Fetcher::ListCallback cb);
@@ -186,15 +199,14 @@ struct Fetcher::Impl : DownloadEvents {
   void schedule_probe();
 
   // --- transfers (transfers.cc) ---
-  void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
-            uint64_t max_rate = 0);
+  void open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb, uint64_t max_rate = 0);
   void open_resolved(const std::shared_ptr<FileVersion>& want,
                      Result<std::shared_ptr<FileVersion>> got, Fetcher::OpenCallback cb);
   void open_blob(const std::shared_ptr<FileVersion>& want, const std::string& sha,
                  std::unique_ptr<OpenFile> of, Fetcher::OpenCallback cb);
-  void start_download(const std::string& path, PathState& ps, bool conditional,
-                      uint64_t max_rate = 0);                  // mu_ held
-  void send_download(const std::shared_ptr<Download>& dl);  // mu_ held
+  void start_download(const PathLock& lk, const std::string& path, PathState& ps, bool conditional,
+                      uint64_t max_rate = 0);
+  void send_download(const PathLock& lk, const std::shared_ptr<Download>& dl);
   // The delay before the next attempt of a request first sent at
   // `first_ms`, or nullopt when it must fail now (never while down).
   std::optional<int64_t> retry_delay(int attempt, int64_t first_ms, http::Outcome o, long status,
@@ -206,11 +218,11 @@ struct Fetcher::Impl : DownloadEvents {
                                  const std::string& detail) override;
   void on_download_body_done(const std::shared_ptr<Download>& dl, http::Outcome outcome,
                              const std::string& detail) override;
-  // The verdict of a failed (or 304-less) conditional GET (mu_ held).
-  Result<std::shared_ptr<FileVersion>> revalidation_failed(const std::shared_ptr<Download>& dl,
+  // The verdict of a failed (or 304-less) conditional GET.
+  Result<std::shared_ptr<FileVersion>> revalidation_failed(const PathLock& lk,
+                                                           const std::shared_ptr<Download>& dl,
                                                            PathState& ps, http::Outcome outcome,
-                                                           long status,
-                                                           const std::string& detail,
+                                                           long status, const std::string& detail,
                                                            bool& forget_cached);
   // `fatal`: the cache could not be written (counted apart).
   void fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
@@ -223,7 +235,8 @@ struct Fetcher::Impl : DownloadEvents {
   void forget_evicted(const std::vector<std::string>& paths);  // gc_mu_ held
 
   // --- rewritten files (derived.cc) ---
-  std::shared_ptr<const ContentFilter> filter_for(const std::string& path) const {  // mu_ held
+  std::shared_ptr<const ContentFilter> filter_for(const PathLock& lk,
+                                                  const std::string& path) const {
     return filter_ && filter_->matches(path) ? filter_ : nullptr;
   }
   struct Derived {
@@ -233,7 +246,7 @@ struct Fetcher::Impl : DownloadEvents {
   };
   Result<Derived> derive(const ContentFilter& filter, const std::string& path,
                          const PathEntry& source);
-  void start_derive(const std::string& path, PathState& ps);  // mu_ held
+  void start_derive(const PathLock& lk, const std::string& path, PathState& ps);
   void install_version(const std::string& path, const PathEntry& source,
                        const std::shared_ptr<const ContentFilter>& filter,
                        const Result<Derived>& derived, const std::shared_ptr<Download>& dl);

@@ -1,8 +1,7 @@
-#include "cache/fetch/fetcher_impl.h"
-
 #include <map>
 
 #include "cache/derived_keys.h"
+#include "cache/fetch/fetcher_impl.h"
 #include "cache/http/url.h"
 
 namespace netbootfs::cache {
@@ -13,13 +12,13 @@ std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
 }  // namespace
 
 void Fetcher::Impl::with_listing(const std::string& dir, std::function<void()> then) {
-  std::unique_lock lk(mu_);
+  PathLock lk(mu_);
   if (stopping_) {
     lk.unlock();
     then();  // the continuation sees stopping_ and fails
     return;
   }
-  PathState& ps = state(dir);
+  PathState& ps = state(lk, dir);
   const int64_t now = now_ms();
   if (ps.listing && now - ps.listing->fetched_ms < opt.listing_ttl.count()) {
     lk.unlock();
@@ -28,30 +27,30 @@ void Fetcher::Impl::with_listing(const std::string& dir, std::function<void()> t
   }
   ps.listing_waiters.push_back(std::move(then));
   if (!ps.listing_in_flight) {
-    fetch_listing(dir);
+    fetch_listing(lk, dir);
   } else {
     stats.coalesced++;
   }
 }
 
-void Fetcher::Impl::fetch_listing(const std::string& dir) {  // mu_ held
-  PathState& ps = state(dir);
+void Fetcher::Impl::fetch_listing(const PathLock& lk, const std::string& dir) {
+  PathState& ps = state(lk, dir);
   ps.listing_in_flight = true;
-  send_listing(dir, 0, now_ms());
+  send_listing(lk, dir, 0, now_ms());
 }
 
-void Fetcher::Impl::send_listing(const std::string& dir, int attempt,
-                                 int64_t first_ms) {  // mu_ held
-  auto done = [this, dir, attempt, first_ms](http::Outcome o, const http::Head& h,
-                                             std::string body, std::string detail) {
+void Fetcher::Impl::send_listing(const PathLock& lk, const std::string& dir, int attempt,
+                                 int64_t first_ms) {
+  auto done = [this, dir, attempt, first_ms](http::Outcome o, const http::Head& h, std::string body,
+                                             std::string detail) {
     if (o != http::Outcome::kOk || h.status != 200) {
       if (auto d = retry_delay(attempt, first_ms, o, h.status, h.retry_after)) {
-        log()->debug("listing of '{}': {} {} {}, retry in {} ms", dir, http::to_string(o),
-                     h.status, detail, *d);
+        log()->debug("listing of '{}': {} {} {}, retry in {} ms", dir, http::to_string(o), h.status,
+                     detail, *d);
         stats.retries++;
         schedule(now_ms() + *d, [this, dir, attempt, first_ms] {
-          std::lock_guard lk(mu_);
-          if (!stopping_) send_listing(dir, attempt + 1, first_ms);
+          PathLock lk(mu_);
+          if (!stopping_) send_listing(lk, dir, attempt + 1, first_ms);
         });
         return;
       }
@@ -74,8 +73,8 @@ void Fetcher::Impl::send_listing(const std::string& dir, int attempt,
     }
     std::vector<std::function<void()>> waiters;
     {
-      std::lock_guard lk(mu_);
-      PathState& ps2 = state(dir);
+      PathLock lk(mu_);
+      PathState& ps2 = state(lk, dir);
       ps2.listing = std::move(listing);
       ps2.listing_in_flight = false;
       waiters.swap(ps2.listing_waiters);
@@ -98,8 +97,8 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
   with_listing(path, [this, path, cb = std::move(cb)] {
     std::shared_ptr<const Listing> listing;
     {
-      std::lock_guard lk(mu_);
-      listing = state(path).listing;
+      PathLock lk(mu_);
+      listing = state(lk, path).listing;
     }
     std::map<std::string, bool> names;  // name -> is_dir
     if (listing && listing->available) {
@@ -136,7 +135,7 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
 
 void Fetcher::Impl::marked_up() {
   log()->info("upstream {} is up again", opt.base_url);
-  std::lock_guard lk(mu_);
+  PathLock lk(mu_);
   // Listings that failed while down (or on the way down) say nothing about
   // upstream's tree: fetch them again at the next lookup.
   for (auto& [path, ps] : states_) {
@@ -149,7 +148,7 @@ void Fetcher::Impl::marked_up() {
 
 void Fetcher::Impl::schedule_probe() {
   schedule(now_ms() + std::max<int64_t>(50, opt.probe_interval.count()), [this] {
-    std::lock_guard lk(mu_);
+    PathLock lk(mu_);
     if (stopping_ || !down()) return;
     stats.upstream_probes++;
     http::Request req;

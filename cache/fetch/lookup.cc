@@ -1,5 +1,4 @@
 #include "cache/fetch/fetcher_impl.h"
-
 #include "cache/http/url.h"
 
 namespace netbootfs::cache {
@@ -12,7 +11,7 @@ std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
 namespace {
 
 // Unlocks the path table, then answers: callbacks never run under it.
-void answer(std::unique_lock<std::mutex>& lk, Fetcher::AttrCallback& cb, Result<Attr> r) {
+void answer(PathLock& lk, Fetcher::AttrCallback& cb, Result<Attr> r) {
   lk.unlock();
   cb(std::move(r));
 }
@@ -21,7 +20,7 @@ Error would_block() { return Error{EWOULDBLOCK, "not known without asking upstre
 
 }  // namespace
 
-void Fetcher::Impl::wait_for_version(PathState& ps, Fetcher::AttrCallback cb) {  // mu_ held
+void Fetcher::Impl::wait_for_version(const PathLock& lk, PathState& ps, Fetcher::AttrCallback cb) {
   ps.version_waiters.push_back([this, done = std::move(cb)](auto r) mutable {
     if (!r) {
       done(r.error());
@@ -40,31 +39,33 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb, Lo
     return;
   }
   const std::string parent(http::parent_path(path));
-  std::unique_lock lk(mu_);
+  PathLock lk(mu_);
   if (stopping_) {
-    return answer(lk, cb, stats.count(FetcherStats::ErrorSite::kShutdown, Error{EIO, "shutting down"}));
+    return answer(lk, cb,
+                  stats.count(FetcherStats::ErrorSite::kShutdown, Error{EIO, "shutting down"}));
   }
-  PathState& ps = state(path);
-  ensure_loaded(path, ps);
+  PathState& ps = state(lk, path);
+  ensure_loaded(lk, path, ps);
   const int64_t now = now_ms();
-  const bool filtered = filter_for(path) != nullptr;
+  const bool filtered = filter_for(lk, path) != nullptr;
   // The served size of a filtered file is known only from its content.
   if (filtered && !ps.current && (ps.underived || ps.deriving || ps.pending)) {
     if (peek) return answer(lk, cb, would_block());
-    wait_for_version(ps, std::move(cb));
+    wait_for_version(lk, ps, std::move(cb));
     if (ps.underived && !ps.deriving) {
-      start_derive(path, ps);  // cached bytes, not yet through this filter
+      start_derive(lk, path, ps);  // cached bytes, not yet through this filter
     } else {
       stats.coalesced++;
     }
     return;
   }
   if (ps.is_dir) return answer(lk, cb, Attr{true, 0, 0, nullptr});
-  if (ps.current && (ps.current->download_ || now - ps.validated_ms < opt.revalidate.count())) {
+  if (ps.current &&
+      (ps.current->bound(lk).download || now - ps.validated_ms < opt.revalidate.count())) {
     return answer(lk, cb, attr_of(ps.current));
   }
   if (ps.negative(now)) return answer(lk, cb, Error{ps.negative_errno, "cached negative entry"});
-  PathState& pps = state(parent);
+  PathState& pps = state(lk, parent);
   const bool listing_fresh =
       pps.listing && (mode == LookupMode::kListingFetched ||
                       now - pps.listing->fetched_ms < opt.listing_ttl.count());
@@ -72,7 +73,7 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb, Lo
   if (ps.current) {
     // Answer from the cache at once; open revalidates anyway. Refresh the
     // listing in the background so that later lookups see upstream's view.
-    if (!pps.listing_in_flight && !peek) fetch_listing(parent);
+    if (!pps.listing_in_flight && !peek) fetch_listing(lk, parent);
     return answer(lk, cb, attr_of(ps.current));
   }
   lk.unlock();
@@ -86,20 +87,19 @@ void Fetcher::Impl::lookup(const std::string& path, Fetcher::AttrCallback cb, Lo
 }
 
 void Fetcher::Impl::lookup_in_listing(const std::string& path, PathState& ps,
-                                      const Listing& listing, bool filtered,
-                                      std::unique_lock<std::mutex>& lk, Fetcher::AttrCallback& cb,
-                                      LookupMode mode) {  // mu_ held
+                                      const Listing& listing, bool filtered, PathLock& lk,
+                                      Fetcher::AttrCallback& cb, LookupMode mode) {
   const int64_t now = now_ms();
   if (listing.available) {
     const ListingEntry* e = listing.find(http::base_name(path));
-    if (!e && within_missing_grace(path, ps, now)) {
+    if (!e && within_missing_grace(lk, path, ps, now)) {
       stats.missing_served++;
       return answer(lk, cb, attr_of(ps.current));
     }
     // Only a listing fetched after the missing answer says it is back.
     if (e && listing.fetched_ms >= ps.missing_since_ms) ps.missing_since_ms = 0;
     if (!e) {
-      const bool was_cached = ps.current && !ps.current->sha256_.empty();
+      const bool was_cached = ps.current && !ps.current->bound(lk).sha256.empty();
       if (was_cached) post([this, path] { lifecycle.remove_path(path); });
       ps.set_negative(ENOENT, std::min(now + opt.negative_ttl.count(),
                                        listing.fetched_ms + opt.listing_ttl.count()));
@@ -112,7 +112,7 @@ void Fetcher::Impl::lookup_in_listing(const std::string& path, PathState& ps,
     }
     if (e->size && !filtered) {
       if (!ps.current || ps.current->size() != *e->size) {
-        ps.current = make_version(path, *e->size, e->mtime.value_or(0), "");
+        ps.current = make_version(lk, path, *e->size, e->mtime.value_or(0), "");
         ps.validated_ms = 0;
       }
       return answer(lk, cb, attr_of(ps.current));
@@ -124,8 +124,8 @@ void Fetcher::Impl::lookup_in_listing(const std::string& path, PathState& ps,
 }
 
 void Fetcher::Impl::lookup_by_name(const std::string& path, PathState& ps, bool filtered,
-                                   bool listing_down, std::unique_lock<std::mutex>& lk,
-                                   Fetcher::AttrCallback& cb, LookupMode mode) {  // mu_ held
+                                   bool listing_down, PathLock& lk, Fetcher::AttrCallback& cb,
+                                   LookupMode mode) {
   if (listing_down && !index.list_paths(path + "/", 1).empty()) {
     // Upstream cannot be asked, but the cache holds files below this name:
     // a directory (an offline or imported cache serves its whole tree).
@@ -134,23 +134,23 @@ void Fetcher::Impl::lookup_by_name(const std::string& path, PathState& ps, bool 
   // No listing with an exact size: one HEAD per path, shared; a filtered
   // file is fetched whole instead (a boot menu is small).
   if (mode == LookupMode::kPeek) return answer(lk, cb, would_block());
-  wait_for_version(ps, std::move(cb));
+  wait_for_version(lk, ps, std::move(cb));
   if (ps.head_in_flight || ps.pending) {
     stats.coalesced++;
   } else if (filtered) {
-    start_download(path, ps, false);
+    start_download(lk, path, ps, false);
   } else {
-    start_head(path, ps);
+    start_head(lk, path, ps);
   }
 }
 
-void Fetcher::Impl::start_head(const std::string& path, PathState& ps) {  // mu_ held
+void Fetcher::Impl::start_head(const PathLock& lk, const std::string& path, PathState& ps) {
   ps.head_in_flight = true;
-  send_head(path, 0, now_ms());
+  send_head(lk, path, 0, now_ms());
 }
 
-void Fetcher::Impl::send_head(const std::string& path, int attempt,
-                              int64_t first_ms) {  // mu_ held
+void Fetcher::Impl::send_head(const PathLock& lk, const std::string& path, int attempt,
+                              int64_t first_ms) {
   auto done = [this, path, attempt, first_ms](http::Outcome o, const http::Head& h, std::string,
                                               std::string detail) {
     on_head_answer(path, attempt, first_ms, o, h, detail);
@@ -171,16 +171,16 @@ void Fetcher::Impl::send_head(const std::string& path, int attempt,
 void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t first_ms,
                                    http::Outcome o, const http::Head& h,
                                    const std::string& detail) {
-  std::unique_lock lk(mu_);
-  PathState& ps2 = state(path);
+  PathLock lk(mu_);
+  PathState& ps2 = state(lk, path);
   if (o != http::Outcome::kOk || h.status != 200) {
     if (auto d = retry_delay(attempt, first_ms, o, h.status, h.retry_after)) {
-      log()->info("HEAD {}: {} {} {}, retry in {} ms", path, http::to_string(o), h.status,
-                  detail, *d);
+      log()->info("HEAD {}: {} {} {}, retry in {} ms", path, http::to_string(o), h.status, detail,
+                  *d);
       stats.retries++;
       schedule(now_ms() + *d, [this, path, attempt, first_ms] {
-        std::lock_guard lk2(mu_);
-        if (!stopping_) send_head(path, attempt + 1, first_ms);
+        PathLock lk(mu_);
+        if (!stopping_) send_head(lk, path, attempt + 1, first_ms);
       });
       return;  // head_in_flight stays: its waiters wait for the retry
     }
@@ -200,7 +200,8 @@ void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t
     if (h.content_length) {
       if (!ps2.current || ps2.current->size() != *h.content_length ||
           (!h.etag.empty() && !ps2.current->etag().empty() && ps2.current->etag() != h.etag)) {
-        ps2.current = make_version(path, *h.content_length, h.last_modified.value_or(0), h.etag);
+        ps2.current =
+            make_version(lk, path, *h.content_length, h.last_modified.value_or(0), h.etag);
         ps2.validated_ms = 0;
       }
       auto v = ps2.current;
@@ -209,7 +210,7 @@ void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t
       return;
     }
     // No size from HEAD: the only way to an exact size is the whole body.
-    if (!ps2.pending) start_download(path, ps2, false);
+    if (!ps2.pending) start_download(lk, path, ps2, false);
     return;
   }
   const int err = errno_for(o, h.status);
@@ -226,8 +227,8 @@ void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t
 void Fetcher::Impl::resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r) {
   std::vector<VersionCallback> waiters;
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(path);
+    PathLock lk(mu_);
+    PathState& ps = state(lk, path);
     if (ps.head_in_flight || ps.pending) {
       // Another request is still establishing the version; those that wait
       // for it will be answered by it. Only answer the HEAD's own waiters

@@ -1,8 +1,6 @@
-#include "cache/fetch/fetcher_impl.h"
-
 #include "cache/derived_keys.h"
+#include "cache/fetch/fetcher_impl.h"
 #include "cache/http/url.h"
-
 
 namespace netbootfs::cache {
 namespace {
@@ -11,13 +9,14 @@ std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
 
 }  // namespace
 
-Fetcher::PathState& Fetcher::Impl::state(const std::string& path) {
+Fetcher::PathState& Fetcher::Impl::state(const PathLock& lk, const std::string& path) {
   auto it = states_.find(path);
   if (it == states_.end()) it = states_.emplace(path, std::make_unique<PathState>()).first;
   return *it.value();
 }
 
-void Fetcher::Impl::apply_invalidations(const std::string& path, PathState& ps) {
+void Fetcher::Impl::apply_invalidations(const PathLock& lk, const std::string& path,
+                                        PathState& ps) {
   for (const auto& [prefix, when] : invalidations_) {
     if (ps.validated_ms <= when && path_at_or_under(path, prefix)) {
       ps.validated_ms = 0;
@@ -26,18 +25,19 @@ void Fetcher::Impl::apply_invalidations(const std::string& path, PathState& ps) 
   }
 }
 
-void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
+void Fetcher::Impl::ensure_loaded(const PathLock& lk, const std::string& path, PathState& ps) {
   if (ps.loaded) return;
   ps.loaded = true;
   struct Apply {
     Fetcher::Impl* self;
+    const PathLock& lk;
     const std::string& path;
     PathState& ps;
-    ~Apply() { self->apply_invalidations(path, ps); }
-  } apply{this, path, ps};
+    ~Apply() { self->apply_invalidations(lk, path, ps); }
+  } apply{this, lk, path, ps};
   auto e = index.get_path(path);
   if (!e) return;
-  if (auto filter = filter_for(path)) {
+  if (auto filter = filter_for(lk, path)) {
     // Served through the filter: the stored output of this (blob, filter),
     // if any; otherwise it is derived on demand (start_derive).
     const std::string fp = filter->fingerprint();
@@ -46,36 +46,38 @@ void Fetcher::Impl::ensure_loaded(const std::string& path, PathState& ps) {
       ps.underived = e;
       return;
     }
-    auto v = make_version(path, d->size, e->last_modified, e->etag);
-    v->sha256_ = d->sha256;
-    v->source_sha256_ = e->sha256;
-    v->filter_fp_ = fp;
+    auto v = make_version(lk, path, d->size, e->last_modified, e->etag);
+    v->bound(lk).sha256 = d->sha256;
+    v->bound(lk).source_sha256 = e->sha256;
+    v->bound(lk).filter_fp = fp;
     v->filter_note_ = d->etag;  // the derived entry keeps the filter's note there
-    v->validator_etag_ = e->etag;
-    v->validator_last_modified_ = e->last_modified;
+    v->bound(lk).validator_etag = e->etag;
+    v->bound(lk).validator_last_modified = e->last_modified;
     ps.current = std::move(v);
     ps.validated_ms = e->validated_at * 1000;
     return;
   }
   {
-    auto v = make_version(path, e->size, e->last_modified, e->etag);
-    v->sha256_ = e->sha256;
-    v->validator_etag_ = e->etag;
-    v->validator_last_modified_ = e->last_modified;
+    auto v = make_version(lk, path, e->size, e->last_modified, e->etag);
+    v->bound(lk).sha256 = e->sha256;
+    v->bound(lk).validator_etag = e->etag;
+    v->bound(lk).validator_last_modified = e->last_modified;
     ps.current = std::move(v);
     ps.validated_ms = e->validated_at * 1000;
   }
 }
 
-std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const std::string& path, uint64_t size,
+std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const PathLock& lk,
+                                                         const std::string& path, uint64_t size,
                                                          int64_t mtime, std::string etag) {
   return std::shared_ptr<FileVersion>(
       new FileVersion(next_version_id_++, path, size, mtime, std::move(etag)));
 }
 
-bool Fetcher::Impl::within_missing_grace(const std::string& path, PathState& ps,
-                                         int64_t now) {  // mu_ held
-  if (!ps.current || ps.current->sha256_.empty() || opt.missing_grace.count() <= 0) return false;
+bool Fetcher::Impl::within_missing_grace(const PathLock& lk, const std::string& path, PathState& ps,
+                                         int64_t now) {
+  if (!ps.current || ps.current->bound(lk).sha256.empty() || opt.missing_grace.count() <= 0)
+    return false;
   if (ps.missing_since_ms == 0 || ps.missing_since_ms > now) {
     ps.missing_since_ms = now;
     log()->warn("{}: missing upstream; serving the cached copy for up to {} ms", path,
@@ -92,7 +94,7 @@ bool Fetcher::Impl::within_missing_grace(const std::string& path, PathState& ps,
 void Fetcher::Impl::sweep() {
   std::vector<std::shared_ptr<Download>> live;
   {
-    std::lock_guard lk(mu_);
+    PathLock lk(mu_);
     std::vector<std::weak_ptr<Download>> still;
     for (const auto& w : active_) {
       if (auto d = w.lock()) {
@@ -120,25 +122,26 @@ void Fetcher::Impl::sweep() {
 VersionInfo Fetcher::Impl::describe(const std::shared_ptr<FileVersion>& v) {
   VersionInfo info;
   info.size = v->size();
-  std::lock_guard lk(mu_);
+  PathLock lk(mu_);
   // A version announced by a listing has no ETag of its own: the response
   // that delivered its bytes told the validator.
-  info.etag = v->validator_etag_.empty() ? v->etag() : v->validator_etag_;
-  info.sha256 = v->sha256_;
-  info.upstream_sha256 = v->source_sha256_;
-  info.rewritten = !v->source_sha256_.empty() && v->source_sha256_ != v->sha256_;
-  info.source_url = v->source_url_.empty() ? http::join_url(opt.base_url, v->path())
-                                           : v->source_url_;
+  info.etag = v->bound(lk).validator_etag.empty() ? v->etag() : v->bound(lk).validator_etag;
+  info.sha256 = v->bound(lk).sha256;
+  info.upstream_sha256 = v->bound(lk).source_sha256;
+  info.rewritten =
+      !v->bound(lk).source_sha256.empty() && v->bound(lk).source_sha256 != v->bound(lk).sha256;
+  info.source_url = v->bound(lk).source_url.empty() ? http::join_url(opt.base_url, v->path())
+                                                    : v->bound(lk).source_url;
   const PathState* ps = nullptr;
   if (auto it = states_.find(v->path()); it != states_.end()) {
     ps = it->second.get();
   }
   const bool current = ps && ps->current == v;
   if (current && ps->validated_ms > 0) info.validated_at = ps->validated_ms / 1000;
-  if (!v->sha256_.empty()) {
+  if (!v->bound(lk).sha256.empty()) {
     const bool stale = !current || down() || ps->missing_since_ms != 0;
     info.state = stale ? VersionInfo::State::kStale : VersionInfo::State::kCached;
-  } else if (v->download_) {
+  } else if (v->bound(lk).download) {
     info.state = VersionInfo::State::kDownloading;
   }
   return info;
@@ -146,7 +149,7 @@ VersionInfo Fetcher::Impl::describe(const std::shared_ptr<FileVersion>& v) {
 
 InvalidateResult Fetcher::Impl::invalidate(const std::string& prefix) {
   InvalidateResult r;
-  std::lock_guard lk(mu_);
+  PathLock lk(mu_);
   const int64_t now = now_ms();
   auto& inv = invalidations_;
   constexpr size_t kMaxInvalidations = 1024;
@@ -186,7 +189,8 @@ InvalidateResult Fetcher::Impl::invalidate(const std::string& prefix) {
     if (ps->negative_until_ms > now) {
       ps->negative_until_ms = 0;
       r.negatives++;
-      if (r.negative_paths.size() < InvalidateResult::kMaxReported) r.negative_paths.push_back(path);
+      if (r.negative_paths.size() < InvalidateResult::kMaxReported)
+        r.negative_paths.push_back(path);
     }
     if (under) drop_listing(path, *ps);
   }

@@ -32,13 +32,18 @@ OpenPlan plan_open(bool cached, int64_t validated_at_ms, int64_t now,
 RevalidationVerdict judge_revalidation(http::Outcome outcome, long status) {
   if (outcome != http::Outcome::kOk) return RevalidationVerdict::kServeStale;
   switch (status) {
-    case 304: return RevalidationVerdict::kNotModified;
-    case 200: return RevalidationVerdict::kChanged;
+    case 304:
+      return RevalidationVerdict::kNotModified;
+    case 200:
+      return RevalidationVerdict::kChanged;
     case 404:
-    case 410: return RevalidationVerdict::kDeleted;
+    case 410:
+      return RevalidationVerdict::kDeleted;
     case 401:
-    case 403: return RevalidationVerdict::kDenied;
-    default: return RevalidationVerdict::kServeStale;  // 5xx, 429, surprises
+    case 403:
+      return RevalidationVerdict::kDenied;
+    default:
+      return RevalidationVerdict::kServeStale;  // 5xx, 429, surprises
   }
 }
 
@@ -46,10 +51,13 @@ int errno_for(http::Outcome outcome, long status) {
   if (outcome != http::Outcome::kOk) return EIO;
   switch (status) {
     case 404:
-    case 410: return ENOENT;
+    case 410:
+      return ENOENT;
     case 401:
-    case 403: return EACCES;
-    default: return EIO;
+    case 403:
+      return EACCES;
+    default:
+      return EIO;
   }
 }
 
@@ -60,8 +68,10 @@ bool is_retryable(http::Outcome outcome, long status) {
     case 502:
     case 503:
     case 504:
-    case 429: return true;
-    default: return false;
+    case 429:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -91,9 +101,8 @@ std::optional<int64_t> plan_resume(bool resumable, int attempt, int64_t since_pr
   // Upstream answered the last resume 503/429 with Retry-After: wait as
   // asked, within the read stall budget.
   if (retry_after_s && *retry_after_s > 0) {
-    delay = std::max<int64_t>(delay, std::min<int64_t>(std::min<int64_t>(*retry_after_s, 86400) *
-                                                           1000,
-                                                       stall_ms / 2));
+    delay = std::max<int64_t>(
+        delay, std::min<int64_t>(std::min<int64_t>(*retry_after_s, 86400) * 1000, stall_ms / 2));
   }
   return delay;
 }

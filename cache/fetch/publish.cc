@@ -1,7 +1,5 @@
 #include "cache/fetch/fetcher_impl.h"
-
 #include "cache/util/delay_point.h"
-
 
 namespace netbootfs::cache {
 namespace {
@@ -52,18 +50,18 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
     // Still under gc_mu_: once the eviction can look, the download is bound
     // to its blob (and so counts as using it).
-    std::lock_guard lk(mu_);
+    PathLock lk(mu_);
     std::lock_guard dlk(dl->mu_);
     dl->sha256_ = sha;
     dl->state_ = Download::State::kComplete;
     ready.swap(dl->readers_);
     fd = dl->tmp_.fd();
     if (auto v = dl->version_.lock()) {
-      v->sha256_ = sha;
+      v->bound(lk).sha256 = sha;
       // From now on the blob serves new opens; handles that hold the
       // download keep reading through its fd.
-      if (v->download_ == dl) v->download_.reset();
-      PathState& ps = state(dl->path_);
+      if (v->bound(lk).download == dl) v->bound(lk).download.reset();
+      PathState& ps = state(lk, dl->path_);
       if (ps.current == v) ps.validated_ms = now_ms();
     }
   }
@@ -72,8 +70,8 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
   if (dl->whole_) {
     std::shared_ptr<const ContentFilter> filter;
     {
-      std::lock_guard lk(mu_);
-      filter = filter_for(dl->path_);
+      PathLock lk(mu_);
+      filter = filter_for(lk, dl->path_);
     }
     Result<Derived> derived = Derived{entry.sha256, entry.size, ""};
     if (filter) derived = derive(*filter, dl->path_, entry);
@@ -91,7 +89,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
 std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
   std::unordered_set<std::string> used;
   {
-    std::lock_guard lk(mu_);
+    PathLock lk(mu_);
     for (const auto& w : active_) {
       auto d = w.lock();
       if (!d) continue;
@@ -101,9 +99,10 @@ std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
     for (const auto& [path, ps] : states_) {
       // A revalidation may answer 304 (the blob stays current); a rewrite
       // reads its source.
-      if (ps->pending && ps->current && !ps->current->sha256_.empty()) {
-        used.insert(ps->current->sha256_);
-        if (!ps->current->source_sha256_.empty()) used.insert(ps->current->source_sha256_);
+      if (ps->pending && ps->current && !ps->current->bound(lk).sha256.empty()) {
+        used.insert(ps->current->bound(lk).sha256);
+        if (!ps->current->bound(lk).source_sha256.empty())
+          used.insert(ps->current->bound(lk).source_sha256);
       }
       if (ps->deriving && ps->underived) used.insert(ps->underived->sha256);
     }
@@ -113,7 +112,7 @@ std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
 }
 
 void Fetcher::Impl::forget_evicted(const std::vector<std::string>& paths) {  // gc_mu_ held
-  std::lock_guard lk(mu_);
+  PathLock lk(mu_);
   for (const auto& p : paths) {
     auto it = states_.find(p);
     if (it == states_.end()) continue;

@@ -52,14 +52,14 @@ void Requests::start(http::Request req, std::shared_ptr<http::Sink> sink, size_t
         1, std::memory_order_relaxed);
     noted_(health_.note(origin, answered, o, status, now_ms()));
   };
-  auto tracked = std::make_shared<TrackedSink>(std::move(sink), note,
-                                               [this, finished_flag](uint64_t id) {
-                                                 std::lock_guard lk(mu_);
-                                                 finished_flag->store(true);
-                                                 if (id) ids_.erase(id);
-                                                 --inflight_;
-                                                 cv_.notify_all();
-                                               });
+  auto tracked =
+      std::make_shared<TrackedSink>(std::move(sink), note, [this, finished_flag](uint64_t id) {
+        std::lock_guard lk(mu_);
+        finished_flag->store(true);
+        if (id) ids_.erase(id);
+        --inflight_;
+        cv_.notify_all();
+      });
   {
     std::lock_guard lk(mu_);
     ++inflight_;

@@ -13,14 +13,14 @@
 // - Locks: mu_, a leaf (never held across a client call or a callback).
 #pragma once
 
+#include <tsl/robin_map.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-
-#include <tsl/robin_map.h>
 
 #include "cache/fetch/upstream_health.h"
 #include "cache/http/client.h"
@@ -56,7 +56,6 @@ class Requests {
   void cancel_all();
 
  private:
-
   http::Client& client_;
   UpstreamHealth& health_;
   FetcherStats& stats_;

@@ -1,8 +1,7 @@
-#include "cache/fetch/fetcher_impl.h"
-
 #include <cstring>
 #include <random>
 
+#include "cache/fetch/fetcher_impl.h"
 #include "cache/http/url.h"
 
 namespace netbootfs::cache {
@@ -17,14 +16,14 @@ bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
 void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
                          uint64_t max_rate) {
   const std::string& path = v->path();
-  std::unique_lock lk(mu_);
+  PathLock lk(mu_);
   if (stopping_) {
     lk.unlock();
     cb(stats.count(FetcherStats::ErrorSite::kShutdown, Error{EIO, "shutting down"}));
     return;
   }
-  PathState& ps = state(path);
-  ensure_loaded(path, ps);
+  PathState& ps = state(lk, path);
+  ensure_loaded(lk, path, ps);
   if (ps.current != v) {
     lk.unlock();
     cb(Error{ESTALE, "a newer version exists"});
@@ -38,7 +37,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
     return;
   }
   const int64_t now = now_ms();
-  if (!v->sha256_.empty()) {
+  if (!v->bound(lk).sha256.empty()) {
     if (plan_open(true, ps.validated_ms, now, opt.revalidate) == OpenPlan::kServeCached) {
       stats.hits++;
       lk.unlock();
@@ -48,12 +47,12 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
     ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
       open_resolved(v, std::move(r), std::move(cb));
     });
-    start_download(path, ps, true, max_rate);
+    start_download(lk, path, ps, true, max_rate);
     return;
   }
-  if (v->download_) {
-    std::unique_lock dlk(v->download_->mu_);
-    const bool failed = v->download_->state_ == Download::State::kFailed;
+  if (v->bound(lk).download) {
+    std::unique_lock dlk(v->bound(lk).download->mu_);
+    const bool failed = v->bound(lk).download->state_ == Download::State::kFailed;
     dlk.unlock();
     if (!failed) {
       stats.hits++;
@@ -61,7 +60,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
       open_resolved(v, v, std::move(cb));
       return;
     }
-    v->download_.reset();  // a failed transfer: the next open starts anew
+    v->bound(lk).download.reset();  // a failed transfer: the next open starts anew
   }
   stats.misses++;
   ps.version_waiters.push_back([this, v, cb = std::move(cb)](auto r) mutable {
@@ -69,7 +68,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
   });
   // A HEAD in flight for this path answers nobody once the GET is pending:
   // the GET's response establishes the version for every waiter.
-  start_download(path, ps, false, max_rate);
+  start_download(lk, path, ps, false, max_rate);
 }
 
 void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
@@ -90,9 +89,9 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
   std::string sha;
   std::shared_ptr<Download> dl;
   {
-    std::lock_guard lk(mu_);
-    sha = want->sha256_;
-    dl = want->download_;
+    PathLock lk(mu_);
+    sha = want->bound(lk).sha256;
+    dl = want->bound(lk).download;
   }
   if (dl) {
     std::lock_guard dlk(dl->mu_);
@@ -109,8 +108,8 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
     // evicted the blob and made the version stale.
     auto gc = lifecycle.publishing();
     {
-      std::lock_guard lk(mu_);
-      if (lifecycle.evictor() && state(want->path()).current != want) {
+      PathLock lk(mu_);
+      if (lifecycle.evictor() && state(lk, want->path()).current != want) {
         gc.unlock();
         cb(Error{ESTALE, "evicted from the cache"});
         return;
@@ -123,7 +122,8 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
     if (!fd) {
       log()->error("{}: cached blob {} unreadable: {}", want->path(), sha, fd.error().message);
       lifecycle.remove_path(want->path());
-      cb(stats.count(FetcherStats::ErrorSite::kBlobUnreadable, Error{EIO, "cached blob unreadable"}));
+      cb(stats.count(FetcherStats::ErrorSite::kBlobUnreadable,
+                     Error{EIO, "cached blob unreadable"}));
       return;
     }
     of->fd_ = std::move(fd).value();
@@ -132,24 +132,24 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
   cb(std::move(of));
 }
 
-void Fetcher::Impl::start_download(const std::string& path, PathState& ps, bool conditional,
-                                   uint64_t max_rate) {  // mu_ held
+void Fetcher::Impl::start_download(const PathLock& lk, const std::string& path, PathState& ps,
+                                   bool conditional, uint64_t max_rate) {
   auto dl = std::make_shared<Download>(*this, blobs, stats, opt.read_stall_timeout.count(), path);
   dl->max_rate_ = max_rate;
-  dl->whole_ = filter_for(path) != nullptr;
+  dl->whole_ = filter_for(lk, path) != nullptr;
   if (conditional && ps.current) {
     dl->conditional_ = true;
-    dl->cond_etag_ = ps.current->validator_etag_;
-    dl->cond_last_modified_ = ps.current->validator_last_modified_;
+    dl->cond_etag_ = ps.current->bound(lk).validator_etag;
+    dl->cond_last_modified_ = ps.current->bound(lk).validator_last_modified;
   }
   ps.pending = dl;
   active_.push_back(dl);
   dl->first_try_ms_ = now_ms();
   stats.downloads++;
-  send_download(dl);
+  send_download(lk, dl);
 }
 
-void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_ held
+void Fetcher::Impl::send_download(const PathLock& lk, const std::shared_ptr<Download>& dl) {
   if (down()) {
     if (!dl->conditional_) stats.down_fast_failures++;
     post([this, dl] {
@@ -176,9 +176,8 @@ void Fetcher::Impl::send_download(const std::shared_ptr<Download>& dl) {  // mu_
   start_request(std::move(req), dl, origin);
 }
 
-std::optional<int64_t> Fetcher::Impl::retry_delay(int attempt, int64_t first_ms,
-                                                  http::Outcome o, long status,
-                                                  std::optional<int64_t> retry_after) {
+std::optional<int64_t> Fetcher::Impl::retry_delay(int attempt, int64_t first_ms, http::Outcome o,
+                                                  long status, std::optional<int64_t> retry_after) {
   if (!is_retryable(o, status) || down()) return std::nullopt;
   static thread_local std::mt19937 rng{std::random_device{}()};
   const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
@@ -214,21 +213,21 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
   std::shared_ptr<FileVersion> v;
   std::vector<VersionCallback> waiters;
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(dl->path_);
+    PathLock lk(mu_);
+    PathState& ps = state(lk, dl->path_);
     if (ps.pending != dl) return;  // superseded (cannot happen today; be safe)
     auto& cur = ps.current;
-    if (cur && cur->sha256_.empty() && !cur->download_ && cur->size() == size &&
+    if (cur && cur->bound(lk).sha256.empty() && !cur->bound(lk).download && cur->size() == size &&
         (cur->etag().empty() || etag.empty() || cur->etag() == etag)) {
       v = cur;  // the version lookup announced: same size and validator
     } else {
-      v = make_version(dl->path_, size, lm ? lm : (cur ? cur->mtime() : 0), etag);
+      v = make_version(lk, dl->path_, size, lm ? lm : (cur ? cur->mtime() : 0), etag);
       if (dl->conditional_) stats.revalidations_changed++;
     }
-    v->download_ = dl;
-    v->validator_etag_ = etag;
-    v->validator_last_modified_ = lm;
-    v->source_url_ = std::move(source);
+    v->bound(lk).download = dl;
+    v->bound(lk).validator_etag = etag;
+    v->bound(lk).validator_last_modified = lm;
+    v->bound(lk).source_url = std::move(source);
     ps.current = v;
     ps.validated_ms = now_ms();
     ps.pending.reset();
@@ -263,8 +262,8 @@ void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
   std::vector<VersionCallback> waiters;
   const int64_t now = now_ms();
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(dl->path_);
+    PathLock lk(mu_);
+    PathState& ps = state(lk, dl->path_);
     ps.pending.reset();
     ps.validated_ms = now;
     if (ps.missing_since_ms) log()->info("{}: back upstream", dl->path_);
@@ -288,8 +287,8 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
   std::vector<VersionCallback> waiters;
   bool forget_cached = false;
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(dl->path_);
+    PathLock lk(mu_);
+    PathState& ps = state(lk, dl->path_);
     int write_errno;
     {
       std::lock_guard dlk(dl->mu_);
@@ -304,9 +303,9 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
         log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path_, http::to_string(outcome),
                     status, detail, dl->attempts_, *d);
         schedule(now_ms() + *d, [this, dl] {
-          std::lock_guard lk2(mu_);
-          if (stopping_ || state(dl->path_).pending != dl) return;
-          send_download(dl);
+          PathLock lk(mu_);
+          if (stopping_ || state(lk, dl->path_).pending != dl) return;
+          send_download(lk, dl);
         });
         return;  // pending stays: opens keep coalescing on this download
       }
@@ -317,7 +316,7 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
       dl->state_ = Download::State::kFailed;
     }
     if (dl->conditional_ && write_errno == 0) {
-      result = revalidation_failed(dl, ps, outcome, status, detail, forget_cached);
+      result = revalidation_failed(lk, dl, ps, outcome, status, detail, forget_cached);
     } else {
       const int err = write_errno ? EIO : errno_for(outcome, status);
       if (err == ENOENT || err == EACCES) {
@@ -336,10 +335,11 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
 }
 
 Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
-    const std::shared_ptr<Download>& dl, PathState& ps, http::Outcome outcome, long status,
-    const std::string& detail, bool& forget_cached) {  // mu_ held
+    const PathLock& lk, const std::shared_ptr<Download>& dl, PathState& ps, http::Outcome outcome,
+    long status, const std::string& detail, bool& forget_cached) {
   const auto verdict = judge_revalidation(outcome, status);
-  if (verdict == RevalidationVerdict::kDeleted && within_missing_grace(dl->path_, ps, now_ms())) {
+  if (verdict == RevalidationVerdict::kDeleted &&
+      within_missing_grace(lk, dl->path_, ps, now_ms())) {
     stats.missing_served++;
     return ps.current;
   }
@@ -359,7 +359,8 @@ Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
       ps.set_negative(ENOENT, now_ms() + opt.negative_ttl.count());
       forget_cached = true;
       return Error{ENOENT, "deleted upstream"};
-    case RevalidationVerdict::kDenied: return Error{EACCES, "upstream denies access"};
+    case RevalidationVerdict::kDenied:
+      return Error{EACCES, "upstream denies access"};
     default:
       return stats.count(FetcherStats::ErrorSite::kRevalidation,
                          Error{EIO, "unexpected revalidation answer"});
@@ -443,8 +444,7 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
       dl->origin_ = origin;
     }
     stats.resumes++;
-    log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from,
-                health.base(origin));
+    log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from, health.base(origin));
     start_request(std::move(req), dl, origin);
   });
 }
@@ -471,9 +471,9 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
   // start a new download.
   std::vector<VersionCallback> waiters;
   {
-    std::lock_guard lk(mu_);
-    PathState& ps = state(dl->path_);
-    if (ps.current && ps.current->download_ == dl) ps.current->download_.reset();
+    PathLock lk(mu_);
+    PathState& ps = state(lk, dl->path_);
+    if (ps.current && ps.current->bound(lk).download == dl) ps.current->bound(lk).download.reset();
     if (dl->whole_ && ps.pending == dl) {
       // Nobody was given a size yet: fail fast, like an error before the headers.
       ps.pending.reset();

@@ -67,9 +67,10 @@ UpstreamHealth::Noted UpstreamHealth::note(size_t origin, bool answered, http::O
     }
   }
   if (out.change == Change::kWentDown) {
-    log()->warn("upstream {} is down after {} connection failures: serving the cache only, "
-                "probing every {} ms",
-                origins_.base(0), options_.down_after, options_.probe_interval_ms);
+    log()->warn(
+        "upstream {} is down after {} connection failures: serving the cache only, "
+        "probing every {} ms",
+        origins_.base(0), options_.down_after, options_.probe_interval_ms);
   } else if (out.change == Change::kWentUp) {
     log()->info("upstream {} is up again", origins_.base(0));
   }

@@ -30,7 +30,7 @@ namespace netbootfs::cache {
 class UpstreamHealth {
  public:
   struct Options {
-    int down_after = 3;  // 0: never down
+    int down_after = 3;                // 0: never down
     int64_t probe_interval_ms = 5000;  // for the log line only
     Origins::Options origins;
   };
@@ -47,7 +47,8 @@ class UpstreamHealth {
   bool down() const { return down_.load(std::memory_order_relaxed); }
 
   // The origin a new request goes to now and the URL of `rel` there.
-  std::pair<size_t, std::string> pick_url(const std::string& rel, bool directory, int64_t now) const;
+  std::pair<size_t, std::string> pick_url(const std::string& rel, bool directory,
+                                          int64_t now) const;
   // The origin the next probe asks: each in turn.
   size_t next_probe_origin();
   size_t size() const { return origins_.size(); }
@@ -59,8 +60,8 @@ class UpstreamHealth {
   const Options options_;
   Origins origins_;
   std::mutex mu_;
-  int conn_failures_ = 0;             // in a row, any origin (mu_)
-  std::vector<bool> origin_failed_;   // each origin's last answer was one (mu_)
+  int conn_failures_ = 0;            // in a row, any origin (mu_)
+  std::vector<bool> origin_failed_;  // each origin's last answer was one (mu_)
   std::atomic<size_t> probe_next_{0};
   std::atomic<bool> down_{false};
 };
