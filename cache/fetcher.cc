@@ -7,11 +7,6 @@
 
 namespace netbootfs::cache {
 
-std::shared_ptr<spdlog::logger> fetch_log() {
-  static auto l = logger("cache");
-  return l;
-}
-
 namespace {
 
 std::vector<std::string> bases(const FetcherOptions& o) {
@@ -117,7 +112,7 @@ Fetcher::Fetcher(FetcherOptions options, http::Client& client, Index& index, Blo
                        [impl] { impl->sweep(); });
   impl->executor.every(options_.access_flush_interval.count(), [impl] {
     if (auto r = impl->index.flush_access(); !r) {
-      fetch_log()->warn("access times: {}", r.error().message);
+      cache_log()->warn("access times: {}", r.error().message);
     }
   });
   impl->executor.start(options_.completion_threads);
@@ -200,13 +195,13 @@ void Fetcher::shutdown() {
   for (auto& w : waiters) w(Error{EIO, "shutting down"});
   for (auto& w : listing_waiters) w();  // each continuation sees stopping_ and fails
   for (auto& d : live) answered += d->fail_all(EIO);
-  if (answered) fetch_log()->info("shutdown: answered {} waiting requests", answered);
+  if (answered) cache_log()->info("shutdown: answered {} waiting requests", answered);
   // After this no sink callback runs, so the Client may outlive us or not.
   impl_->requests.cancel_all();
   for (auto& d : live) d->fail_all(EIO);  // readers parked by late callbacks
   impl_->executor.stop();
   if (auto r = impl_->index.flush_access(); !r) {
-    fetch_log()->warn("access times not saved: {}", r.error().message);
+    cache_log()->warn("access times not saved: {}", r.error().message);
   }
 }
 

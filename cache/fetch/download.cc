@@ -9,10 +9,7 @@
 namespace netbootfs::cache {
 namespace {
 
-std::shared_ptr<spdlog::logger> log() {
-  static auto l = logger("cache");
-  return l;
-}
+std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
 }  // namespace
 

@@ -54,8 +54,6 @@
 
 namespace netbootfs::cache {
 
-std::shared_ptr<spdlog::logger> fetch_log();
-
 using VersionCallback = std::function<void(Result<std::shared_ptr<FileVersion>>)>;
 
 // The path table's lock as a token: every function that reads or writes

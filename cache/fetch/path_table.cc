@@ -5,7 +5,7 @@
 namespace netbootfs::cache {
 namespace {
 
-std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
+std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
 }  // namespace
 

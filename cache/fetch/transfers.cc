@@ -7,7 +7,7 @@
 namespace netbootfs::cache {
 namespace {
 
-std::shared_ptr<spdlog::logger> log() { return fetch_log(); }
+std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
 bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
 

@@ -23,4 +23,10 @@ inline std::shared_ptr<spdlog::logger> logger(const char* name) {
   return made;
 }
 
+// The cache module's logger (cache/ and cache/fetch/).
+inline std::shared_ptr<spdlog::logger> cache_log() {
+  static auto l = logger("cache");
+  return l;
+}
+
 }  // namespace netbootfs
