@@ -624,4 +624,14 @@ crow "open+read+close, p99, warm" wop99 3 " ms"
 echo
 echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%d GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(rclone version 2>/dev/null | head -1), httpdirfs $(httpdirfs --version 2>&1 | grep -oE '[0-9]+\.[0-9.]+' | head -1)."
 echo "Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (the machine was shared). Run time: $((SECONDS - T_START)) s."
-} | tee "$OUT"
+} | tee "$OUT.new"
+# The notes below the tables (investigations, earlier runs) are kept: from
+# the first "## " heading that is not the generated one to the end.
+if [ -f "$OUT" ]; then
+  awk 'NR > 1 && /^## / { keep = 1 } keep' "$OUT" >"$OUT.notes"
+  if [ -s "$OUT.notes" ]; then
+    { echo; cat "$OUT.notes"; } >>"$OUT.new"
+  fi
+  rm -f "$OUT.notes"
+fi
+mv "$OUT.new" "$OUT"
