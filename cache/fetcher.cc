@@ -94,7 +94,7 @@ void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
 OpenFile::~OpenFile() {
   if (!fetcher_) return;
   const bool held_download = download_ != nullptr;
-  if (held_download) download_->handles_.fetch_sub(1);  // before the pass below
+  if (held_download) download_->drop_handle();  // before the pass below
   download_.reset();
   if (!used_blob_.empty()) {
     fetcher_->impl_->lifecycle.release(used_blob_);

@@ -92,7 +92,7 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
         v->bound(lk).source_sha256 = src;
         v->bound(lk).filter_fp = fp;
         v->filter_note_ = derived->note;
-        if (dl && dl->conditional_) stats.revalidations_changed++;
+        if (dl && dl->conditional()) stats.revalidations_changed++;
         result = v;
       }
       auto& v = result.value();

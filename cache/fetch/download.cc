@@ -11,7 +11,21 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
+bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
+
 }  // namespace
+
+Download::Download(DownloadEvents& events, BlobStore& blobs, FetcherStats& stats, int64_t stall_ms,
+                   std::string path, Plan plan)
+    : events_(events),
+      blobs_(blobs),
+      stats_(stats),
+      stall_ms_(stall_ms),
+      path_(std::move(path)),
+      started_ms_(now_ms()),
+      plan_(std::move(plan)),
+      first_try_ms_(started_ms_),
+      whole_(plan_.whole) {}
 
 bool Download::on_head(const http::Head& head) {
   std::unique_lock lk(mu_);
@@ -96,7 +110,7 @@ void Download::on_done(http::Outcome outcome, const http::Head& head, std::strin
     st = state_;
   }
   if (st == State::kConnecting) {
-    if (conditional_ && outcome == http::Outcome::kOk && head.status == 304) {
+    if (plan_.conditional && outcome == http::Outcome::kOk && head.status == 304) {
       events_.on_not_modified(self);
     } else {
       events_.on_download_early_failure(self, outcome, head.status, head.retry_after, detail);
@@ -166,6 +180,132 @@ size_t Download::fail_all(int err, const char* why) {
   }
   for (auto& w : all) w.cb(Error{err, why});
   return all.size();
+}
+
+void Download::prepare_request(http::Request& req, size_t origin) {
+  req.max_recv_speed = plan_.max_rate;
+  if (plan_.conditional) {
+    if (!plan_.cond_etag.empty()) {
+      req.if_none_match = plan_.cond_etag;
+    } else if (plan_.cond_last_modified > 0) {
+      req.if_modified_since = plan_.cond_last_modified;
+    }
+  }
+  std::lock_guard lk(mu_);
+  origin_ = origin;
+}
+
+bool Download::prepare_resume(http::Request& req, size_t origin) {
+  req.max_recv_speed = plan_.max_rate;
+  std::lock_guard lk(mu_);
+  if (state_ != State::kStreaming) return false;
+  req.range_from = frontier_;
+  req.if_range = etag_;
+  resuming_ = true;
+  origin_ = origin;
+  return true;
+}
+
+Download::Announced Download::announced() const {
+  std::lock_guard lk(mu_);
+  return Announced{expected_size_.value_or(0), etag_, last_modified_, origin_};
+}
+
+void Download::hold(Evictor::Reservation reservation) {
+  std::lock_guard lk(mu_);
+  reservation_ = std::move(reservation);
+}
+
+void Download::release_reservation() {
+  std::lock_guard lk(mu_);
+  reservation_.release();
+}
+
+void Download::bind(const std::shared_ptr<FileVersion>& version) {
+  std::lock_guard lk(mu_);
+  version_ = version;
+}
+
+int Download::write_errno() const {
+  std::lock_guard lk(mu_);
+  return write_errno_;
+}
+
+bool Download::whole() const {
+  std::lock_guard lk(mu_);
+  return whole_;
+}
+
+bool Download::complete() const {
+  std::lock_guard lk(mu_);
+  return state_ == State::kComplete;
+}
+
+bool Download::failed() const {
+  std::lock_guard lk(mu_);
+  return state_ == State::kFailed;
+}
+
+void Download::mark_failed() {
+  std::lock_guard lk(mu_);
+  state_ = State::kFailed;
+}
+
+Download::BodyEnd Download::end_body(http::Outcome outcome) {
+  std::lock_guard lk(mu_);
+  BodyEnd end;
+  end.write_errno = write_errno_;
+  end.refused = resume_refused_;
+  end.frontier = frontier_;
+  resuming_ = false;
+  if (outcome == http::Outcome::kOk && (status_ == 200 || status_ == 206)) {
+    // Without a Content-Length the size is known only now; publish()
+    // announces it.
+    if (!expected_size_) expected_size_ = frontier_;
+    end.complete = frontier_ == *expected_size_;
+  }
+  return end;
+}
+
+std::optional<int64_t> Download::next_resume(int64_t stall_ms, double jitter) {
+  std::lock_guard lk(mu_);
+  const bool can = !etag_.empty() && !is_weak_etag(etag_) && expected_size_;
+  auto delay =
+      plan_resume(can, resumes_, now_ms() - last_progress_ms_, stall_ms, retry_after_, jitter);
+  retry_after_.reset();
+  if (delay) {
+    resumes_++;
+  } else {
+    state_ = State::kFailed;
+  }
+  return delay;
+}
+
+PathEntry Download::entry(const std::string& sha256, int64_t validated_at) const {
+  std::lock_guard lk(mu_);
+  PathEntry e;
+  e.sha256 = sha256;
+  e.size = frontier_;
+  e.etag = etag_;
+  e.last_modified = last_modified_;
+  e.validated_at = validated_at;
+  return e;
+}
+
+Download::Completed Download::complete_as(const std::string& sha256) {
+  std::lock_guard lk(mu_);
+  Completed c;
+  sha256_ = sha256;
+  state_ = State::kComplete;
+  c.readers.swap(readers_);
+  c.fd = tmp_.fd();
+  c.version = version_.lock();
+  return c;
+}
+
+std::string Download::blob_in_use() const {
+  std::lock_guard lk(mu_);
+  return handles_.load() > 0 ? sha256_ : std::string();
 }
 
 }  // namespace netbootfs::cache

@@ -13,10 +13,11 @@
 // - What the transfer means for the path (a version, a failure, a retry, a
 //   resume, publication) is decided by DownloadEvents (the fetcher's
 //   transfers), which it calls from the HTTP worker thread without any lock.
-// - Locks: mu_ guards the state below it; lock order: the fetcher's path
-//   table before mu_, nothing after it. Callbacks run without mu_.
-// - Fields: set before the first request and read-only after, or under mu_,
-//   as marked; only cache/fetch/ touches them.
+// - Its state is private: the plan is fixed at construction, the rest is
+//   behind mu_ and reached through the methods below (the transfers ask,
+//   the download answers).
+// - Locks: mu_, a leaf; lock order: the fetcher's path table before mu_.
+//   Callbacks (events, reads) run without mu_.
 #pragma once
 
 #include <atomic>
@@ -32,6 +33,7 @@
 #include "cache/fetch/executor.h"
 #include "cache/file_version.h"
 #include "cache/http/client.h"
+#include "cache/index.h"
 
 namespace netbootfs::cache {
 
@@ -63,27 +65,105 @@ class DownloadEvents {
 
 class Download : public http::Sink, public std::enable_shared_from_this<Download> {
  public:
-  enum class State { kConnecting, kStreaming, kComplete, kFailed };
+  // How the transfer is asked for: decided when it starts (under the path
+  // table's lock), read-only afterwards.
+  struct Plan {
+    bool conditional = false;  // a revalidation: If-None-Match / If-Modified-Since
+    std::string cond_etag;
+    int64_t cond_last_modified = 0;
+    uint64_t max_rate = 0;  // bytes/s, 0: unlimited
+    // Announced only once complete: a rewritten file (its served size
+    // depends on its content). A response without Content-Length is too.
+    bool whole = false;
+  };
 
   Download(DownloadEvents& events, BlobStore& blobs, FetcherStats& stats, int64_t stall_ms,
-           std::string path)
-      : events_(events),
-        blobs_(blobs),
-        stats_(stats),
-        stall_ms_(stall_ms),
-        path_(std::move(path)),
-        started_ms_(now_ms()) {}
+           std::string path, Plan plan);
 
+  const std::string& path() const { return path_; }
+  const Plan& plan() const { return plan_; }
+  bool conditional() const { return plan_.conditional; }
+  int64_t started_ms() const { return started_ms_; }
+
+  // http::Sink (the HTTP worker thread).
   bool on_head(const http::Head& head) override;
   bool on_data(const char* data, size_t len) override;
   void on_done(http::Outcome outcome, const http::Head& head, std::string body,
                std::string detail) override;
 
+  // Reads (any thread): answered now, parked, or failed (see the contract).
   void read(uint64_t offset, size_t len, ReadCallback cb,
             std::shared_ptr<std::atomic<int64_t>> handle_progress);
   // Fails parked readers whose deadline passed; true while any remain.
   bool sweep(int64_t now, int64_t stall_ms);
   size_t fail_all(int err, const char* why = "shutting down");  // how many it answered
+
+  // The next request: the whole file (with the plan's validators), or a
+  // resume from the frontier with If-Range (false: not streaming any more).
+  void prepare_request(http::Request& req, size_t origin);
+  bool prepare_resume(http::Request& req, size_t origin);
+  // Retries of a request that reported no size yet (HTTP thread and timer).
+  int attempts() const { return attempts_; }
+  int64_t first_try_ms() const { return first_try_ms_; }
+  void count_attempt() { attempts_++; }
+
+  // What the 200's headers announced (on_download_head).
+  struct Announced {
+    uint64_t size = 0;
+    std::string etag;
+    int64_t last_modified = 0;
+    size_t origin = 0;
+  };
+  Announced announced() const;
+  // The announced size stays reserved against the cache's limit until the
+  // bytes are in the index (publish) or the download failed.
+  void hold(Evictor::Reservation reservation);
+  void release_reservation();
+  // The version it fills (weak: the version owns its download, not the
+  // other way round).
+  void bind(const std::shared_ptr<FileVersion>& version);
+
+  int write_errno() const;  // the cache write that failed, 0 if none
+  bool whole() const;       // announced only once complete
+  bool complete() const;
+  bool failed() const;
+  void mark_failed();
+
+  // A body transfer ended: whether every byte is there (a body without a
+  // Content-Length is complete at its end, and its size is known now).
+  struct BodyEnd {
+    bool complete = false;
+    int write_errno = 0;
+    bool refused = false;  // a resume was answered with other bytes
+    uint64_t frontier = 0;
+  };
+  BodyEnd end_body(http::Outcome outcome);
+  // The delay before the next resume (plan_resume), counted; nullopt: it
+  // cannot resume (no strong ETag or size, or stalled) and is failed.
+  std::optional<int64_t> next_resume(int64_t stall_ms, double jitter);
+
+  // Publication (a completion worker; the HTTP thread is done with it).
+  TempBlob& temp() { return tmp_; }
+  // The index entry of its bytes, once published as `sha256`.
+  PathEntry entry(const std::string& sha256, int64_t validated_at) const;
+  struct Completed {
+    std::vector<ReadWaiter> readers;  // parked reads, to answer from fd
+    int fd = -1;
+    std::shared_ptr<FileVersion> version;  // what it filled, if still alive
+  };
+  Completed complete_as(const std::string& sha256);
+  // The blob it serves while OpenFiles read through it (empty otherwise):
+  // in use, never evicted.
+  std::string blob_in_use() const;
+
+  // OpenFiles reading through it: a published download's blob is in use
+  // while they are (the Download itself may outlive them a moment on the
+  // worker that published it, which must not keep the blob from eviction).
+  void add_handle() { handles_.fetch_add(1); }
+  void drop_handle() { handles_.fetch_sub(1); }
+
+ private:
+  enum class State { kConnecting, kStreaming, kComplete, kFailed };
 
   DownloadEvents& events_;
   BlobStore& blobs_;
@@ -91,17 +171,12 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   const int64_t stall_ms_;  // read_stall_timeout
   const std::string path_;
   const int64_t started_ms_;
-  // Set before start, read-only afterwards.
-  bool conditional_ = false;
-  uint64_t max_rate_ = 0;  // bytes/s, 0: unlimited
-  // OpenFiles reading through it: a published download's blob is in use
-  // while they are (the Download itself may outlive them a moment on the
-  // worker that published it, which must not keep the blob from eviction).
+  const Plan plan_;
   std::atomic<int> handles_{0};
-  std::string cond_etag_;
-  int64_t cond_last_modified_ = 0;
+  int attempts_ = 0;
+  int64_t first_try_ms_;
 
-  std::mutex mu_;  // lock order: the path table before this; a leaf otherwise
+  mutable std::mutex mu_;  // guards what follows
   State state_ = State::kConnecting;
   std::optional<uint64_t> expected_size_;
   std::string etag_;
@@ -114,23 +189,12 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   int resumes_ = 0;
   bool resuming_ = false;        // the current request is a Range request
   bool resume_refused_ = false;  // upstream answered a resume with other bytes
-  // Announced only once complete: a filtered file (its served size depends
-  // on its content) or a response without Content-Length.
-  bool whole_ = false;
-  int write_errno_ = 0;  // the cache write that failed, if any
-  // The announced size, counted by every eviction pass until the bytes are
-  // in the index (publish) or the download failed (see cache/evictor.h).
+  bool whole_ = false;           // plan_.whole, or no Content-Length
+  int write_errno_ = 0;          // the cache write that failed, if any
   Evictor::Reservation reservation_;
-  // Failed for a reason waiting cannot cure (the cache's disk): reads of
-  // missing bytes fail at once.
-  // Retries before any size was reported (HTTP thread and timer only).
-  int attempts_ = 0;
-  int64_t first_try_ms_ = 0;
   std::optional<int64_t> retry_after_;  // from the last refused resume
   size_t origin_ = 0;                   // of the last request sent for it
   std::vector<ReadWaiter> readers_;
-  // Weak: the version owns its download while it is in flight, not the
-  // other way round.
   std::weak_ptr<FileVersion> version_;
 };
 

@@ -19,63 +19,51 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
     // lifecycle.collect() finds unreferenced must not be the one we point at.
     auto gc = lifecycle.publishing();
     delay_point(DelayPoint::kPublishLocked);
-    auto r = blobs.publish(dl->tmp_);
+    auto r = blobs.publish(dl->temp());
     if (!r) {
       fail_download(dl, "publishing failed: " + r.error().message, true);
       return;
     }
     sha = r.value();
-    {
-      std::lock_guard dlk(dl->mu_);
-      entry.sha256 = sha;
-      entry.size = dl->frontier_;
-      entry.etag = dl->etag_;
-      entry.last_modified = dl->last_modified_;
-      entry.validated_at = now_ms() / 1000;
-    }
-    before = index.get_path(dl->path_);
-    if (auto w = index.put_path(dl->path_, entry); !w) {
+    entry = dl->entry(sha, now_ms() / 1000);
+    before = index.get_path(dl->path());
+    if (auto w = index.put_path(dl->path(), entry); !w) {
       fail_download(dl, "index update failed: " + w.error().message, true);
       return;
     }
     // Its readers read it from the download: count that as its last use,
     // or eviction would take a file just fetched for "never read".
     index.note_access(sha, entry.validated_at);
-    {
-      // Its bytes are in the index's totals now; still under gc_mu_, so a
-      // pass counts them either as reserved or as held, never as neither.
-      std::lock_guard dlk(dl->mu_);
-      dl->reservation_.release();
-    }
-    stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms_) / 1000.0);
+    // Its bytes are in the index's totals now; still under gc_mu_, so a
+    // pass counts them either as reserved or as held, never as neither.
+    dl->release_reservation();
+    stats.download_seconds.observe(static_cast<double>(now_ms() - dl->started_ms()) / 1000.0);
     // Still under gc_mu_: once the eviction can look, the download is bound
     // to its blob (and so counts as using it).
     PathLock lk(mu_);
-    std::lock_guard dlk(dl->mu_);
-    dl->sha256_ = sha;
-    dl->state_ = Download::State::kComplete;
-    ready.swap(dl->readers_);
-    fd = dl->tmp_.fd();
-    if (auto v = dl->version_.lock()) {
+    Download::Completed done = dl->complete_as(sha);
+    ready.swap(done.readers);
+    fd = done.fd;
+    if (auto v = done.version) {
       v->bound(lk).sha256 = sha;
       // From now on the blob serves new opens; handles that hold the
       // download keep reading through its fd.
       if (v->bound(lk).download == dl) v->bound(lk).download.reset();
-      PathState& ps = state(lk, dl->path_);
+      PathState& ps = state(lk, dl->path());
       if (ps.current == v) ps.validated_ms = now_ms();
     }
   }
-  log()->info("{}: downloaded {} bytes, sha256 {}", dl->path_, entry.size, sha.substr(0, 12));
+  log()->info("{}: downloaded {} bytes, sha256 {}", dl->path(), entry.size, sha.substr(0, 12));
   if (before && before->sha256 != sha) lifecycle.drop_outputs_of(before->sha256);
-  if (dl->whole_) {
+  if (dl->whole()) {
     std::shared_ptr<const ContentFilter> filter;
     {
       PathLock lk(mu_);
-      filter = filter_for(lk, dl->path_);
+      filter = filter_for(lk, dl->path());
     }
     Result<Derived> derived = Derived{entry.sha256, entry.size, ""};
-    if (filter) derived = derive(*filter, dl->path_, entry);
-    install_version(dl->path_, entry, filter, derived, dl);
+    if (filter) derived = derive(*filter, dl->path(), entry);
+    install_version(dl->path(), entry, filter, derived, dl);
   }
   const uint64_t size = entry.size;
   for (auto& w : ready) {
@@ -93,8 +81,7 @@ std::unordered_set<std::string> Fetcher::Impl::blobs_in_use() {  // gc_mu_ held
     for (const auto& w : active_) {
       auto d = w.lock();
       if (!d) continue;
-      std::lock_guard dlk(d->mu_);
-      if (!d->sha256_.empty() && d->handles_.load() > 0) used.insert(d->sha256_);  // their fd
+      if (auto sha = d->blob_in_use(); !sha.empty()) used.insert(std::move(sha));  // their fd
     }
     for (const auto& [path, ps] : states_) {
       // A revalidation may answer 304 (the blob stays current); a rewrite

@@ -51,10 +51,7 @@ void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCal
     return;
   }
   if (v->bound(lk).download) {
-    std::unique_lock dlk(v->bound(lk).download->mu_);
-    const bool failed = v->bound(lk).download->state_ == Download::State::kFailed;
-    dlk.unlock();
-    if (!failed) {
+    if (!v->bound(lk).download->failed()) {
       stats.hits++;
       lk.unlock();
       open_resolved(v, v, std::move(cb));
@@ -93,12 +90,9 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
     sha = want->bound(lk).sha256;
     dl = want->bound(lk).download;
   }
+  if (dl && dl->complete()) dl.reset();  // serve the blob instead
   if (dl) {
-    std::lock_guard dlk(dl->mu_);
-    if (dl->state_ == Download::State::kComplete) dl.reset();  // serve the blob instead
-  }
-  if (dl) {
-    dl->handles_.fetch_add(1);
+    dl->add_handle();
     of->download_ = std::move(dl);
   } else if (sha.empty()) {
     cb(stats.count(FetcherStats::ErrorSite::kNoContent, Error{EIO, "no content for this version"}));
@@ -134,24 +128,25 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
 
 void Fetcher::Impl::start_download(const PathLock& lk, const std::string& path, PathState& ps,
                                    bool conditional, uint64_t max_rate) {
-  auto dl = std::make_shared<Download>(*this, blobs, stats, opt.read_stall_timeout.count(), path);
-  dl->max_rate_ = max_rate;
-  dl->whole_ = filter_for(lk, path) != nullptr;
+  Download::Plan plan;
+  plan.max_rate = max_rate;
+  plan.whole = filter_for(lk, path) != nullptr;
   if (conditional && ps.current) {
-    dl->conditional_ = true;
-    dl->cond_etag_ = ps.current->bound(lk).validator_etag;
-    dl->cond_last_modified_ = ps.current->bound(lk).validator_last_modified;
+    plan.conditional = true;
+    plan.cond_etag = ps.current->bound(lk).validator_etag;
+    plan.cond_last_modified = ps.current->bound(lk).validator_last_modified;
   }
+  auto dl = std::make_shared<Download>(*this, blobs, stats, opt.read_stall_timeout.count(), path,
+                                       std::move(plan));
   ps.pending = dl;
   active_.push_back(dl);
-  dl->first_try_ms_ = now_ms();
   stats.downloads++;
   send_download(lk, dl);
 }
 
 void Fetcher::Impl::send_download(const PathLock& lk, const std::shared_ptr<Download>& dl) {
   if (down()) {
-    if (!dl->conditional_) stats.down_fast_failures++;
+    if (!dl->conditional()) stats.down_fast_failures++;
     post([this, dl] {
       on_download_early_failure(dl, http::Outcome::kConnectFailed, 0, std::nullopt,
                                 "upstream is down");
@@ -159,20 +154,9 @@ void Fetcher::Impl::send_download(const PathLock& lk, const std::shared_ptr<Down
     return;
   }
   http::Request req;
-  auto [origin, url] = pick_url(dl->path_);
+  auto [origin, url] = pick_url(dl->path());
   req.url = std::move(url);
-  req.max_recv_speed = dl->max_rate_;
-  {
-    std::lock_guard dlk(dl->mu_);
-    dl->origin_ = origin;
-  }
-  if (dl->conditional_) {
-    if (!dl->cond_etag_.empty()) {
-      req.if_none_match = dl->cond_etag_;
-    } else if (dl->cond_last_modified_ > 0) {
-      req.if_modified_since = dl->cond_last_modified_;
-    }
-  }
+  dl->prepare_request(req, origin);
   start_request(std::move(req), dl, origin);
 }
 
@@ -185,44 +169,34 @@ std::optional<int64_t> Fetcher::Impl::retry_delay(int attempt, int64_t first_ms,
 }
 
 void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
-  uint64_t size;
-  std::string etag;
-  int64_t lm;
-  size_t origin;
-  {
-    std::lock_guard dlk(dl->mu_);
-    size = *dl->expected_size_;
-    etag = dl->etag_;
-    lm = dl->last_modified_;
-    origin = dl->origin_;
-  }
-  std::string source = http::join_url(health.base(origin), dl->path_);
+  const Download::Announced a = dl->announced();
+  const uint64_t size = a.size;
+  const std::string& etag = a.etag;
+  const int64_t lm = a.last_modified;
+  const size_t origin = a.origin;
+  std::string source = http::join_url(health.base(origin), dl->path());
   // Room for it before its size is announced (see cache/evictor.h):
   // reserved first, so a pass made for another download counts these bytes
   // too. The pass runs on a worker, never here on the HTTP thread: it waits
   // for the gc lock, which a publish holds across its fsync.
   bool make_room = false;
   if (Evictor* ev = lifecycle.evictor()) {
-    auto reservation = ev->reserve(size);
-    {
-      std::lock_guard dlk(dl->mu_);
-      dl->reservation_ = std::move(reservation);
-    }
+    dl->hold(ev->reserve(size));
     make_room = ev->over_high_watermark();
   }
   std::shared_ptr<FileVersion> v;
   std::vector<VersionCallback> waiters;
   {
     PathLock lk(mu_);
-    PathState& ps = state(lk, dl->path_);
+    PathState& ps = state(lk, dl->path());
     if (ps.pending != dl) return;  // superseded (cannot happen today; be safe)
     auto& cur = ps.current;
     if (cur && cur->bound(lk).sha256.empty() && !cur->bound(lk).download && cur->size() == size &&
         (cur->etag().empty() || etag.empty() || cur->etag() == etag)) {
       v = cur;  // the version lookup announced: same size and validator
     } else {
-      v = make_version(lk, dl->path_, size, lm ? lm : (cur ? cur->mtime() : 0), etag);
-      if (dl->conditional_) stats.revalidations_changed++;
+      v = make_version(lk, dl->path(), size, lm ? lm : (cur ? cur->mtime() : 0), etag);
+      if (dl->conditional()) stats.revalidations_changed++;
     }
     v->bound(lk).download = dl;
     v->bound(lk).validator_etag = etag;
@@ -235,20 +209,17 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     ps.missing_since_ms = 0;
     waiters.swap(ps.version_waiters);
   }
-  {
-    std::lock_guard dlk(dl->mu_);
-    dl->version_ = v;
-  }
+  dl->bind(v);
   if (make_room) {
     // The bytes keep arriving meanwhile; the waiters hear of the version
     // once the pass made room for it. Until they hold it, the download
     // counts as read (a handle), or a pass after its publication could
     // evict the file they are about to open.
-    dl->handles_.fetch_add(1);
+    dl->add_handle();
     post([this, dl, v, waiters = std::move(waiters)] {
       (void)lifecycle.run_eviction();
       for (auto& w : waiters) w(v);
-      dl->handles_.fetch_sub(1);
+      dl->drop_handle();
       lifecycle.queue_eviction();
     });
     return;
@@ -263,15 +234,15 @@ void Fetcher::Impl::on_not_modified(const std::shared_ptr<Download>& dl) {
   const int64_t now = now_ms();
   {
     PathLock lk(mu_);
-    PathState& ps = state(lk, dl->path_);
+    PathState& ps = state(lk, dl->path());
     ps.pending.reset();
     ps.validated_ms = now;
-    if (ps.missing_since_ms) log()->info("{}: back upstream", dl->path_);
+    if (ps.missing_since_ms) log()->info("{}: back upstream", dl->path());
     ps.missing_since_ms = 0;
     v = ps.current;
     waiters.swap(ps.version_waiters);
   }
-  post([this, path = dl->path_, now] {
+  post([this, path = dl->path(), now] {
     if (auto r = index.set_validated(path, now / 1000); !r) {
       log()->warn("{}: recording validation failed: {}", path, r.error().message);
     }
@@ -288,34 +259,27 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
   bool forget_cached = false;
   {
     PathLock lk(mu_);
-    PathState& ps = state(lk, dl->path_);
-    int write_errno;
-    {
-      std::lock_guard dlk(dl->mu_);
-      write_errno = dl->write_errno_;
-    }
+    PathState& ps = state(lk, dl->path());
+    const int write_errno = dl->write_errno();
     // A miss (no size reported to anyone yet): send it again while that may
     // help. Revalidations serve the cached copy at once instead.
-    if (!dl->conditional_ && write_errno == 0 && ps.pending == dl && !stopping_) {
-      if (auto d = retry_delay(dl->attempts_, dl->first_try_ms_, outcome, status, retry_after)) {
-        dl->attempts_++;
+    if (!dl->conditional() && write_errno == 0 && ps.pending == dl && !stopping_) {
+      if (auto d = retry_delay(dl->attempts(), dl->first_try_ms(), outcome, status, retry_after)) {
+        dl->count_attempt();
         stats.retries++;
-        log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path_, http::to_string(outcome),
-                    status, detail, dl->attempts_, *d);
+        log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path(), http::to_string(outcome),
+                    status, detail, dl->attempts(), *d);
         schedule(now_ms() + *d, [this, dl] {
           PathLock lk(mu_);
-          if (stopping_ || state(lk, dl->path_).pending != dl) return;
+          if (stopping_ || state(lk, dl->path()).pending != dl) return;
           send_download(lk, dl);
         });
         return;  // pending stays: opens keep coalescing on this download
       }
     }
     if (ps.pending == dl) ps.pending.reset();
-    {
-      std::lock_guard dlk(dl->mu_);
-      dl->state_ = Download::State::kFailed;
-    }
-    if (dl->conditional_ && write_errno == 0) {
+    dl->mark_failed();
+    if (dl->conditional() && write_errno == 0) {
       result = revalidation_failed(lk, dl, ps, outcome, status, detail, forget_cached);
     } else {
       const int err = write_errno ? EIO : errno_for(outcome, status);
@@ -323,14 +287,14 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
         ps.set_negative(err, now_ms() + opt.negative_ttl.count());
         ps.current.reset();
       } else {
-        log()->warn("GET {}: {} {} {}", dl->path_, http::to_string(outcome), status, detail);
+        log()->warn("GET {}: {} {} {}", dl->path(), http::to_string(outcome), status, detail);
         if (!write_errno && !down()) stats.error_count(FetcherStats::ErrorSite::kUpstream)++;
       }
       result = Error{err, "upstream GET failed"};
     }
     waiters.swap(ps.version_waiters);
   }
-  if (forget_cached) post([this, path = dl->path_] { lifecycle.remove_path(path); });
+  if (forget_cached) post([this, path = dl->path()] { lifecycle.remove_path(path); });
   for (auto& w : waiters) w(result);
 }
 
@@ -339,7 +303,7 @@ Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
     long status, const std::string& detail, bool& forget_cached) {
   const auto verdict = judge_revalidation(outcome, status);
   if (verdict == RevalidationVerdict::kDeleted &&
-      within_missing_grace(lk, dl->path_, ps, now_ms())) {
+      within_missing_grace(lk, dl->path(), ps, now_ms())) {
     stats.missing_served++;
     return ps.current;
   }
@@ -347,14 +311,14 @@ Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
     case RevalidationVerdict::kServeStale:
       stats.stale_served++;
       if (down()) {
-        log()->debug("{}: upstream down, serving the cached copy", dl->path_);
+        log()->debug("{}: upstream down, serving the cached copy", dl->path());
       } else {
-        log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path_,
+        log()->warn("{}: revalidation failed ({} {} {}), serving the cached copy", dl->path(),
                     http::to_string(outcome), status, detail);
       }
       return ps.current;
     case RevalidationVerdict::kDeleted:
-      log()->info("{}: deleted upstream", dl->path_);
+      log()->info("{}: deleted upstream", dl->path());
       ps.current.reset();
       ps.set_negative(ENOENT, now_ms() + opt.negative_ttl.count());
       forget_cached = true;
@@ -369,42 +333,21 @@ Result<std::shared_ptr<FileVersion>> Fetcher::Impl::revalidation_failed(
 
 void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
                                           http::Outcome outcome, const std::string& detail) {
-  bool complete = false;
-  bool unknown_size = false;
-  int write_errno;
-  bool refused;
-  {
-    std::lock_guard dlk(dl->mu_);
-    write_errno = dl->write_errno_;
-    refused = dl->resume_refused_;
-    dl->resuming_ = false;
-    if (outcome == http::Outcome::kOk && (dl->status_ == 200 || dl->status_ == 206)) {
-      if (!dl->expected_size_) {
-        unknown_size = true;
-        complete = true;
-      } else {
-        complete = dl->frontier_ == *dl->expected_size_;
-      }
-    }
-  }
-  if (write_errno) {
-    fail_download(dl, std::string("the cache could not be written: ") + std::strerror(write_errno),
-                  true);
+  const Download::BodyEnd end = dl->end_body(outcome);
+  if (end.write_errno) {
+    fail_download(
+        dl, std::string("the cache could not be written: ") + std::strerror(end.write_errno), true);
     return;
   }
-  if (refused) {
+  if (end.refused) {
     fail_download(dl, "changed upstream during the transfer");
     return;
   }
-  if (complete) {
-    if (unknown_size) {  // the size is known only now; publish() announces it
-      std::lock_guard dlk(dl->mu_);
-      dl->expected_size_ = dl->frontier_;
-    }
+  if (end.complete) {
     post([this, dl] { publish(dl); });
     return;
   }
-  log()->warn("{}: transfer broken at {} bytes ({}: {})", dl->path_, dl->frontier_,
+  log()->warn("{}: transfer broken at {} bytes ({}: {})", dl->path(), end.frontier,
               http::to_string(outcome), detail);
   try_resume(dl);
 }
@@ -412,19 +355,7 @@ void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
 void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
   static thread_local std::mt19937 rng{std::random_device{}()};
   const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-  std::optional<int64_t> delay;
-  {
-    std::lock_guard dlk(dl->mu_);
-    const bool can = !dl->etag_.empty() && !is_weak_etag(dl->etag_) && dl->expected_size_;
-    delay = plan_resume(can, dl->resumes_, now_ms() - dl->last_progress_ms_,
-                        opt.read_stall_timeout.count(), dl->retry_after_, jitter);
-    dl->retry_after_.reset();
-    if (delay) {
-      dl->resumes_++;
-    } else {
-      dl->state_ = Download::State::kFailed;
-    }
-  }
+  const auto delay = dl->next_resume(opt.read_stall_timeout.count(), jitter);
   if (!delay) {
     fail_download(dl, "cannot resume");
     return;
@@ -432,36 +363,24 @@ void Fetcher::Impl::try_resume(const std::shared_ptr<Download>& dl) {
   schedule(now_ms() + *delay, [this, dl] {
     http::Request req;
     // Any origin: If-Range makes one with other bytes answer 200.
-    auto [origin, url] = pick_url(dl->path_);
+    auto [origin, url] = pick_url(dl->path());
     req.url = std::move(url);
-    req.max_recv_speed = dl->max_rate_;
-    {
-      std::lock_guard dlk(dl->mu_);
-      if (dl->state_ != Download::State::kStreaming) return;
-      req.range_from = dl->frontier_;
-      req.if_range = dl->etag_;
-      dl->resuming_ = true;
-      dl->origin_ = origin;
-    }
+    if (!dl->prepare_resume(req, origin)) return;
     stats.resumes++;
-    log()->info("{}: resuming at byte {} from {}", dl->path_, *req.range_from, health.base(origin));
+    log()->info("{}: resuming at byte {} from {}", dl->path(), *req.range_from,
+                health.base(origin));
     start_request(std::move(req), dl, origin);
   });
 }
 
 void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std::string& why,
                                   bool fatal) {
-  log()->error("{}: download failed: {}", dl->path_, why);
-  {
-    // The temp file stays until the Download is gone (the last handle that
-    // holds it closes): readers still pread the bytes below the frontier
-    // through its fd.
-    std::lock_guard dlk(dl->mu_);
-    dl->state_ = Download::State::kFailed;
-    // Its temp file goes with the Download, soon; the bytes will not be
-    // published.
-    dl->reservation_.release();
-  }
+  log()->error("{}: download failed: {}", dl->path(), why);
+  // The temp file stays until the Download is gone (the last handle that
+  // holds it closes): readers still pread the bytes below the frontier
+  // through its fd. The bytes will not be published.
+  dl->mark_failed();
+  dl->release_reservation();
   if (fatal) stats.write_failures++;
   // Parked readers are not failed here, not even for a full disk: they wait
   // for read_stall_timeout (sweep fails them), so that a TFTP client sees a
@@ -472,9 +391,9 @@ void Fetcher::Impl::fail_download(const std::shared_ptr<Download>& dl, const std
   std::vector<VersionCallback> waiters;
   {
     PathLock lk(mu_);
-    PathState& ps = state(lk, dl->path_);
+    PathState& ps = state(lk, dl->path());
     if (ps.current && ps.current->bound(lk).download == dl) ps.current->bound(lk).download.reset();
-    if (dl->whole_ && ps.pending == dl) {
+    if (dl->whole() && ps.pending == dl) {
       // Nobody was given a size yet: fail fast, like an error before the headers.
       ps.pending.reset();
       waiters.swap(ps.version_waiters);
