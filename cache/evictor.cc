@@ -1,6 +1,7 @@
 #include "cache/evictor.h"
 
 #include "cache/derived_keys.h"
+#include "cache/maintenance.h"
 
 #include <fnmatch.h>
 #include <spdlog/spdlog.h>
@@ -219,18 +220,10 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   // another way than by eviction) would never go with their source: they
   // go now, before the candidates are counted.
   const auto drop_blobs = [&](const std::vector<std::string>& shas) {
-    for (const auto& d : shas) {
-      auto b = index_.get_blob(d);
-      if (b && b->refs > 0) continue;  // still referred to (identical bytes elsewhere)
-      if (b && !index_.remove_blob(d)) continue;
-      const uint64_t size = blobs_.blob_size(d).value_or(0);
-      if (auto r = blobs_.remove(d); !r) {
-        spdlog::warn("eviction: deleting blob {}: {}", d, r.error().message);
-        continue;
-      }
-      report.blobs++;
-      report.bytes += size;
-    }
+    Removed removed;
+    for (const auto& d : shas) collect_blob(index_, blobs_, d, removed);  // unless still referred to
+    report.blobs += removed.blobs;
+    report.bytes += removed.bytes;
   };
   for (auto it = derived_of.begin(); it != derived_of.end();) {
     if (paths_of.count(it->first)) {
