@@ -60,8 +60,8 @@ Result<nlohmann::json> invalidate(const ControlContext& c, const nlohmann::json&
   }
   logger("control")->info(
       "invalidated {}: {} files, {} negative entries, {} listings, {} kernel notifications",
-      all ? std::string("everything") : nlohmann::json(prefixes).dump(), out.files,
-      out.negatives, out.listings, out.kernel_notifications);
+      all ? std::string("everything") : nlohmann::json(prefixes).dump(), out.files, out.negatives,
+      out.listings, out.kernel_notifications);
   return control::invalidate_reply(out);
 }
 

@@ -31,7 +31,7 @@ struct ControlContext {
   FuseFs& fsimpl;
   const cache::Evictor& evictor;
   std::chrono::steady_clock::time_point started;  // for status's uptime
-  std::string version;                             // status's "version"
+  std::string version;                            // status's "version"
 };
 
 std::map<std::string, ControlSocket::Handler> control_handlers(const ControlContext& ctx);

@@ -26,6 +26,10 @@ Result<std::string> normalize_request_path(std::string_view path) {
   return out;
 }
 
+std::string default_control_socket(const std::string& cache_dir) {
+  return cache_dir + "/control.sock";
+}
+
 namespace control {
 namespace {
 
@@ -120,8 +124,9 @@ std::optional<std::vector<std::string>> status_pins(const nlohmann::json& reply)
 }
 
 nlohmann::json gc_reply(uint64_t limit, const cache::EvictReport& r) {
-  return {{kLimit, limit},          {kEvictedBlobs, r.blobs},   {kEvictedBytes, r.bytes},
-          {kRemovedEntries, r.entries}, {kBytes, r.cache_bytes}, {kObjects, r.cache_objects}};
+  return {{kLimit, limit},          {kEvictedBlobs, r.blobs},
+          {kEvictedBytes, r.bytes}, {kRemovedEntries, r.entries},
+          {kBytes, r.cache_bytes},  {kObjects, r.cache_objects}};
 }
 
 nlohmann::json invalidate_reply(const InvalidateReply& r) {
@@ -139,7 +144,7 @@ nlohmann::json prefetch_progress_event(const cache::PrefetchProgress& p) {
 nlohmann::json prefetch_reply(const cache::PrefetchSummary& s) {
   nlohmann::json failed = nlohmann::json::array();
   for (const auto& [path, why] : s.failed) failed.push_back({{kPath, path}, {kError, why}});
-  return {{kFiles, s.files},     {kBytes, s.bytes},   {kFailures, s.failures},
+  return {{kFiles, s.files},     {kBytes, s.bytes}, {kFailures, s.failures},
           {kSeconds, s.seconds}, {kFailed, failed}, {kCancelled, s.cancelled}};
 }
 

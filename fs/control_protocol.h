@@ -21,12 +21,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cache/evictor.h"
 #include "cache/prefetch.h"
@@ -38,6 +37,10 @@ namespace netbootfs::fs {
 // stripped, "." and empty components dropped; "", "/" and "." are the root
 // (""). EINVAL for '..' components and NUL bytes.
 Result<std::string> normalize_request_path(std::string_view path);
+
+// Where the mount listens and netbootfsctl connects unless told otherwise
+// (control_socket= and --socket): CACHE_DIR/control.sock.
+std::string default_control_socket(const std::string& cache_dir);
 
 namespace control {
 

@@ -49,10 +49,6 @@ bool peer_allowed(uid_t peer_uid, uid_t self_uid, bool allow_root) {
   return peer_uid == self_uid || (allow_root && peer_uid == 0);
 }
 
-std::string default_control_socket(const std::string& cache_dir) {
-  return cache_dir + "/control.sock";
-}
-
 bool ControlSocket::Reply::send(const nlohmann::json& line) {
   if (broken_ || stopping_.load()) return false;
   if (!send_line(fd_, line)) broken_ = true;

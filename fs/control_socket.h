@@ -51,9 +51,6 @@ namespace netbootfs::fs {
 // Whether a peer with this uid may use the socket of a daemon running as self_uid.
 bool peer_allowed(uid_t peer_uid, uid_t self_uid, bool allow_root = true);
 
-// The default socket path for a cache directory.
-std::string default_control_socket(const std::string& cache_dir);
-
 class ControlSocket {
  public:
   struct Options {

@@ -306,8 +306,9 @@ cache::FetcherOptions fetcher_options(const fs::MountOptions& opts) {
 }
 
 // Mounts, then (without -f) detaches from the terminal.
-Result<void> mount_and_detach(fuse_session* se, const fs::MountOptions& opts, const http::Options& ho,
-                   fs::FuseFs& fsimpl, cache::CacheLock& cache_lock) {
+Result<void> mount_and_detach(fuse_session* se, const fs::MountOptions& opts,
+                              const http::Options& ho, fs::FuseFs& fsimpl,
+                              cache::CacheLock& cache_lock) {
   if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
     return Error{EIO, "cannot mount on " + opts.mountpoint};
   }

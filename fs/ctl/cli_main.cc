@@ -7,14 +7,15 @@
 // The index is opened read-only where nothing is changed: LMDB lets the
 // mount and this tool use the same environment at the same time, so reading
 // commands do not disturb a live mount.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "fs/control_protocol.h"
 #include "fs/ctl/mount_commands.h"
 #include "fs/ctl/offline_commands.h"
 
@@ -98,11 +99,11 @@ void add_changing_commands(CLI::App& app, Args& a) {
       "evict", "drop entries (and blobs nothing else uses) from an unmounted cache");
   evict->add_option("PATH", a.evict_paths, "entries at or below PATH");
   evict->add_flag("--all", a.evict_all, "every entry");
-  evict->add_option("--older-than", a.evict_older,
-                    "entries not read for this long (30m, 12h, 7d)");
+  evict->add_option("--older-than", a.evict_older, "entries not read for this long (30m, 12h, 7d)");
   auto* gc = app.add_subcommand(
-      "gc", "evict least recently used blobs until the cache fits its limit (through the mount "
-            "when mounted)");
+      "gc",
+      "evict least recently used blobs until the cache fits its limit (through the mount "
+      "when mounted)");
   gc->add_option("--max-cache-size", a.gc_size,
                  "the limit (20G, 512M, bytes); default 80% of free space + what the cache holds");
   gc->add_option("--pin", a.gc_pins, "never evict paths matching GLOB (repeatable)");
@@ -127,8 +128,7 @@ void add_mount_commands(CLI::App& app, Args& a) {
   pf->add_option("--jobs,-j", p.jobs, "files in flight at once (1..64)")->capture_default_str();
   pf->add_option("--max-rate", p.max_rate,
                  "cap the prefetch's transfers (bytes/s, K/M/G suffixes)");
-  pf->add_option("--url", p.url,
-                 "upstream URL for an unmounted cache (default: the last mount's)");
+  pf->add_option("--url", p.url, "upstream URL for an unmounted cache (default: the last mount's)");
   // Unmounted, the last mount's HTTP settings apply (recorded in the cache
   // directory); these override them one by one.
   HttpFlags& h = p.http;
@@ -149,7 +149,8 @@ void add_mount_commands(CLI::App& app, Args& a) {
 
 int dispatch(const CLI::App& app, const Args& a) {
   const std::string& dir = a.dir;
-  const std::string socket = a.socket.empty() ? dir + "/control.sock" : a.socket;
+  const std::string socket =
+      a.socket.empty() ? netbootfs::fs::default_control_socket(dir) : a.socket;
   const bool json = a.json;
   if (app.got_subcommand("ls")) return cmd_ls(dir, socket, a.ls_path, a.ls_long, a.ls_pins, json);
   if (app.got_subcommand("status")) return cmd_status(dir, socket, json);
@@ -170,10 +171,11 @@ int dispatch(const CLI::App& app, const Args& a) {
 
 int main(int argc, char** argv) {
   setup_logging();
-  CLI::App app{"Inspect a netbootfs cache directory, mounted or not.\n"
-               "Exit codes: 0 success, 1 an inconsistency was found (verify) or some files\n"
-               "failed (prefetch), 2 usage or I/O error, not mounted (invalidate) or\n"
-               "upstream unknown or unreachable (prefetch)."};
+  CLI::App app{
+      "Inspect a netbootfs cache directory, mounted or not.\n"
+      "Exit codes: 0 success, 1 an inconsistency was found (verify) or some files\n"
+      "failed (prefetch), 2 usage or I/O error, not mounted (invalidate) or\n"
+      "upstream unknown or unreachable (prefetch)."};
   Args a;
   add_global_options(app, a);
   add_reading_commands(app, a);

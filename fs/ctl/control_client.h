@@ -14,9 +14,8 @@
 #pragma once
 
 #include <functional>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cache/util/result.h"
 #include "cache/util/unique_fd.h"

@@ -83,14 +83,16 @@ void ProgressBar::end() const {
   if (enabled_) std::printf("\n");
 }
 
-std::string summary_line(const char* verb, const cache::BundleSummary& s,
-                         const std::string& inside, const std::string& after) {
+std::string summary_line(const char* verb, const cache::BundleSummary& s, const std::string& inside,
+                         const std::string& after) {
   return strprintf("%s %llu entries (%llu blobs, %llu bytes%s)%s", verb, ull(s.entries),
                    ull(s.blobs), ull(s.bytes), inside.c_str(), after.c_str());
 }
 
 nlohmann::json summary_json(const cache::BundleSummary& s) {
-  return {{"entries", s.entries}, {"blobs", s.blobs}, {"bytes", s.bytes},
+  return {{"entries", s.entries},
+          {"blobs", s.blobs},
+          {"bytes", s.bytes},
           {"blobs_present", s.blobs_present}};
 }
 
@@ -108,11 +110,11 @@ void print_gc(const nlohmann::json& r, bool json) {
 }
 
 std::string invalidate_line(const nlohmann::json& r) {
-  return strprintf("invalidated: %llu cached files will revalidate, %llu negative entries and %llu "
-                   "listings dropped (%llu kernel notifications)",
-                   ull(count(r, control::kFiles)), ull(count(r, control::kNegatives)),
-                   ull(count(r, control::kListings)),
-                   ull(count(r, control::kKernelNotifications)));
+  return strprintf(
+      "invalidated: %llu cached files will revalidate, %llu negative entries and %llu "
+      "listings dropped (%llu kernel notifications)",
+      ull(count(r, control::kFiles)), ull(count(r, control::kNegatives)),
+      ull(count(r, control::kListings)), ull(count(r, control::kKernelNotifications)));
 }
 
 std::string live_status_text(const nlohmann::json& live) {

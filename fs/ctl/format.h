@@ -14,9 +14,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cache/bundle.h"
 #include "fs/control_protocol.h"
@@ -56,8 +55,8 @@ class ProgressBar {
 };
 
 // A bundle's counts: "VERB N entries (B blobs, X bytes<inside>)<after>".
-std::string summary_line(const char* verb, const cache::BundleSummary& s,
-                         const std::string& inside, const std::string& after);
+std::string summary_line(const char* verb, const cache::BundleSummary& s, const std::string& inside,
+                         const std::string& after);
 nlohmann::json summary_json(const cache::BundleSummary& s);
 
 // gc's result (the mount's reply, or the same fields from an unmounted gc):

@@ -80,8 +80,9 @@ std::optional<int> gc_through_mount(const std::string& socket, bool limits_given
     return fail(c.error().message);
   }
   if (limits_given) {
-    return fail("gc: the cache is mounted and enforces its own max_cache_size and pins; "
-                "drop --max-cache-size/--pin (or unmount)");
+    return fail(
+        "gc: the cache is mounted and enforces its own max_cache_size and pins; "
+        "drop --max-cache-size/--pin (or unmount)");
   }
   auto a = ask(*c, control::gc_request());
   if (!a) return fail(a.error().message);
@@ -91,8 +92,8 @@ std::optional<int> gc_through_mount(const std::string& socket, bool limits_given
 
 std::optional<int> prefetch_through_mount(const std::string& socket,
                                           const control::PrefetchRequest& req,
-                                          const std::string& unmounted_only,
-                                          const ProgressBar& bar, bool json) {
+                                          const std::string& unmounted_only, const ProgressBar& bar,
+                                          bool json) {
   auto c = ControlClient::connect(socket);
   if (!c) {
     if (not_listening(c.error())) return std::nullopt;

@@ -14,11 +14,10 @@
 //   fs/ctl/format.h otherwise.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "fs/control_protocol.h"
 #include "fs/ctl/format.h"
@@ -50,7 +49,7 @@ std::optional<int> gc_through_mount(const std::string& socket, bool limits_given
 // none), which makes a mounted cache an error (exit 2).
 std::optional<int> prefetch_through_mount(const std::string& socket,
                                           const control::PrefetchRequest& req,
-                                          const std::string& unmounted_only,
-                                          const ProgressBar& bar, bool json);
+                                          const std::string& unmounted_only, const ProgressBar& bar,
+                                          bool json);
 
 }  // namespace netbootfs::fs::ctl

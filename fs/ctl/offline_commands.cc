@@ -1,9 +1,8 @@
 #include "fs/ctl/offline_commands.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -63,8 +62,7 @@ Result<WritableCache> open_for_write(const std::string& dir) {
   if (!blobs) return blobs.error();
   auto index = cache::Index::open(dir + "/index", cache::Index::Options{});
   if (!index) return index.error();
-  return WritableCache{std::move(lock).value(), std::move(blobs).value(),
-                       std::move(index).value()};
+  return WritableCache{std::move(lock).value(), std::move(blobs).value(), std::move(index).value()};
 }
 
 // --- ls -------------------------------------------------------------------------
@@ -90,7 +88,8 @@ Listing list(cache::Index& index, const std::string& prefix) {
   return l;
 }
 
-nlohmann::json ls_json(cache::Index& index, const Listing& l, const std::vector<std::string>& pins) {
+nlohmann::json ls_json(cache::Index& index, const Listing& l,
+                       const std::vector<std::string>& pins) {
   auto out = nlohmann::json::array();
   for (const auto& [p, e] : l.entries) {
     auto blob = index.get_blob(e.sha256);
@@ -271,9 +270,10 @@ int cmd_status(const std::string& dir, const std::string& socket, bool json) {
   } else {
     std::printf("mount:      not mounted\n");
   }
-  std::printf("cache_dir:  %s\npaths:      %llu\nblobs:      %llu\nbytes:      %llu\n"
-              "temp files: %zu\n",
-              dir.c_str(), ull(st.paths), ull(st.blobs), ull(st.blob_bytes), tmp_files);
+  std::printf(
+      "cache_dir:  %s\npaths:      %llu\nblobs:      %llu\nbytes:      %llu\n"
+      "temp files: %zu\n",
+      dir.c_str(), ull(st.paths), ull(st.blobs), ull(st.blob_bytes), tmp_files);
   return 0;
 }
 
@@ -297,7 +297,7 @@ int cmd_verify(const std::string& dir, bool do_repair, bool json) {
     } else {
       for (const auto& a : r->actions) std::printf("%s\n", a.c_str());
       for (const auto& p : problems) std::printf("%s\n", p.c_str());
-      std::printf("%s\n", !problems.empty()      ? "INCONSISTENT after repair"
+      std::printf("%s\n", !problems.empty()    ? "INCONSISTENT after repair"
                           : r->actions.empty() ? "consistent, nothing to repair"
                                                : "repaired, consistent");
     }
@@ -380,12 +380,12 @@ int cmd_stat(const std::string& dir, const std::string& path, bool json) {
                 {"blob_refs", blob ? blob->refs : 0}});
     return 0;
   }
-  std::printf("path:          %s\nsize:          %llu\nsha256:        %s\netag:          %s\n"
-              "last-modified: %s\nvalidated:     %s\naccessed:      %s\nshared by:     %u path(s)\n",
-              p.value().c_str(), ull(e->size), e->sha256.c_str(),
-              e->etag.empty() ? "-" : e->etag.c_str(), iso_time(e->last_modified).c_str(),
-              iso_time(e->validated_at).c_str(), iso_time(blob ? blob->last_access : 0).c_str(),
-              blob ? blob->refs : 0u);
+  std::printf(
+      "path:          %s\nsize:          %llu\nsha256:        %s\netag:          %s\n"
+      "last-modified: %s\nvalidated:     %s\naccessed:      %s\nshared by:     %u path(s)\n",
+      p.value().c_str(), ull(e->size), e->sha256.c_str(), e->etag.empty() ? "-" : e->etag.c_str(),
+      iso_time(e->last_modified).c_str(), iso_time(e->validated_at).c_str(),
+      iso_time(blob ? blob->last_access : 0).c_str(), blob ? blob->refs : 0u);
   return 0;
 }
 
@@ -417,8 +417,8 @@ int cmd_evict(const std::string& dir, const std::vector<std::string>& paths, boo
     if (cache::is_internal_key(p)) continue;  // internal: follows its source
     bool hit = all;
     for (const auto& pre : prefixes) {
-      if (p == pre || (p.size() > pre.size() && p.compare(0, pre.size(), pre) == 0 &&
-                       p[pre.size()] == '/')) {
+      if (p == pre ||
+          (p.size() > pre.size() && p.compare(0, pre.size(), pre) == 0 && p[pre.size()] == '/')) {
         hit = true;
       }
     }
@@ -500,7 +500,7 @@ int cmd_prefetch(const std::string& dir, const std::string& socket, const Prefet
     req.max_rate = *r;
   }
   const ProgressBar bar(!json && ::isatty(STDOUT_FILENO));
-  const std::string unmounted_only = !args.url.empty()     ? "--url is"
+  const std::string unmounted_only = !args.url.empty()   ? "--url is"
                                      : args.http.given() ? "the HTTP options (--proxy, ...) are"
                                                          : "";
   if (auto rc = prefetch_through_mount(socket, req, unmounted_only, bar, json)) return *rc;

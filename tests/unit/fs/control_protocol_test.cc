@@ -42,17 +42,25 @@ TEST(ControlProtocol, InvalidateRequests) {
     bool all;
     std::vector<std::string> paths;  // or the error's message when !ok
   } cases[] = {
-      {R"({"cmd":"invalidate","paths":["/boot//initrd/","./grub"]})", true, false,
+      {R"({"cmd":"invalidate","paths":["/boot//initrd/","./grub"]})",
+       true,
+       false,
        {"boot/initrd", "grub"}},
       {R"({"cmd":"invalidate","all":true})", true, true, {}},
       {R"({"cmd":"invalidate","all":true,"paths":["a"]})", true, true, {"a"}},
       {R"({"cmd":"invalidate"})", false, false, {"no paths given"}},
       {R"({"cmd":"invalidate","paths":[]})", false, false, {"no paths given"}},
-      {R"({"cmd":"invalidate","paths":"boot"})", false, false,
+      {R"({"cmd":"invalidate","paths":"boot"})",
+       false,
+       false,
        {"\"paths\" must be an array of strings"}},
-      {R"({"cmd":"invalidate","paths":[1]})", false, false,
+      {R"({"cmd":"invalidate","paths":[1]})",
+       false,
+       false,
        {"\"paths\" must be an array of strings"}},
-      {R"({"cmd":"invalidate","paths":["../etc"]})", false, false,
+      {R"({"cmd":"invalidate","paths":["../etc"]})",
+       false,
+       false,
        {"'../etc': '..' would leave the tree"}},
   };
   for (const auto& c : cases) {
@@ -76,7 +84,8 @@ TEST(ControlProtocol, PrefetchRequests) {
   } cases[] = {
       {R"({"cmd":"prefetch"})", nullptr, {{""}, false, 4, 0}},
       {R"({"cmd":"prefetch","paths":["/"]})", nullptr, {{""}, false, 4, 0}},
-      {R"({"cmd":"prefetch","paths":["a/b"],"recursive":true,"jobs":64,"max_rate":5})", nullptr,
+      {R"({"cmd":"prefetch","paths":["a/b"],"recursive":true,"jobs":64,"max_rate":5})",
+       nullptr,
        {{"a/b"}, true, 64, 5}},
       {R"({"cmd":"prefetch","jobs":0})", "jobs must be 1..64", {}},
       {R"({"cmd":"prefetch","jobs":65})", "jobs must be 1..64", {}},
@@ -124,11 +133,11 @@ TEST(ControlProtocol, StatusReply) {
   s.misses = 1;
   s.pins = {"boot/*"};
   const json j = status_reply(s);
-  EXPECT_EQ(keys(j), (std::set<std::string>{
-                         "mountpoint", "url", "cache_dir", "pid", "uptime_seconds", "upstream_up",
-                         "hits", "misses", "hit_ratio", "downloads", "download_bytes",
-                         "stale_served", "served_bytes", "cache_limit", "pins", "evictions",
-                         "version"}));
+  EXPECT_EQ(keys(j),
+            (std::set<std::string>{"mountpoint", "url", "cache_dir", "pid", "uptime_seconds",
+                                   "upstream_up", "hits", "misses", "hit_ratio", "downloads",
+                                   "download_bytes", "stale_served", "served_bytes", "cache_limit",
+                                   "pins", "evictions", "version"}));
   EXPECT_DOUBLE_EQ(j["hit_ratio"].get<double>(), 0.75);
   EXPECT_EQ(status_pins(j), std::vector<std::string>{"boot/*"});
   EXPECT_DOUBLE_EQ(status_reply(StatusReply{})["hit_ratio"].get<double>(), 0.0);
@@ -172,6 +181,10 @@ TEST(ControlProtocol, RepliesOnTheWire) {
        R"({"bytes":0,"cancelled":false,"failed":[],"failures":0,"files":0,"seconds":0.0})"},
   };
   for (const auto& c : cases) EXPECT_EQ(c.reply.dump(), c.wire);
+}
+
+TEST(ControlProtocol, DefaultSocket) {
+  EXPECT_EQ(default_control_socket("/var/cache/netbootfs"), "/var/cache/netbootfs/control.sock");
 }
 
 TEST(ControlProtocol, CountsOfAnOlderMountReadAsZero) {

@@ -1,5 +1,3 @@
-#include "fs/ctl/args.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -7,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "fs/ctl/args.h"
 
 namespace netbootfs::fs::ctl {
 namespace {
@@ -48,9 +48,9 @@ TEST(CtlArgs, ParseDuration) {
     const char* in;
     int64_t want;  // -1: rejected
   } cases[] = {
-      {"3600", 3600}, {"10s", 10},   {"30m", 1800}, {"12h", 43200}, {"7d", 604800},
-      {"1.5h", 5400}, {"0", 0},      {"", -1},      {"m", -1},      {"-1", -1},
-      {"5w", -1},     {"10 m", -1},  {"1hh", -1},
+      {"3600", 3600}, {"10s", 10},  {"30m", 1800}, {"12h", 43200}, {"7d", 604800},
+      {"1.5h", 5400}, {"0", 0},     {"", -1},      {"m", -1},      {"-1", -1},
+      {"5w", -1},     {"10 m", -1}, {"1hh", -1},
   };
   for (const auto& c : cases) {
     auto r = parse_duration(c.in);
@@ -88,8 +88,7 @@ TEST(CtlArgs, GatherPathsFromAFile) {
   auto missing = gather_paths({}, dir + "/none");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, ENOENT);
-  EXPECT_EQ(missing.error().message,
-            "cannot read " + dir + "/none: No such file or directory");
+  EXPECT_EQ(missing.error().message, "cannot read " + dir + "/none: No such file or directory");
   std::filesystem::remove_all(dir);
 }
 

@@ -1,8 +1,8 @@
-#include "fs/ctl/format.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
+
+#include "fs/ctl/format.h"
 
 namespace netbootfs::fs::ctl {
 namespace {
@@ -47,9 +47,11 @@ TEST(CtlFormat, ProgressLine) {
     const char* want;
   } cases[] = {
       {{0, 0, 0, 0}, 0, "\r[..............................] 0/0 files, 0 B, 0 failed, 0 s "},
-      {{3, 1, 2048, 4}, 12.4,
+      {{3, 1, 2048, 4},
+       12.4,
        "\r[###############...............] 4/8 files, 2.0 KiB, 1 failed, 12 s "},
-      {{10, 0, 1048576, 0}, 1.6,
+      {{10, 0, 1048576, 0},
+       1.6,
        "\r[##############################] 10/10 files, 1.0 MiB, 0 failed, 2 s "},
       {{1, 0, 5, 99}, 0, "\r[..............................] 1/100 files, 5 B, 0 failed, 0 s "},
   };
@@ -82,8 +84,7 @@ TEST(CtlFormat, ReplyLines) {
        "bytes in 5 blobs"},
       {gc_line, "{}",
        "gc: limit 0 bytes; evicted 0 blobs (0 bytes, 0 entries); cache holds 0 bytes in 0 blobs"},
-      {invalidate_line,
-       R"({"files":2,"negatives":1,"listings":0,"kernel_notifications":5})",
+      {invalidate_line, R"({"files":2,"negatives":1,"listings":0,"kernel_notifications":5})",
        "invalidated: 2 cached files will revalidate, 1 negative entries and 0 listings dropped "
        "(5 kernel notifications)"},
       {invalidate_line, "{}",
