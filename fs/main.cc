@@ -1,4 +1,9 @@
 // netbootfs: mounts an upstream HTTP(S) tree read-only with a local cache.
+//
+// main() takes the start-up steps below in order (options, FUSE session,
+// settings, cache and recovery, limit, upstream probe, mount), then serve()
+// runs the threads and the session until a clean stop. What the control
+// socket answers is fs/control_handlers.cc.
 #include <fuse_lowlevel.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
@@ -19,7 +24,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <optional>
 
@@ -32,7 +36,6 @@
 #include "cache/index.h"
 #include "cache/recovery.h"
 #include "cache/util/log.h"
-#include "cache/prefetch.h"
 #include "fs/config_file.h"
 #include "fs/control_handlers.h"
 #include "fs/control_socket.h"
