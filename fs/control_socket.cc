@@ -39,38 +39,14 @@ bool send_line(int fd, const nlohmann::json& j) {
   return write_all(fd, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-nlohmann::json error_line(const std::string& msg) { return {{"ok", false}, {"error", msg}}; }
+nlohmann::json error_line(const std::string& msg) {
+  return {{control::kOk, false}, {control::kError, msg}};
+}
 
 }  // namespace
 
-Result<std::string> normalize_request_path(std::string_view path) {
-  if (path.find('\0') != std::string_view::npos) {
-    return Error{EINVAL, "a path must not contain a NUL byte"};
-  }
-  std::string out;
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    const std::string_view part = path.substr(i, j - i);
-    if (part == "..") {
-      return Error{EINVAL, "'" + std::string(path) + "': '..' would leave the tree"};
-    }
-    if (!part.empty() && part != ".") {
-      if (!out.empty()) out += '/';
-      out += part;
-    }
-    i = j + 1;
-  }
-  return out;
-}
-
 bool peer_allowed(uid_t peer_uid, uid_t self_uid, bool allow_root) {
   return peer_uid == self_uid || (allow_root && peer_uid == 0);
-}
-
-std::string default_control_socket(const std::string& cache_dir) {
-  return cache_dir + "/control.sock";
 }
 
 bool ControlSocket::Reply::send(const nlohmann::json& line) {
@@ -256,8 +232,10 @@ void ControlSocket::serve(UniqueFd fd, Conn* self) {
 nlohmann::json ControlSocket::dispatch(const std::string& line, Reply& out) {
   nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
   if (req.is_discarded() || !req.is_object()) return error_line("the request is not a JSON object");
-  if (!req.contains("cmd") || !req["cmd"].is_string()) return error_line("the request has no \"cmd\"");
-  const std::string cmd = req["cmd"].get<std::string>();
+  if (!req.contains(control::kCmd) || !req[control::kCmd].is_string()) {
+    return error_line("the request has no \"cmd\"");
+  }
+  const std::string cmd = req[control::kCmd].get<std::string>();
   auto it = handlers_.find(cmd);
   if (it == handlers_.end()) return error_line("unknown command '" + cmd + "'");
   try {
@@ -265,7 +243,7 @@ nlohmann::json ControlSocket::dispatch(const std::string& line, Reply& out) {
     if (!r) return error_line(r.error().message);
     nlohmann::json j = std::move(r).value();
     if (!j.is_object()) j = nlohmann::json::object();
-    j["ok"] = true;
+    j[control::kOk] = true;
     return j;
   } catch (const std::exception& e) {
     // A malformed field (wrong JSON type) in a request.

@@ -23,7 +23,8 @@
 //   the connection's thread, never on a FUSE worker. stop() (also the
 //   destructor) wakes every thread, marks every Reply cancelled, and joins.
 //   Handlers must watch Reply::cancelled() when they run long.
-// - Paths in requests are checked with normalize_request_path().
+// - The messages themselves (command and field names, request checks) are
+//   fs/control_protocol.h; paths in requests go through normalize_request_path().
 #pragma once
 
 #include <sys/types.h>
@@ -36,7 +37,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -44,19 +44,12 @@
 
 #include "cache/util/result.h"
 #include "cache/util/unique_fd.h"
+#include "fs/control_protocol.h"
 
 namespace netbootfs::fs {
 
-// A path from a request as a relative path inside the tree: leading '/'
-// stripped, "." and empty components dropped; "", "/" and "." are the root
-// (""). EINVAL for '..' components and NUL bytes.
-Result<std::string> normalize_request_path(std::string_view path);
-
 // Whether a peer with this uid may use the socket of a daemon running as self_uid.
 bool peer_allowed(uid_t peer_uid, uid_t self_uid, bool allow_root = true);
-
-// The default socket path for a cache directory.
-std::string default_control_socket(const std::string& cache_dir);
 
 class ControlSocket {
  public:
