@@ -1,6 +1,7 @@
 #include "cache/fetch/download.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "cache/fetch/policy.h"
 #include "cache/fetcher.h"
@@ -219,6 +220,23 @@ void Download::hold(Evictor::Reservation reservation) {
 void Download::release_reservation() {
   std::lock_guard lk(mu_);
   reservation_.release();
+}
+
+void Download::await_room() {
+  std::lock_guard lk(mu_);
+  room_pending_ = true;
+}
+
+bool Download::defer_publish() {
+  std::lock_guard lk(mu_);
+  publish_owed_ = room_pending_;
+  return publish_owed_;
+}
+
+bool Download::room_made() {
+  std::lock_guard lk(mu_);
+  room_pending_ = false;
+  return std::exchange(publish_owed_, false);
 }
 
 void Download::bind(const std::shared_ptr<FileVersion>& version) {

@@ -119,6 +119,13 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   // bytes are in the index (publish) or the download failed.
   void hold(Evictor::Reservation reservation);
   void release_reservation();
+  // An eviction pass is making room for it (its waiters hear of it once
+  // the pass ran): its publication waits for that pass, so the pass never
+  // sees it in the index. defer_publish() is true when publication must
+  // wait (and is then owed); room_made() says whether it is owed now.
+  void await_room();
+  bool defer_publish();
+  bool room_made();
   // The version it fills (weak: the version owns its download, not the
   // other way round).
   void bind(const std::shared_ptr<FileVersion>& version);
@@ -190,6 +197,8 @@ class Download : public http::Sink, public std::enable_shared_from_this<Download
   bool resuming_ = false;        // the current request is a Range request
   bool resume_refused_ = false;  // upstream answered a resume with other bytes
   bool whole_ = false;           // plan_.whole, or no Content-Length
+  bool room_pending_ = false;    // await_room() until room_made()
+  bool publish_owed_ = false;    // complete while room_pending_
   int write_errno_ = 0;          // the cache write that failed, if any
   Evictor::Reservation reservation_;
   std::optional<int64_t> retry_after_;  // from the last refused resume

@@ -212,15 +212,13 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
   dl->bind(v);
   if (make_room) {
     // The bytes keep arriving meanwhile; the waiters hear of the version
-    // once the pass made room for it. Until they hold it, the download
-    // counts as read (a handle), or a pass after its publication could
-    // evict the file they are about to open.
-    dl->add_handle();
+    // once the pass made room for it, and a download that completes before
+    // that publishes after it (so the pass never counts it as cached).
+    dl->await_room();
     post([this, dl, v, waiters = std::move(waiters)] {
       (void)lifecycle.run_eviction();
       for (auto& w : waiters) w(v);
-      dl->drop_handle();
-      lifecycle.queue_eviction();
+      if (dl->room_made()) publish(dl);
     });
     return;
   }
@@ -344,7 +342,7 @@ void Fetcher::Impl::on_download_body_done(const std::shared_ptr<Download>& dl,
     return;
   }
   if (end.complete) {
-    post([this, dl] { publish(dl); });
+    if (!dl->defer_publish()) post([this, dl] { publish(dl); });
     return;
   }
   log()->warn("{}: transfer broken at {} bytes ({}: {})", dl->path(), end.frontier,
