@@ -136,14 +136,8 @@ TEST_F(FetcherEvictionTest, DownloadsInFlightReserveTheirAnnouncedSizesTogether)
   ASSERT_TRUE(ax && ay);
   // Two slow downloads at once: 4 + 3 fits under 9 MiB for each alone, but
   // 4 + 3 + 3 does not, so "old" must go before their bytes arrive.
-  const auto open_slow = [&](const std::shared_ptr<FileVersion>& v) {
-    std::promise<Result<std::unique_ptr<OpenFile>>> p;
-    auto f = p.get_future();
-    fetcher_->open(v, 1 << 20, [&p](Result<std::unique_ptr<OpenFile>> r) { p.set_value(std::move(r)); });
-    return await(f);
-  };
-  auto hx = open_slow(ax->version);
-  auto hy = open_slow(ay->version);
+  auto hx = open(ax->version, 1 << 20);
+  auto hy = open(ay->version, 1 << 20);
   ASSERT_TRUE(hx && hy);
   // Both sizes are announced (the opens were answered) and neither file is
   // complete (3 MiB at 1 MiB/s): both are reserved, and "old" is gone.
@@ -198,14 +192,12 @@ TEST_F(FetcherEvictionTest, ASlowPublishDoesNotStallAnotherDownload) {
 TEST_F(FetcherEvictionTest, AFailedDownloadReleasesItsReservation) {
   limit(64u << 20);
   const std::string body = random_bytes(3 << 20, 7);
-  server_.put("huge", body);
-  auto a = lookup("huge");
-  ASSERT_TRUE(a);
+  const Attr a = serve("huge", body);
   // Writes past 1 MiB fail: the download fails after announcing its size.
   FileSizeLimit full(1 << 20);
   ASSERT_TRUE(full.set());
   {
-    auto of = open(a->version);
+    auto of = open(a.version);
     ASSERT_TRUE(of) << of.error().message;
     ASSERT_TRUE(eventually([&] { return fetcher_->stats().write_failures.load() == 1; }));
     full.lift();

@@ -169,6 +169,12 @@ class FetcherTest : public ::testing::Test {
     return *mirror_;
   }
 
+  // The same file on the upstream and on its mirror (the same ETag only
+  // when both saw as many puts).
+  void put_on_both(const std::string& path, const std::string& body) {
+    server_.put(path, body);
+    mirror_->put(path, body);
+  }
   // Puts the files on the upstream, then looks each up (puts first: the
   // first lookup fetches the listing that must name them all), and returns
   // their attributes in order. A failed lookup fails the test.
@@ -289,11 +295,6 @@ class FetcherEvictionTest : public FetcherTest {
     evictor_ = std::make_unique<Evictor>(eo, *index_, *blobs_);
     fetcher_->set_evictor(evictor_.get());
   }
-  // Files of `size` random bytes, seeded by their name's first letter (body()).
-  void put_files(std::initializer_list<const char*> names, size_t size) {
-    for (const char* f : names) server_.put(f, body(f, size));
-  }
-  static std::string body(const char* name, size_t size) { return random_bytes(size, name[0]); }
   bool cached(const std::string& path) { return index_->get_path(path).has_value(); }
   uint64_t cache_bytes() { return index_->stats().blob_bytes; }
 };

@@ -10,9 +10,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST_F(FetcherTest, CachedFilesAreServedWhenUpstreamIsGoneAndMissesFailFast) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  restart(o);
+  restart(Opts().revalidate(0ms));
   server_.put("pxelinux.0", "bootloader");
   server_.put("other", "never read");
   ASSERT_EQ(cat("pxelinux.0").value(), "bootloader");
@@ -31,11 +29,7 @@ TEST_F(FetcherTest, CachedFilesAreServedWhenUpstreamIsGoneAndMissesFailFast) {
 // --- Upstream health ------------------------------------------------------------
 
 TEST_F(FetcherTest, AfterConnectionFailuresUpstreamIsDownUntilAProbeAnswers) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  o.down_after = 2;
-  o.probe_interval = 200ms;
-  restart(o);
+  restart(Opts().revalidate(0ms).down_after(2).probe_interval(200ms));
   server_.put("cached", "cached bytes");
   server_.put("later", "later bytes");
   ASSERT_EQ(cat("cached").value(), "cached bytes");
@@ -68,12 +62,8 @@ TEST_F(FetcherTest, AfterConnectionFailuresUpstreamIsDownUntilAProbeAnswers) {
 }
 
 TEST_F(FetcherTest, ZeroDownAfterNeverMarksDown) {
-  FetcherOptions o;
-  o.down_after = 0;
-  o.retry_timeout = 0ms;
-  restart(o);
-  server_.put("f", "x");
-  ASSERT_TRUE(lookup("f"));
+  restart(Opts().down_after(0).retry_timeout(0ms));
+  serve("f", "x");
   server_.stop();
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(cat("g" + std::to_string(i)));
   EXPECT_TRUE(fetcher_->upstream_up());
@@ -82,15 +72,10 @@ TEST_F(FetcherTest, ZeroDownAfterNeverMarksDown) {
 // --- Mirrors --------------------------------------------------------------------
 
 TEST_F(FetcherTest, APrimaryRefusingConnectionsIsReplacedByTheMirrorInOneOpen) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  restart(o);
+  auto& mirror = add_mirror();
   const std::string body = random_bytes(600 * 1024, 7);
-  server_.put("images/kernel", body);
-  mirror.put("images/kernel", body);
-  server_.put("images/initrd", "initrd bytes");
-  mirror.put("images/initrd", "initrd bytes");
+  put_on_both("images/kernel", body);
+  put_on_both("images/initrd", "initrd bytes");
   auto a = lookup("images/kernel");  // the listing comes from the primary
   ASSERT_TRUE(a) << a.error().message;
   server_.stop();
@@ -108,12 +93,8 @@ TEST_F(FetcherTest, APrimaryRefusingConnectionsIsReplacedByTheMirrorInOneOpen) {
 }
 
 TEST_F(FetcherTest, APrimaryAnswering503IsReplacedByTheMirror) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  restart(o);
-  server_.put("f", "the bytes");
-  mirror.put("f", "the bytes");
+  auto& mirror = add_mirror();
+  put_on_both("f", "the bytes");
   server_.fail_status("f", 503, -1);
   ASSERT_EQ(cat("f").value(), "the bytes");
   EXPECT_GE(server_.count("GET", "f", 503), 1u);
@@ -121,12 +102,8 @@ TEST_F(FetcherTest, APrimaryAnswering503IsReplacedByTheMirror) {
 }
 
 TEST_F(FetcherTest, APrimaryAnswering404IsFinalAndTheMirrorIsNotAsked) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  restart(o);
-  server_.put("f", "the bytes");
-  mirror.put("f", "the bytes");
+  auto& mirror = add_mirror();
+  put_on_both("f", "the bytes");
   auto a = lookup("f");
   ASSERT_TRUE(a);
   server_.fail_status("f", 404, -1);
@@ -138,12 +115,7 @@ TEST_F(FetcherTest, APrimaryAnswering404IsFinalAndTheMirrorIsNotAsked) {
 }
 
 TEST_F(FetcherTest, AfterItsBackoffTheHealthyPrimaryIsUsedAgain) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  o.mirror_backoff = 300ms;
-  o.mirror_backoff_max = 300ms;
-  restart(o);
+  auto& mirror = add_mirror(Opts().mirror_backoff(300ms).mirror_backoff_max(300ms));
   const int port = server_.port();
   server_.stop();
   mirror.put("a", "a bytes");
@@ -160,13 +132,9 @@ TEST_F(FetcherTest, AfterItsBackoffTheHealthyPrimaryIsUsedAgain) {
 }
 
 TEST_F(FetcherTest, ABrokenDownloadMayResumeAtTheMirror) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  restart(o);
+  auto& mirror = add_mirror();
   const std::string body = random_bytes(900 * 1024, 11);
-  server_.put("big", body);  // the same bytes, the same ETag ("v1") on both
-  mirror.put("big", body);
+  put_on_both("big", body);  // the same bytes, the same ETag ("v1") on both
   server_.cut("big", 300 * 1024);
   ASSERT_EQ(cat("big").value(), body);
   const auto reqs = mirror.requests();
@@ -179,15 +147,12 @@ TEST_F(FetcherTest, ABrokenDownloadMayResumeAtTheMirror) {
 }
 
 TEST_F(FetcherTest, UpstreamIsDownOnlyWhenEveryOriginFails) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  o.down_after = 2;
-  o.mirror_backoff = 50ms;
-  o.mirror_backoff_max = 50ms;
-  o.retry_timeout = 1000ms;
-  o.probe_interval = 100ms;
-  restart(o);
+  auto& mirror = add_mirror(Opts()
+                                .down_after(2)
+                                .mirror_backoff(50ms)
+                                .mirror_backoff_max(50ms)
+                                .retry_timeout(1000ms)
+                                .probe_interval(100ms));
   server_.stop();
   const int mirror_port = mirror.port();
   mirror.put("m", "m bytes");

@@ -12,10 +12,7 @@ using namespace std::chrono_literals;
 // --- invalidate -------------------------------------------------------------------
 
 TEST_F(FetcherTest, InsideTheRevalidateWindowAnInvalidatedFileRevalidatesAtItsNextOpen) {
-  FetcherOptions o;
-  o.revalidate = 3600s;
-  o.listing_ttl = 3600s;
-  restart(o);
+  restart(Opts().revalidate(3600s).listing_ttl(3600s));
   server_.put("boot/initrd", "old bytes");
   server_.put("other", "x");
   ASSERT_EQ(cat("boot/initrd").value(), "old bytes");
@@ -37,10 +34,7 @@ TEST_F(FetcherTest, InsideTheRevalidateWindowAnInvalidatedFileRevalidatesAtItsNe
 }
 
 TEST_F(FetcherTest, InvalidatingOneFileDropsItsDirectorysListing) {
-  FetcherOptions o;
-  o.listing_ttl = 3600s;
-  o.negative_ttl = 3600s;
-  restart(o);
+  restart(Opts().listing_ttl(3600s).negative_ttl(3600s));
   server_.put("pxelinux.cfg/default", "d");
   ASSERT_EQ(cat("pxelinux.cfg/default").value(), "d");
   auto m = lookup("pxelinux.cfg/01-aa");
@@ -58,9 +52,7 @@ TEST_F(FetcherTest, InvalidatingOneFileDropsItsDirectorysListing) {
 }
 
 TEST_F(FetcherTest, AnInvalidatedUnchangedFileSendsAConditionalRequest) {
-  FetcherOptions o;
-  o.revalidate = 3600s;
-  restart(o);
+  restart(Opts().revalidate(3600s));
   server_.put("k", "kernel");
   ASSERT_EQ(cat("k").value(), "kernel");
   ASSERT_EQ(cat("k").value(), "kernel");
@@ -74,8 +66,7 @@ TEST_F(FetcherTest, AnInvalidatedUnchangedFileSendsAConditionalRequest) {
 }
 
 TEST_F(FetcherTest, InvalidateCoversPathsLoadedFromTheIndexLater) {
-  FetcherOptions o;
-  o.revalidate = 3600s;
+  const FetcherOptions o = Opts().revalidate(3600s);
   restart(o);
   server_.put("a/b", "one");
   ASSERT_EQ(cat("a/b").value(), "one");
@@ -86,10 +77,7 @@ TEST_F(FetcherTest, InvalidateCoversPathsLoadedFromTheIndexLater) {
 }
 
 TEST_F(FetcherTest, InvalidateDropsNegativeEntries) {
-  FetcherOptions o;
-  o.negative_ttl = 3600s;
-  o.listing_ttl = 3600s;
-  restart(o);
+  restart(Opts().negative_ttl(3600s).listing_ttl(3600s));
   server_.put("pxelinux.cfg/default", "d");
   auto m = lookup("pxelinux.cfg/01-aa");
   ASSERT_FALSE(m);

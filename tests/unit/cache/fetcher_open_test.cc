@@ -12,15 +12,13 @@ using namespace std::chrono_literals;
 
 TEST_F(FetcherTest, ConcurrentOpensOfAColdFileShareOneDownload) {
   const std::string body = random_bytes(3 << 20, 1);
-  server_.put("images/initrd", body);
-  auto a = lookup("images/initrd");
-  ASSERT_TRUE(a);
+  const Attr a = serve("images/initrd", body);
   server_.hold("images/initrd");
   constexpr int kReaders = 24;
   std::vector<std::future<std::string>> readers;
   for (int i = 0; i < kReaders; ++i) {
     readers.push_back(std::async(std::launch::async, [&, i] {
-      auto of = open(a->version);
+      auto of = open(a.version);
       if (!of) return std::string("open failed: ") + of.error().message;
       auto data = read_all(*of.value(), 4096 << (i % 6));
       return data ? data.value() : "read failed: " + data.error().message;
@@ -42,9 +40,7 @@ TEST_F(FetcherTest, ConcurrentOpensOfAColdFileShareOneDownload) {
 }
 
 TEST_F(FetcherTest, RevalidationAnswers304WhileUnchanged) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  restart(o);
+  restart(Opts().revalidate(0ms));
   server_.put("grub/grub.cfg", "menuentry x {}\n");
   ASSERT_EQ(cat("grub/grub.cfg").value(), "menuentry x {}\n");
   ASSERT_EQ(cat("grub/grub.cfg").value(), "menuentry x {}\n");
@@ -54,32 +50,26 @@ TEST_F(FetcherTest, RevalidationAnswers304WhileUnchanged) {
 }
 
 TEST_F(FetcherTest, WithinTheRevalidateWindowOpensAskNothing) {
-  FetcherOptions o;
-  o.revalidate = 60s;
-  restart(o);
+  restart(Opts().revalidate(60s));
   server_.put("k", "kernel");
   for (int i = 0; i < 20; ++i) ASSERT_EQ(cat("k").value(), "kernel");
   EXPECT_EQ(server_.count("GET", "k"), 1u);
 }
 
 TEST_F(FetcherTest, AChangedFileIsANewVersionAndOldHandlesKeepTheirBytes) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  restart(o);
-  server_.put("initrd", "old bytes");
-  auto v1 = lookup("initrd");
-  ASSERT_TRUE(v1);
-  auto h1 = open(v1->version);
+  restart(Opts().revalidate(0ms));
+  const Attr v1 = serve("initrd", "old bytes");
+  auto h1 = open(v1.version);
   ASSERT_TRUE(h1);
   ASSERT_EQ(read_all(*h1.value()).value(), "old bytes");
 
   server_.put("initrd", "new bytes, longer");
-  auto again = open(v1->version);
+  auto again = open(v1.version);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, ESTALE) << "open must send the kernel back to LOOKUP";
   auto v2 = lookup("initrd");
   ASSERT_TRUE(v2);
-  EXPECT_NE(v2->version, v1->version);
+  EXPECT_NE(v2->version, v1.version);
   EXPECT_EQ(v2->size, 17u);
   auto h2 = open(v2->version);
   ASSERT_TRUE(h2) << h2.error().message;
@@ -123,10 +113,7 @@ TEST_F(FetcherTest, TheCacheSurvivesARestart) {
 // --- missing_grace ------------------------------------------------------------
 
 TEST_F(FetcherTest, ACachedFileGoneUpstreamIsServedUntilMissingGraceEnds) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  o.missing_grace = 1500ms;
-  restart(o);
+  restart(Opts().revalidate(0ms).missing_grace(1500ms));
   server_.put("boot/menu", "menu v1");
   ASSERT_EQ(cat("boot/menu").value(), "menu v1");
   server_.remove("boot/menu");
@@ -149,10 +136,7 @@ TEST_F(FetcherTest, ACachedFileGoneUpstreamIsServedUntilMissingGraceEnds) {
 }
 
 TEST_F(FetcherTest, AnAnswerInTheGraceWindowClearsIt) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  o.missing_grace = 1200ms;
-  restart(o);
+  restart(Opts().revalidate(0ms).missing_grace(1200ms));
   server_.put("cfg", "same");
   ASSERT_EQ(cat("cfg").value(), "same");
   server_.fail_status("cfg", 404, 1);  // a sync deleting and recreating the tree
@@ -167,11 +151,7 @@ TEST_F(FetcherTest, AnAnswerInTheGraceWindowClearsIt) {
 }
 
 TEST_F(FetcherTest, ACachedFileAbsentFromAFreshListingIsServedThroughTheGrace) {
-  FetcherOptions o;
-  o.listing_ttl = 400ms;
-  o.revalidate = 0ms;
-  o.missing_grace = 1000ms;
-  restart(o);
+  restart(Opts().listing_ttl(400ms).revalidate(0ms).missing_grace(1000ms));
   server_.put("d/a", "aaa");
   server_.put("d/b", "bbb");
   ASSERT_EQ(cat("d/a").value(), "aaa");
@@ -203,8 +183,7 @@ TEST_F(FetcherTest, ACachedFileAbsentFromAFreshListingIsServedThroughTheGrace) {
 }
 
 TEST_F(FetcherTest, AnUncachedFileThat404sIsENOENTAtOnce) {
-  server_.put("x/y", "z");
-  ASSERT_TRUE(lookup("x/y"));
+  serve("x/y", "z");
   server_.fail_status("x/y", 404, -1);
   auto r = cat("x/y");
   ASSERT_FALSE(r);
@@ -213,11 +192,7 @@ TEST_F(FetcherTest, AnUncachedFileThat404sIsENOENTAtOnce) {
 }
 
 TEST_F(FetcherTest, DescribeFollowsAFileFromRemoteToCachedToStaleWithoutRequests) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  o.down_after = 1;
-  o.probe_interval = 60s;
-  restart(o);
+  restart(Opts().revalidate(0ms).down_after(1).probe_interval(60s));
   const std::string body = "kernel bytes";
   server_.put("boot/vmlinuz", body);
   auto a = lookup("boot/vmlinuz");
@@ -257,12 +232,8 @@ TEST_F(FetcherTest, DescribeFollowsAFileFromRemoteToCachedToStaleWithoutRequests
 }
 
 TEST_F(FetcherTest, DescribeNamesTheMirrorABodyCameFrom) {
-  testing::TestHttpServer mirror;
-  FetcherOptions o;
-  o.mirrors = {mirror.url()};
-  restart(o);
-  server_.put("images/initrd", "initrd bytes");
-  mirror.put("images/initrd", "initrd bytes");
+  auto& mirror = add_mirror();
+  put_on_both("images/initrd", "initrd bytes");
   auto a = lookup("images/initrd");
   ASSERT_TRUE(a);
   server_.stop();

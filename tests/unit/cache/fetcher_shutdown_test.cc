@@ -9,13 +9,11 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST_F(FetcherTest, ShutdownAnswersEveryWaiter) {
-  server_.put("slow", "x");
-  auto a = lookup("slow");
-  ASSERT_TRUE(a);
+  const Attr a = serve("slow", "x");
   server_.hold("slow");
   std::promise<Result<std::unique_ptr<OpenFile>>> p;
   auto f = p.get_future();
-  fetcher_->open(a->version, [&p](auto r) { p.set_value(std::move(r)); });
+  fetcher_->open(a.version, [&p](auto r) { p.set_value(std::move(r)); });
   ASSERT_TRUE(server_.wait_arrived("slow"));
   fetcher_->shutdown();
   auto r = await(f, 15s);

@@ -10,9 +10,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST_F(FetcherTest, ResponsesAreCountedByMethodAndStatus) {
-  FetcherOptions o;
-  o.retry_timeout = 0ms;
-  restart(o);
+  restart(Opts().retry_timeout(0ms));
   server_.put("a", "aaa");
   server_.no_listing("");
   ASSERT_EQ(cat("a").value(), "aaa");

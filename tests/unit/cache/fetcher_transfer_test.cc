@@ -32,9 +32,7 @@ TEST_F(FetcherTest, ABrokenTransferResumesWithRange) {
 
 TEST_F(FetcherTest, AMissIsRetriedThrough503sAndHonoursRetryAfter) {
   const std::string body = random_bytes(200000, 4);
-  server_.put("images/linux", body);
-  auto a = lookup("images/linux");
-  ASSERT_TRUE(a);
+  const Attr a = serve("images/linux", body);
   server_.fail_status("images/linux", 503, 2, 1);
   const auto t0 = std::chrono::steady_clock::now();
   auto got = cat("images/linux");
@@ -50,14 +48,12 @@ TEST_F(FetcherTest, AMissIsRetriedThrough503sAndHonoursRetryAfter) {
 
 TEST_F(FetcherTest, CoalescedOpensWaitForTheOneRetriedRequest) {
   const std::string body = random_bytes(300000, 5);
-  server_.put("initrd", body);
-  auto a = lookup("initrd");
-  ASSERT_TRUE(a);
+  const Attr a = serve("initrd", body);
   server_.fail_status("initrd", 502, 3);
   std::vector<std::future<std::string>> readers;
   for (int i = 0; i < 8; ++i) {
     readers.push_back(std::async(std::launch::async, [&] {
-      auto of = open(a->version);
+      auto of = open(a.version);
       if (!of) return "open failed: " + of.error().message;
       auto data = read_all(*of.value());
       return data ? data.value() : "read failed: " + data.error().message;
@@ -72,10 +68,7 @@ TEST_F(FetcherTest, CoalescedOpensWaitForTheOneRetriedRequest) {
 }
 
 TEST_F(FetcherTest, NotFoundAndForbiddenAreNeverRetried) {
-  server_.put("gone", "x");
-  server_.put("denied", "y");
-  ASSERT_TRUE(lookup("gone"));
-  ASSERT_TRUE(lookup("denied"));
+  serve({{"gone", "x"}, {"denied", "y"}});
   server_.fail_status("gone", 404, -1);
   server_.fail_status("denied", 403, -1);
   auto g = cat("gone");
@@ -90,11 +83,8 @@ TEST_F(FetcherTest, NotFoundAndForbiddenAreNeverRetried) {
 }
 
 TEST_F(FetcherTest, AnUpstreamThatKeepsFailingFailsWithinRetryTimeout) {
-  FetcherOptions o;
-  o.retry_timeout = 1500ms;
-  restart(o);
-  server_.put("k", "kernel");
-  ASSERT_TRUE(lookup("k"));
+  restart(Opts().retry_timeout(1500ms));
+  serve("k", "kernel");
   server_.fail_status("k", 503, -1);
   const auto t0 = std::chrono::steady_clock::now();
   auto got = cat("k");
@@ -118,9 +108,7 @@ TEST_F(FetcherTest, AHeadIsRetried) {
 }
 
 TEST_F(FetcherTest, AFailedRevalidationServesStaleWithoutRetrying) {
-  FetcherOptions o;
-  o.revalidate = 0ms;
-  restart(o);
+  restart(Opts().revalidate(0ms));
   server_.put("menu", "m");
   ASSERT_EQ(cat("menu").value(), "m");
   server_.fail_status("menu", 503, -1);
@@ -133,8 +121,7 @@ TEST_F(FetcherTest, AFailedRevalidationServesStaleWithoutRetrying) {
 
 TEST_F(FetcherTest, AResumeAnswered503IsResumedAgain) {
   const std::string body = random_bytes(1 << 20, 6);
-  server_.put("big", body);
-  ASSERT_TRUE(lookup("big"));
+  serve("big", body);
   server_.cut("big", 300000, 1);
   auto reader = std::async(std::launch::async, [&] { return cat("big"); });
   // The resume comes after a back-off of at least 100 ms: fail it once.
@@ -154,19 +141,15 @@ TEST_F(FetcherTest, AResumeAnswered503IsResumedAgain) {
 // --- Cache write failures -------------------------------------------------------
 
 TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextOpenStartsOver) {
-  FetcherOptions o;
-  o.read_stall_timeout = 1500ms;
-  restart(o);
+  restart(Opts().read_stall_timeout(1500ms));
   const std::string body = random_bytes(3 << 20, 7);
-  server_.put("huge", body);
-  auto a = lookup("huge");
-  ASSERT_TRUE(a);
+  const Attr a = serve("huge", body);
   // A full disk, as far as this process is concerned: writes past 1 MiB fail.
   FileSizeLimit full(1 << 20);
   ASSERT_TRUE(full.set());
   const auto t0 = std::chrono::steady_clock::now();
   {
-    auto of = open(a->version);
+    auto of = open(a.version);
     ASSERT_TRUE(of) << of.error().message;
     auto got = read_all(*of.value(), 1 << 20);
     full.lift();
@@ -177,10 +160,7 @@ TEST_F(FetcherTest, AFailedCacheWriteFailsReadersAfterTheStallTimeoutAndTheNextO
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 1400ms);
     // A read of missing bytes on the same handle, which already stalled,
     // fails at once.
-    std::promise<Result<Slice>> p;
-    auto f = p.get_future();
-    of.value()->read(2 << 20, 4096, [&p](Result<Slice> r) { p.set_value(std::move(r)); });
-    auto r = await(f, 2s);
+    auto r = read_at(*of.value(), 2 << 20, 4096, 2s);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, EIO);
   }
