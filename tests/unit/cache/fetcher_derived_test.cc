@@ -84,6 +84,18 @@ class FetcherDerivedTest : public FetcherTest {
     if (!entry || !blobs_->remove(entry->sha256)) throw std::runtime_error("blob not removed");
     return use_filter("proxy.lan", "fp1");
   }
+  // kMenu served through `filter` and opened: the version and the handle,
+  // which has read the filter's output once.
+  std::pair<Attr, std::unique_ptr<OpenFile>> open_menu(const ReplaceFilter& filter) {
+    const Attr a = serve(kMenu, kUpstreamMenu);
+    auto of = open(a.version);
+    if (!of) throw std::runtime_error("open failed: " + of.error().message);
+    auto got = read_all(*of.value());
+    if (!got || got.value() != filter.rewrite(kUpstreamMenu)) {
+      throw std::runtime_error("the first read is not the filter's output");
+    }
+    return {a, std::move(of).value()};
+  }
   Result<std::string> read_version(const std::shared_ptr<FileVersion>& v) {
     auto of = open(v);
     if (!of) return of.error();
@@ -119,10 +131,7 @@ TEST_F(FetcherDerivedTest, AnOpenReadsTheOutputAndTheBlobStoreKeepsUpstreamsByte
 TEST_F(FetcherDerivedTest, AChangedUpstreamFileIsDerivedAgainAndTheOldVersionIsStale) {
   restart(Opts().revalidate(0ms));
   auto filter = use_filter("proxy.lan", "fp1");
-  const Attr v1 = serve(kMenu, kUpstreamMenu);
-  auto h1 = open(v1.version);
-  ASSERT_TRUE(h1) << h1.error().message;
-  ASSERT_EQ(read_all(*h1.value()).value(), filter->rewrite(kUpstreamMenu));
+  const auto [v1, h1] = open_menu(*filter);
 
   const std::string changed = kUpstreamMenu + "LABEL rescue\nAPPEND upstream=1\n";
   server_.put(kMenu, changed);
@@ -135,7 +144,7 @@ TEST_F(FetcherDerivedTest, AChangedUpstreamFileIsDerivedAgainAndTheOldVersionIsS
   EXPECT_EQ(v2->size, filter->rewrite(changed).size());
   EXPECT_EQ(read_version(v2->version).value(), filter->rewrite(changed));
   EXPECT_EQ(stored_bytes(kMenu), changed);
-  EXPECT_EQ(read_all(*h1.value()).value(), filter->rewrite(kUpstreamMenu))
+  EXPECT_EQ(read_all(*h1).value(), filter->rewrite(kUpstreamMenu))
       << "the old handle keeps the output it opened";
   EXPECT_EQ(filter->applied.load(), 2);
 }
@@ -143,10 +152,7 @@ TEST_F(FetcherDerivedTest, AChangedUpstreamFileIsDerivedAgainAndTheOldVersionIsS
 TEST_F(FetcherDerivedTest, AnotherFingerprintDerivesAtTheNextLookupAndOpenHandlesKeepTheirBytes) {
   restart(Opts().revalidate(60s));
   auto first = use_filter("alpha", "fp-a");
-  const Attr v1 = serve(kMenu, kUpstreamMenu);
-  auto h1 = open(v1.version);
-  ASSERT_TRUE(h1) << h1.error().message;
-  ASSERT_EQ(read_all(*h1.value()).value(), first->rewrite(kUpstreamMenu));
+  const auto [v1, h1] = open_menu(*first);
 
   auto second = use_filter("beta.example.org", "fp-b");
   auto v2 = lookup(kMenu);
@@ -156,7 +162,7 @@ TEST_F(FetcherDerivedTest, AnotherFingerprintDerivesAtTheNextLookupAndOpenHandle
   EXPECT_EQ(read_version(v2->version).value(), second->rewrite(kUpstreamMenu));
   EXPECT_EQ(second->applied.load(), 1);
   EXPECT_EQ(server_.count("GET", kMenu), 1u) << "derived from the cached upstream blob";
-  EXPECT_EQ(read_all(*h1.value()).value(), first->rewrite(kUpstreamMenu));
+  EXPECT_EQ(read_all(*h1).value(), first->rewrite(kUpstreamMenu));
   auto stale = open(v1.version);
   ASSERT_FALSE(stale);
   EXPECT_EQ(stale.error().code, ESTALE);

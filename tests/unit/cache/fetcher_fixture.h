@@ -210,6 +210,12 @@ class FetcherTest : public ::testing::Test {
     fetcher_->open(v, [&p](Result<std::unique_ptr<OpenFile>> r) { p.set_value(std::move(r)); });
     return await(f);
   }
+  // open() without waiting: the answer, when it comes.
+  std::future<Result<std::unique_ptr<OpenFile>>> open_async(const std::shared_ptr<FileVersion>& v) {
+    auto p = std::make_shared<std::promise<Result<std::unique_ptr<OpenFile>>>>();
+    fetcher_->open(v, [p](Result<std::unique_ptr<OpenFile>> r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  }
   // open() with a download speed limit (bytes/s).
   Result<std::unique_ptr<OpenFile>> open(const std::shared_ptr<FileVersion>& v,
                                          uint64_t max_rate) {

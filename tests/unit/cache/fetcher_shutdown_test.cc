@@ -11,9 +11,7 @@ using namespace std::chrono_literals;
 TEST_F(FetcherTest, ShutdownAnswersEveryWaiter) {
   const Attr a = serve("slow", "x");
   server_.hold("slow");
-  std::promise<Result<std::unique_ptr<OpenFile>>> p;
-  auto f = p.get_future();
-  fetcher_->open(a.version, [&p](auto r) { p.set_value(std::move(r)); });
+  auto f = open_async(a.version);
   ASSERT_TRUE(server_.wait_arrived("slow"));
   fetcher_->shutdown();
   auto r = await(f, 15s);
@@ -25,9 +23,7 @@ TEST_F(FetcherTest, ShutdownAnswersEveryWaiter) {
 TEST_F(FetcherTest, AWaiterAnsweredAtShutdownIsCountedAsShutdown) {
   const Attr a = serve("slow", "x");
   server_.hold("slow");
-  std::promise<Result<std::unique_ptr<OpenFile>>> p;
-  auto f = p.get_future();
-  fetcher_->open(a.version, [&p](auto r) { p.set_value(std::move(r)); });
+  auto f = open_async(a.version);
   ASSERT_TRUE(server_.wait_arrived("slow"));
   EXPECT_EQ(errors(FetcherStats::ErrorSite::kShutdown), 0u);
   fetcher_->shutdown();
