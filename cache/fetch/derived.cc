@@ -104,7 +104,9 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
       ps.negative_until_ms = 0;
     } else {
       log()->error("{}: {}", path, derived.error().message);
-      result = stats.count(FetcherStats::ErrorSite::kRewrite, derived.error());
+      // Our failure, whatever errno it came with: upstream serves the file.
+      result = stats.count(FetcherStats::ErrorSite::kRewrite,
+                           Error{EIO, "rewriting failed: " + derived.error().message});
     }
     waiters.swap(ps.version_waiters);
   }

@@ -213,13 +213,11 @@ TEST_F(FetcherDerivedTest, ASourceBlobGoneBeforeDerivationFailsTheLookupCountedA
   EXPECT_EQ(server_.count("GET", kMenu, 200), 2u);
 }
 
-// BUG (cache/fetch/derived.cc, install_version): a derivation that fails
-// hands the failure's own errno to the lookup. derive() returns
-// blobs.open_blob()'s error, ENOENT for a source blob gone from the store, so
-// a file that upstream serves is answered "no such file" (the kernel caches
-// that as a negative entry) instead of EIO, which the contract gives to
-// every failure of ours and kRewrite counts.
-TEST_F(FetcherDerivedTest, DISABLED_AFailedDerivationIsEIONotTheSourcesErrno) {
+// A derivation that fails is our failure: EIO, whatever errno it came with.
+// derive() sees blobs.open_blob()'s ENOENT for a source blob gone from the
+// store; handed on, a file that upstream serves would be answered "no such
+// file" (which the kernel caches as a negative entry).
+TEST_F(FetcherDerivedTest, AFailedDerivationIsEIONotTheSourcesErrno) {
   cache_then_lose_the_source();
   auto r = lookup(kMenu);
   ASSERT_FALSE(r);
