@@ -5,13 +5,12 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <ctime>
 #include <string>
 #include <vector>
 
 #include "cache/http/url.h"
 #include "cache/util/log.h"
+#include "fs/fuse_replies.h"
 
 namespace netbootfs::fs {
 namespace {
@@ -29,30 +28,6 @@ struct DirHandle {
   std::string path;  // of the directory
   std::vector<cache::DirEntry> entries;
 };
-
-// A directory stream: offset 0 is ".", 1 is "..", 2.. the entries; each
-// entry's offset is the next one's index.
-size_t dirent_count(const DirHandle& dh) { return dh.entries.size() + 2; }
-
-// The name of entry `i` and, in *st, what a plain dirent carries of it
-// (inode number, type).
-const char* dirent_at(const DirHandle& dh, size_t i, fuse_ino_t dir_ino, struct stat* st) {
-  st->st_mode = S_IFDIR;
-  if (i == 0) {
-    st->st_ino = dir_ino;
-    return ".";
-  }
-  if (i == 1) {
-    st->st_ino = FUSE_ROOT_ID;
-    return "..";
-  }
-  const cache::DirEntry& e = dh.entries[i - 2];
-  // Not the inode a LOOKUP would give (that depends on the version); any
-  // non-zero number will do for a dirent.
-  st->st_ino = std::hash<std::string>{}(e.name) | 1;
-  if (!e.is_dir) st->st_mode = S_IFREG;
-  return e.name.c_str();
-}
 
 void erofs(fuse_req_t req) {
   self(req)->count(FuseFs::Op::kWrite);
@@ -124,34 +99,8 @@ FuseFs::FuseFs(const MountOptions& options)
                       std::chrono::system_clock::now().time_since_epoch())
                       .count()) {}
 
-struct stat FuseFs::make_stat(const NodeInfo& n) const {
-  struct stat st {};
-  st.st_ino = n.ino;
-  st.st_uid = opt_.uid;
-  st.st_gid = opt_.gid;
-  if (n.is_dir) {
-    st.st_mode = S_IFDIR | (0555 & ~opt_.umask);
-    st.st_nlink = 2;
-    st.st_size = 4096;
-  } else {
-    st.st_mode = S_IFREG | (0444 & ~opt_.umask);
-    st.st_nlink = 1;
-    st.st_size = static_cast<off_t>(n.size);
-  }
-  st.st_blksize = 4096;
-  st.st_blocks = (st.st_size + 511) / 512;
-  const int64_t t = n.mtime ? n.mtime : mount_time_;
-  st.st_mtim.tv_sec = st.st_ctim.tv_sec = st.st_atim.tv_sec = t;
-  return st;
-}
-
 fuse_entry_param FuseFs::ref_entry(const std::string& path, const cache::Attr& a) {
-  fuse_entry_param e{};
-  e.ino = inodes_.ref(path, a);
-  e.attr = make_stat(NodeInfo{e.ino, path, a.is_dir, a.size, a.mtime, a.version});
-  e.attr_timeout = opt_.attr_timeout;
-  e.entry_timeout = opt_.entry_timeout;
-  return e;
+  return entry_reply(inodes_.ref(path, a), a, opt_, mount_time_);
 }
 
 void FuseFs::init(fuse_conn_info* conn) {
@@ -170,52 +119,42 @@ void FuseFs::init(fuse_conn_info* conn) {
 
 void FuseFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto p = inodes_.get(parent);
-  if (!p || !p->is_dir) {
-    fuse_reply_err(req, ENOENT);
+  if (int err = lookup_errno(p)) {
+    fuse_reply_err(req, err);
     return;
   }
   const std::string path = http::child_path(p->path, name);
   auto pend = pending_.park(req);
   fetcher_->lookup(path, [this, pend, path](Result<cache::Attr> r) {
     if (!pending_.claim(pend)) return;
-    fuse_entry_param e{};
     if (!r) {
-      if (r.error().code != ENOENT) {
+      if (!is_negative_lookup(r.error().code)) {
         fuse_reply_err(pend->req, r.error().code);
         return;
       }
-      e.ino = 0;  // a negative entry the kernel may cache
-      e.entry_timeout = opt_.negative_ttl;
-      fuse_reply_entry(pend->req, &e);
+      const fuse_entry_param negative = negative_entry(opt_);
+      fuse_reply_entry(pend->req, &negative);
       return;
     }
-    e = ref_entry(path, r.value());
+    const fuse_entry_param e = ref_entry(path, r.value());
     if (fuse_reply_entry(pend->req, &e) != 0) inodes_.forget(e.ino, 1);
   });
 }
 
 void FuseFs::getattr(fuse_req_t req, fuse_ino_t ino) {
   auto n = inodes_.get(ino);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
+  if (int err = node_errno(n)) {
+    fuse_reply_err(req, err);
     return;
   }
-  struct stat st = make_stat(*n);
+  const struct stat st = make_stat(*n, opt_, mount_time_);
   fuse_reply_attr(req, &st, opt_.attr_timeout);
 }
 
 void FuseFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-    fuse_reply_err(req, EROFS);
-    return;
-  }
   auto n = inodes_.get(ino);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (n->is_dir) {
-    fuse_reply_err(req, EISDIR);
+  if (int err = open_errno(fi->flags, n)) {
+    fuse_reply_err(req, err);
     return;
   }
   auto pend = pending_.park(req);
@@ -228,11 +167,7 @@ void FuseFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(pend->req, r.error().code);
       return;
     }
-    fuse_file_info info{};
-    info.flags = flags;
-    info.keep_cache = 1;  // an inode's bytes never change
-    info.noflush = 1;
-    info.fh = reinterpret_cast<uint64_t>(r.value().get());
+    const fuse_file_info info = open_reply(flags, reinterpret_cast<uint64_t>(r.value().get()));
     if (fuse_reply_open(pend->req, &info) == 0) r.value().release();
   });
 }
@@ -280,12 +215,8 @@ void FuseFs::release(fuse_req_t req, fuse_file_info* fi) {
 
 void FuseFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto n = inodes_.get(ino);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (!n->is_dir) {
-    fuse_reply_err(req, ENOTDIR);
+  if (int err = opendir_errno(n)) {
+    fuse_reply_err(req, err);
     return;
   }
   auto pend = pending_.park(req);
@@ -300,9 +231,7 @@ void FuseFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto dh = std::make_unique<DirHandle>();
     dh->path = path;
     dh->entries = std::move(r).value();
-    fuse_file_info info{};
-    info.flags = flags;
-    info.fh = reinterpret_cast<uint64_t>(dh.get());
+    const fuse_file_info info = opendir_reply(flags, reinterpret_cast<uint64_t>(dh.get()));
     if (fuse_reply_open(pend->req, &info) == 0) dh.release();
   });
 }
@@ -312,11 +241,9 @@ void FuseFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
-  for (size_t i = static_cast<size_t>(off); i < dirent_count(*dh); ++i) {
-    struct stat st {};
-    const char* name = dirent_at(*dh, i, ino, &st);
-    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
-                                    static_cast<off_t>(i + 1));
+  for (size_t i = static_cast<size_t>(off); i < dirent_count(dh->entries); ++i) {
+    const Dirent d = dirent_at(dh->entries, i, ino);
+    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, d.name, &d.attr, d.next);
     if (need > size - used) break;
     used += need;
   }
@@ -331,24 +258,24 @@ void FuseFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   // Every entry with an inode counts as a LOOKUP reply; if the kernel does
   // not get the reply, it does not hold them.
   std::vector<fuse_ino_t> refs;
-  for (size_t i = static_cast<size_t>(off); i < dirent_count(*dh); ++i) {
+  for (size_t i = static_cast<size_t>(off); i < dirent_count(dh->entries); ++i) {
+    const Dirent d = dirent_at(dh->entries, i, ino);
     fuse_entry_param e{};
-    const char* name = dirent_at(*dh, i, ino, &e.attr);
-    const size_t need = fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0);
+    e.attr = d.attr;
+    const size_t need = fuse_add_direntry_plus(req, nullptr, 0, d.name, nullptr, 0);
     if (need > size - used) break;
     // "." and ".." are never linked by the kernel: no inode reference, only
     // the dirent. Other entries get attributes only where they are known
     // without asking upstream (a listing without sizes would mean a HEAD
     // per entry); ino 0 leaves the entry to a LOOKUP of its own.
-    if (i >= 2) {
-      const std::string path = http::child_path(dh->path, name);
+    if (d.child) {
+      const std::string path = http::child_path(dh->path, d.name);
       if (Result<cache::Attr> a = fetcher_->peek(path)) {
         e = ref_entry(path, a.value());
         refs.push_back(e.ino);
       }
     }
-    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
-                                   static_cast<off_t>(i + 1));
+    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name, &e, d.next);
   }
   if (fuse_reply_buf(req, buf.data(), used) != 0) {
     for (fuse_ino_t r : refs) inodes_.forget(r, 1);
@@ -370,104 +297,55 @@ void FuseFs::statfs(fuse_req_t req) {
 
 namespace {
 
-constexpr char kXattrUser[] = "user.";              // the only namespace there is
-constexpr char kXattrPrefix[] = "user.netbootfs.";  // every name below starts so
-constexpr char kXattrRewritten[] = "user.netbootfs.rewritten";
-// On the root only: "up" or "down", the fetcher's view of upstream health.
-constexpr char kXattrUpstream[] = "user.netbootfs.upstream";
-
 void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
-  if (size == 0) {
-    fuse_reply_xattr(req, value.size());
-  } else if (size < value.size()) {
-    fuse_reply_err(req, ERANGE);
-  } else {
-    fuse_reply_buf(req, value.data(), value.size());
+  switch (xattr_reply(value.size(), size)) {
+    case XattrReply::kSize:
+      fuse_reply_xattr(req, value.size());
+      return;
+    case XattrReply::kTooSmall:
+      fuse_reply_err(req, ERANGE);
+      return;
+    case XattrReply::kValue:
+      fuse_reply_buf(req, value.data(), value.size());
+      return;
   }
 }
 
-}  // namespace
-
-namespace {
-
-std::string iso8601_utc(int64_t unix_s) {
-  std::time_t t = static_cast<std::time_t>(unix_s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// The inspection attributes of a file that have a value, in listing order.
 // From Fetcher::describe: a snapshot, never a request.
-std::vector<std::pair<const char*, std::string>> file_xattrs(const cache::Fetcher& fetcher,
-                                                             const std::shared_ptr<cache::FileVersion>& v) {
-  const cache::VersionInfo info = fetcher.describe(v);
-  std::vector<std::pair<const char*, std::string>> out;
-  out.emplace_back("user.netbootfs.state", cache::to_string(info.state));
-  if (!info.etag.empty()) out.emplace_back("user.netbootfs.etag", info.etag);
-  if (!info.sha256.empty()) out.emplace_back("user.netbootfs.sha256", info.sha256);
-  if (!info.upstream_sha256.empty()) {
-    out.emplace_back("user.netbootfs.upstream_sha256", info.upstream_sha256);
-  }
-  if (info.validated_at > 0) out.emplace_back("user.netbootfs.validated", iso8601_utc(info.validated_at));
-  out.emplace_back("user.netbootfs.source", info.source_url);
-  const std::string& note = v->filter_note();
-  out.emplace_back(kXattrRewritten, note.empty() ? "not rewritten: no rule" : note);
-  return out;
+Xattrs version_xattrs(const cache::Fetcher& fetcher, const std::shared_ptr<cache::FileVersion>& v) {
+  return file_xattrs(fetcher.describe(v), v->filter_note());
 }
 
 }  // namespace
 
 void FuseFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto n = inodes_.get(ino);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (ino == FUSE_ROOT_ID && std::strcmp(name, kXattrUpstream) == 0) {
-    reply_xattr_value(req, fetcher_->upstream_up() ? "up" : "down", size);
-    return;
-  }
-  // `ls -l` asks every file for security.selinux and system.posix_acl_access
-  // and the kernel caches no answer. Only the user namespace is supported:
-  // EOPNOTSUPP for the others, which ls remembers for the whole device and
-  // stops asking (ENODATA it would ask again of every name); ENODATA for
-  // other user names.
-  if (std::strncmp(name, kXattrUser, sizeof kXattrUser - 1) != 0) {
-    fuse_reply_err(req, EOPNOTSUPP);
-    return;
-  }
-  if (std::strncmp(name, kXattrPrefix, sizeof kXattrPrefix - 1) != 0 || n->is_dir || !n->version) {
-    fuse_reply_err(req, ENODATA);
-    return;
-  }
-  for (auto& [key, value] : file_xattrs(*fetcher_, n->version)) {
-    if (std::strcmp(name, key) == 0) {
-      reply_xattr_value(req, value, size);
+  const XattrPlan plan = plan_getxattr(n, name);
+  switch (plan.source) {
+    case XattrSource::kError:
+      fuse_reply_err(req, plan.err);
       return;
-    }
+    case XattrSource::kUpstream:
+      reply_xattr_value(req, fetcher_->upstream_up() ? "up" : "down", size);
+      return;
+    case XattrSource::kFile:
+      if (auto value = find_xattr(version_xattrs(*fetcher_, n->version), name)) {
+        reply_xattr_value(req, *value, size);
+      } else {
+        fuse_reply_err(req, ENODATA);
+      }
+      return;
   }
-  fuse_reply_err(req, ENODATA);
 }
 
 void FuseFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   auto n = inodes_.get(ino);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
+  if (int err = node_errno(n)) {
+    fuse_reply_err(req, err);
     return;
   }
-  std::string names;
-  if (ino == FUSE_ROOT_ID) {
-    names = std::string(kXattrUpstream) + '\0';
-  } else if (!n->is_dir && n->version) {
-    for (auto& [key, value] : file_xattrs(*fetcher_, n->version)) {
-      names += key;
-      names += '\0';
-    }
-  }
-  reply_xattr_value(req, names, size);
+  const Xattrs attrs = wants_file_xattrs(*n) ? version_xattrs(*fetcher_, n->version) : Xattrs{};
+  reply_xattr_value(req, xattr_names(*n, attrs), size);
 }
 
 const char* FuseFs::op_name(Op op) {
@@ -515,7 +393,7 @@ const fuse_lowlevel_ops& FuseFs::operations() {
     o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->count(Op::kStatfs)->statfs(r); };
     o.access = [](fuse_req_t r, fuse_ino_t, int mask) {
       self(r)->count(Op::kAccess);
-      fuse_reply_err(r, (mask & W_OK) ? EROFS : 0);
+      fuse_reply_err(r, access_errno(mask));
     };
     o.getxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
       self(r)->count(Op::kGetxattr)->getxattr(r, i, n, s);

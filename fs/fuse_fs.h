@@ -1,6 +1,7 @@
 // FuseFs: the FUSE low-level glue. A thin layer: every decision about bytes
-// and attributes belongs to cache::Fetcher; this file turns kernel requests
-// into Fetcher calls and Fetcher answers into replies.
+// and attributes belongs to cache::Fetcher, every decision about a reply's
+// form (errnos, stat, entries, dirents, xattr answers) to fs/fuse_replies.h;
+// this file turns kernel requests into Fetcher calls and sends the replies.
 //
 // Contract
 // - Every request gets exactly one reply. Requests that wait for the network
@@ -118,7 +119,6 @@ class FuseFs {
   uint64_t served_bytes() const { return served_bytes_.load(std::memory_order_relaxed); }
 
  private:
-  struct stat make_stat(const NodeInfo& n) const;
   // The entry of `path` as a LOOKUP reply carries it, counted as one kernel
   // reference in the inode table (the caller forgets it if the reply fails).
   fuse_entry_param ref_entry(const std::string& path, const cache::Attr& a);
