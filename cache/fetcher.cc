@@ -78,7 +78,7 @@ bool path_at_or_under(std::string_view path, std::string_view prefix) {
 void OpenFile::read(uint64_t offset, size_t len, ReadCallback cb) {
   if (fd_.valid()) {
     const uint64_t size = version_->size();
-    const uint64_t end = offset >= size ? offset : std::min<uint64_t>(offset + len, size);
+    const uint64_t end = read_end(offset, len, size);
     cb(Slice{fd_.get(), offset, static_cast<size_t>(end - offset)});
     return;
   }

@@ -88,7 +88,7 @@ bool Download::on_data(const char* data, size_t len) {
     // Into two lists: compacting in place self-move-assigns, which empties a weak_ptr.
     std::vector<ReadWaiter> waiting;
     for (auto& w : readers_) {
-      const uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
+      const uint64_t end = read_end(w.offset, w.len, size);
       (end <= frontier_ && end < size ? ready : waiting).push_back(std::move(w));
     }
     readers_.swap(waiting);
@@ -96,7 +96,7 @@ bool Download::on_data(const char* data, size_t len) {
   stats_.download_bytes += len;
   const uint64_t size = expected_size_.value_or(UINT64_MAX);
   for (auto& w : ready) {
-    uint64_t end = std::min<uint64_t>(w.offset + w.len, size);
+    const uint64_t end = read_end(w.offset, w.len, size);
     w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
   }
   return true;
@@ -130,7 +130,7 @@ void Download::read(uint64_t offset, size_t len, ReadCallback cb,
     cb(Slice{tmp_.fd(), offset, 0});
     return;
   }
-  const uint64_t end = std::min<uint64_t>(offset + len, size);
+  const uint64_t end = read_end(offset, len, size);
   const bool ready = state_ == State::kComplete || (end < size && end <= frontier_);
   if (!ready) {
     const int64_t stall = stall_ms_;

@@ -93,6 +93,11 @@ std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budge
   return delay;
 }
 
+uint64_t read_end(uint64_t offset, uint64_t len, uint64_t size) {
+  if (offset >= size) return offset;
+  return len > size - offset ? size : offset + len;
+}
+
 std::optional<int64_t> plan_resume(bool resumable, int attempt, int64_t since_progress_ms,
                                    int64_t stall_ms, std::optional<int64_t> retry_after_s,
                                    double jitter) {

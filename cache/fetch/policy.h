@@ -40,6 +40,11 @@ bool is_connection_failure(http::Outcome outcome);
 std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budget_ms,
                                   std::optional<int64_t> retry_after_s, double jitter);
 
+// Where the answer to a read of `len` bytes at `offset` ends in a file of
+// `size` bytes: the whole range clamped to the size, `offset` itself (an
+// empty answer) at or past the end. Never overflows.
+uint64_t read_end(uint64_t offset, uint64_t len, uint64_t size);
+
 // The delay before resume number `attempt` (0 = the first) of a transfer
 // broken after its size was reported, or nullopt to give up: when it cannot
 // resume (`resumable`: a strong ETag and a known size) or made no progress

@@ -67,7 +67,7 @@ void Fetcher::Impl::publish(const std::shared_ptr<Download>& dl) {
   }
   const uint64_t size = entry.size;
   for (auto& w : ready) {
-    const uint64_t end = w.offset >= size ? w.offset : std::min<uint64_t>(w.offset + w.len, size);
+    const uint64_t end = read_end(w.offset, w.len, size);
     w.cb(Slice{fd, w.offset, static_cast<size_t>(end - w.offset)});
   }
   if (before && before->sha256 != sha) lifecycle.collect(before->sha256);
