@@ -1,6 +1,7 @@
 #include "fs/ctl/args.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -12,7 +13,10 @@ namespace netbootfs::fs::ctl {
 Result<int64_t> parse_time(const std::string& s) {
   std::string digits = !s.empty() && s[0] == '@' ? s.substr(1) : s;
   if (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos) {
-    return static_cast<int64_t>(std::stoll(digits));
+    errno = 0;
+    const long long v = std::strtoll(digits.c_str(), nullptr, 10);
+    if (errno == ERANGE) return Error{EINVAL, "bad time '" + s + "': out of range"};
+    return static_cast<int64_t>(v);
   }
   for (const char* fmt : {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"}) {
     std::tm tm{};
@@ -36,10 +40,13 @@ Result<int64_t> parse_duration(const std::string& s) {
   if (unit == "m") mul = 60;
   if (unit == "h") mul = 3600;
   if (unit == "d") mul = 86400;
-  if (used == 0 || mul == 0 || n < 0) {
+  if (used == 0 || mul == 0 || !(n >= 0)) {
     return Error{EINVAL, "bad duration '" + s + "' (e.g. 3600, 30m, 12h, 7d)"};
   }
-  return static_cast<int64_t>(n * static_cast<double>(mul));
+  const double seconds = n * static_cast<double>(mul);
+  // Past a thousand years it is no duration any clock here can mean.
+  if (seconds > 1000.0 * 366 * 86400) return Error{EINVAL, "bad duration '" + s + "': out of range"};
+  return static_cast<int64_t>(seconds);
 }
 
 Result<std::vector<std::string>> gather_paths(const std::vector<std::string>& args,

@@ -65,6 +65,24 @@ TEST(CtlArgs, ParseDuration) {
   }
 }
 
+// Numbers too large for any clock: a one-line error, never an abort
+// (std::stoll threw out of netbootfsctl) or an undefined conversion.
+TEST(CtlArgs, TimesAndDurationsOutOfRangeAreRejected) {
+  for (const char* in : {"99999999999999999999", "@99999999999999999999"}) {
+    auto r = parse_time(in);
+    ASSERT_FALSE(r) << in;
+    EXPECT_EQ(r.error().code, EINVAL);
+    EXPECT_EQ(r.error().message, std::string("bad time '") + in + "': out of range");
+  }
+  EXPECT_EQ(parse_time("9223372036854775807").value(), INT64_MAX);
+  for (const char* in : {"1e300d", "1e300", "400000d", "nan", "inf"}) {
+    auto r = parse_duration(in);
+    ASSERT_FALSE(r) << in;
+    EXPECT_EQ(r.error().code, EINVAL) << in;
+  }
+  EXPECT_EQ(parse_duration("36500d").value(), int64_t{36500} * 86400);
+}
+
 TEST(CtlArgs, GatherPathsFromTheCommandLine) {
   auto r = gather_paths({"/", ".", "", "/boot//initrd/", "pxelinux.cfg/default"}, "");
   ASSERT_TRUE(r) << r.error().message;
