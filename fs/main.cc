@@ -70,6 +70,8 @@ void setup_logging(const fs::MountOptions& o, bool to_syslog) {
   def->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
   def->flush_on(spdlog::level::info);
   spdlog::set_default_logger(def);
+  // The module loggers made before (and their copies of the old sink).
+  use_sink_everywhere(sink);
 }
 
 void raise_nofile() {

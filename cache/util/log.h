@@ -23,6 +23,17 @@ inline std::shared_ptr<spdlog::logger> logger(const char* name) {
   return made;
 }
 
+// Sends every logger (the default and each module's) to `sink` alone. The
+// module loggers copy the default's sinks when first used, so a change of
+// sink (to syslog after the daemon forks into the background) must reach
+// them too. Call it while no other thread logs.
+inline void use_sink_everywhere(const spdlog::sink_ptr& sink) {
+  spdlog::apply_all([&sink](const std::shared_ptr<spdlog::logger>& l) {
+    l->sinks().clear();
+    l->sinks().push_back(sink);
+  });
+}
+
 // The cache module's logger (cache/ and cache/fetch/).
 inline std::shared_ptr<spdlog::logger> cache_log() {
   static auto l = logger("cache");
