@@ -182,7 +182,8 @@ struct Fetcher::Impl : DownloadEvents {
   void wait_for_version(const PathLock& lk, PathState& ps, Fetcher::AttrCallback cb);
   void start_head(const PathLock& lk, const std::string& path, PathState& ps);
   void send_head(const PathLock& lk, const std::string& path, int attempt, int64_t first_ms);
-  void on_head_answer(const std::string& path, int attempt, int64_t first_ms, http::Outcome o,
+  void on_head_answer(const std::string& path, const std::string& url, int attempt,
+                      int64_t first_ms, http::Outcome o,
                       const http::Head& h, const std::string& detail);
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
 

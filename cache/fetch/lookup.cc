@@ -151,9 +151,10 @@ void Fetcher::Impl::start_head(const PathLock& lk, const std::string& path, Path
 
 void Fetcher::Impl::send_head(const PathLock& lk, const std::string& path, int attempt,
                               int64_t first_ms) {
-  auto done = [this, path, attempt, first_ms](http::Outcome o, const http::Head& h, std::string,
-                                              std::string detail) {
-    on_head_answer(path, attempt, first_ms, o, h, detail);
+  auto [origin, url] = pick_url(path);
+  auto done = [this, path, url = url, attempt, first_ms](http::Outcome o, const http::Head& h,
+                                                         std::string, std::string detail) {
+    on_head_answer(path, url, attempt, first_ms, o, h, detail);
   };
   if (down()) {
     stats.down_fast_failures++;
@@ -163,12 +164,12 @@ void Fetcher::Impl::send_head(const PathLock& lk, const std::string& path, int a
   stats.heads++;
   http::Request req;
   req.method = http::Request::Method::kHead;
-  auto [origin, url] = pick_url(path);
-  req.url = std::move(url);
+  req.url = url;
   start_request(std::move(req), std::make_shared<MemorySink>(std::move(done)), origin);
 }
 
-void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t first_ms,
+void Fetcher::Impl::on_head_answer(const std::string& path, const std::string& url, int attempt,
+                                   int64_t first_ms,
                                    http::Outcome o, const http::Head& h,
                                    const std::string& detail) {
   PathLock lk(mu_);
@@ -186,17 +187,20 @@ void Fetcher::Impl::on_head_answer(const std::string& path, int attempt, int64_t
     }
   }
   ps2.head_in_flight = false;
-  if (o == http::Outcome::kOk && h.status == 200) {
+  const NameVerdict verdict = judge_name(o, h.status, url, h.effective_url);
+  if (verdict == NameVerdict::kDirectory) {
+    // Listed or not (a server without listings answers the directory URL
+    // 403 or 404): its children are looked up by name.
     ps2.missing_since_ms = 0;
-    const std::string& eff = h.effective_url;
-    if (!eff.empty() && eff.back() == '/') {  // redirected to "path/": a directory
-      ps2.is_dir = true;
-      auto waiters = std::move(ps2.version_waiters);
-      ps2.version_waiters.clear();
-      lk.unlock();
-      for (auto& w : waiters) w(std::shared_ptr<FileVersion>());
-      return;
-    }
+    ps2.is_dir = true;
+    auto waiters = std::move(ps2.version_waiters);
+    ps2.version_waiters.clear();
+    lk.unlock();
+    for (auto& w : waiters) w(std::shared_ptr<FileVersion>());
+    return;
+  }
+  if (verdict == NameVerdict::kFile) {
+    ps2.missing_since_ms = 0;
     if (h.content_length) {
       if (!ps2.current || ps2.current->size() != *h.content_length ||
           (!h.etag.empty() && !ps2.current->etag().empty() && ps2.current->etag() != h.etag)) {

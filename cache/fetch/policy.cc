@@ -93,6 +93,29 @@ std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budge
   return delay;
 }
 
+NameVerdict judge_name(http::Outcome outcome, long status, std::string_view url,
+                       std::string_view effective_url) {
+  if (outcome != http::Outcome::kOk) return NameVerdict::kFailed;
+  const bool to_slash = !url.empty() && url.back() != '/' &&
+                        effective_url.size() == url.size() + 1 && effective_url.back() == '/' &&
+                        effective_url.compare(0, url.size(), url) == 0;
+  if (to_slash) {
+    switch (status) {
+      case 200:
+      case 401:
+      case 403:
+      case 404:
+      case 405: return NameVerdict::kDirectory;
+      default: return NameVerdict::kFailed;
+    }
+  }
+  if (status != 200) return NameVerdict::kFailed;
+  // Redirected elsewhere to a directory URL: a directory, as before (what
+  // a redirect to another place may be is not decided here).
+  if (!effective_url.empty() && effective_url.back() == '/') return NameVerdict::kDirectory;
+  return NameVerdict::kFile;
+}
+
 uint64_t read_end(uint64_t offset, uint64_t len, uint64_t size) {
   if (offset >= size) return offset;
   return len > size - offset ? size : offset + len;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "cache/http/client.h"
 
@@ -39,6 +40,16 @@ bool is_connection_failure(http::Outcome outcome);
 // start after `elapsed_ms` + delay >= `budget_ms`.
 std::optional<int64_t> plan_retry(int attempt, int64_t elapsed_ms, int64_t budget_ms,
                                   std::optional<int64_t> retry_after_s, double jitter);
+
+// What a HEAD of a name says it is. A redirect from NAME to NAME/ (the same
+// URL with a slash added, which nginx and Apache send for a directory
+// whether or not they list it) makes it a directory, whatever the directory
+// URL then answers (200 listing, or 401/403/404/405 from a server that does
+// not list). A 200 from any other directory URL is a directory too; any
+// other 200 is a file; anything else failed (errno_for).
+enum class NameVerdict { kFile, kDirectory, kFailed };
+NameVerdict judge_name(http::Outcome outcome, long status, std::string_view url,
+                       std::string_view effective_url);
 
 // Where the answer to a read of `len` bytes at `offset` ends in a file of
 // `size` bytes: the whole range clamped to the size, `offset` itself (an

@@ -186,7 +186,8 @@ make_tree() {
 
 # start_nginx ROOT [EXTRA_SERVER_DIRECTIVES]: sets NGINX_PORT, NGINX_URL,
 # NGINX_PID, NGINX_LOG. Listings are nginx's JSON autoindex unless
-# NGINX_AUTOINDEX_FORMAT=html. NGINX_LISTEN_OPTS is appended to `listen`
+# NGINX_AUTOINDEX_FORMAT=html; NGINX_AUTOINDEX=off lists nothing (a directory
+# URL answers 403). NGINX_LISTEN_OPTS is appended to `listen`
 # ("ssl" makes NGINX_URL https; the certificate goes in the extra directives). The access log has one line per request:
 #   METHOD URI STATUS BODY_BYTES "If-None-Match" "Range"
 start_nginx() {
@@ -213,7 +214,7 @@ http {
   server {
     listen 127.0.0.1:$NGINX_PORT ${NGINX_LISTEN_OPTS:-};
     root $root;
-    autoindex on;
+    autoindex ${NGINX_AUTOINDEX:-on};
     autoindex_format ${NGINX_AUTOINDEX_FORMAT:-json};
     $extra
   }
@@ -232,7 +233,8 @@ _run_nginx() {
   local scheme=http
   [[ " ${NGINX_LISTEN_OPTS:-} " == *" ssl "* ]] && scheme=https
   NGINX_URL=$scheme://127.0.0.1:$NGINX_PORT/
-  wait_until 10 curl -sfk -o /dev/null --max-time 2 "$NGINX_URL" \
+  # Any HTTP answer: without listings the root is 403.
+  wait_until 10 curl -sk -o /dev/null --max-time 2 "$NGINX_URL" \
     || fail "nginx did not start: $(tail -n 5 "$T/nginx/logs/error.log" 2>/dev/null)"
 }
 

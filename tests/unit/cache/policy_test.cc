@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace netbootfs::cache {
 namespace {
 
@@ -45,6 +47,40 @@ TEST(PlanResume, Table) {
         << c.resumable << " attempt " << c.attempt << " since " << c.since_progress << " stall "
         << c.stall << " jitter " << c.jitter;
   }
+}
+
+TEST(JudgeName, Table) {
+  using O = http::Outcome;
+  using V = NameVerdict;
+  const std::string d = "http://s/tftp/images";
+  struct Case {
+    O outcome;
+    long status;
+    std::string effective;
+    V want;
+  } cases[] = {
+      {O::kOk, 200, d, V::kFile},
+      {O::kOk, 200, "", V::kFile},              // no redirect information
+      {O::kOk, 200, d + "/", V::kDirectory},    // D -> D/, listed
+      {O::kOk, 403, d + "/", V::kDirectory},    // nginx autoindex off
+      {O::kOk, 404, d + "/", V::kDirectory},    // servers that 404 the directory URL
+      {O::kOk, 401, d + "/", V::kDirectory},
+      {O::kOk, 405, d + "/", V::kDirectory},
+      {O::kOk, 500, d + "/", V::kFailed},       // a failure, not a verdict on the name
+      {O::kOk, 403, d, V::kFailed},             // a file we may not read: EACCES
+      {O::kOk, 404, d, V::kFailed},
+      {O::kOk, 403, "http://s/tftp/other/", V::kFailed},  // elsewhere, refused
+      {O::kOk, 403, d + "//", V::kFailed},
+      {O::kOk, 403, "http://t/tftp/images/", V::kFailed},  // another host
+      {O::kOk, 200, "http://s/tftp/other/", V::kDirectory},  // as before (a listing)
+      {O::kTimeout, 0, d + "/", V::kFailed},
+      {O::kConnectFailed, 0, "", V::kFailed},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(judge_name(c.outcome, c.status, d, c.effective), c.want)
+        << c.status << " " << c.effective;
+  }
+  EXPECT_EQ(judge_name(O::kOk, 403, "http://s/", "http://s//"), V::kFailed) << "the root";
 }
 
 TEST(ReadEnd, Table) {
