@@ -33,11 +33,10 @@ class CacheTotals {
   std::chrono::steady_clock::time_point at_{};
 };
 
-}  // namespace
+// The groups of register_daemon_metrics, in their order of registration
+// (which is the order of the families in the scrape).
 
-void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
-                             const FuseFs& fuse, const cache::Index& index) {
-  const cache::FetcherStats& s = fetcher.stats();
+void register_fuse_metrics(MetricsRegistry& r, const FuseFs& fuse) {
   for (size_t i = 0; i < FuseFs::kOpCount; ++i) {
     const auto op = static_cast<FuseFs::Op>(i);
     r.counter("netbootfs_fuse_requests_total", "Requests from the kernel, by operation.",
@@ -45,6 +44,10 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
   }
   r.counter("netbootfs_served_bytes_total", "Bytes answered to read requests.", {},
             [&fuse] { return double(fuse.served_bytes()); });
+}
+
+// How opens were served: cache hits, revalidations, stale and missing files.
+void register_open_metrics(MetricsRegistry& r, const cache::FetcherStats& s) {
   r.counter("netbootfs_opens_total", "Opens of files, by how they were served.",
             Labels{{"outcome", "hit"}}, [&s] { return value(s.hits); });
   r.counter("netbootfs_opens_total", "", Labels{{"outcome", "miss"}},
@@ -64,6 +67,10 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
   r.counter("netbootfs_coalesced_total",
             "Requests that joined an upstream exchange already in flight for the same path.", {},
             [&s] { return value(s.coalesced); });
+}
+
+void register_upstream_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
+                               const cache::FetcherStats& s) {
   const std::pair<const char*, const std::atomic<uint64_t>*> kinds[] = {
       {"get", &s.downloads},  {"head", &s.heads},     {"listing", &s.listings},
       {"resume", &s.resumes}, {"retry", &s.retries},  {"probe", &s.upstream_probes}};
@@ -93,13 +100,17 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
             [&s] { return value(s.upstream_down_events); });
   r.gauge("netbootfs_upstream_up", "1 while upstream is considered reachable, 0 while down.", {},
           [&fetcher] { return fetcher.upstream_up() ? 1.0 : 0.0; });
+}
+
+void register_error_metrics(MetricsRegistry& r, const cache::FetcherStats& s) {
   for (size_t i = 0; i < cache::FetcherStats::kErrorSiteCount; ++i) {
     r.counter("netbootfs_errors_total", i == 0 ? "Failures served to clients, by where they arose." : "",
               Labels{{"site", cache::FetcherStats::kErrorSiteLabels[i]}},
               [&s, i] { return value(s.errors[i]); });
   }
-  r.histogram("netbootfs_download_seconds", "Duration of completed downloads (headers to publish).",
-              {}, &s.download_seconds);
+}
+
+void register_cache_gauges(MetricsRegistry& r, const cache::Index& index) {
   auto totals = std::make_shared<CacheTotals>(index);
   r.gauge("netbootfs_cache_bytes", "Bytes of the blobs in the cache.", {},
           [totals] { return double(totals->get().blob_bytes); });
@@ -107,6 +118,20 @@ void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
           [totals] { return double(totals->get().blobs); });
   r.gauge("netbootfs_cache_paths", "Index entries (paths and rewritten outputs).", {},
           [totals] { return double(totals->get().paths); });
+}
+
+}  // namespace
+
+void register_daemon_metrics(MetricsRegistry& r, const cache::Fetcher& fetcher,
+                             const FuseFs& fuse, const cache::Index& index) {
+  const cache::FetcherStats& s = fetcher.stats();
+  register_fuse_metrics(r, fuse);
+  register_open_metrics(r, s);
+  register_upstream_metrics(r, fetcher, s);
+  register_error_metrics(r, s);
+  r.histogram("netbootfs_download_seconds", "Duration of completed downloads (headers to publish).",
+              {}, &s.download_seconds);
+  register_cache_gauges(r, index);
 }
 
 void register_eviction_metrics(MetricsRegistry& r, const cache::Evictor& evictor) {

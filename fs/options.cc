@@ -147,6 +147,166 @@ void take(std::string& dst, char*& src) {
   src = nullptr;
 }
 
+// The steps of parse_mount_args, in its order. Each frees the fuse_opt
+// strings it takes; an early error return leaves the later ones allocated,
+// as before the split.
+
+// fuse_opt over argv: our options into raw, the rest stays in args.
+Result<void> run_fuse_opt(fuse_args& args, RawOptions& raw, MountOptions& opts) {
+  if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
+    take(opts.url, raw.url);
+    take(opts.mountpoint, raw.mountpoint);
+    if (raw.positional > 2) return Error{EINVAL, "too many arguments (expected URL MOUNTPOINT)"};
+    return Error{EINVAL, "invalid options"};
+  }
+  return {};
+}
+
+// libfuse's own flags (-f, -d, -h, -V, clone_fd).
+Result<void> take_cmdline(fuse_args& args, MountOptions& opts) {
+  fuse_cmdline_opts cmd{};
+  if (fuse_parse_cmdline(&args, &cmd) != 0) return Error{EINVAL, "invalid command line"};
+  opts.show_help = cmd.show_help;
+  opts.show_version = cmd.show_version;
+  opts.foreground = cmd.foreground;
+  opts.debug = cmd.debug;
+  opts.clone_fd = cmd.clone_fd;
+  free(cmd.mountpoint);
+  return {};
+}
+
+void take_strings(RawOptions& raw, MountOptions& opts) {
+  take(opts.url, raw.url);
+  take(opts.mountpoint, raw.mountpoint);
+  take(opts.cache_dir, raw.cache_dir);
+  take(opts.proxy, raw.proxy);
+  take(opts.ca_file, raw.ca_file);
+  take(opts.client_cert, raw.client_cert);
+  take(opts.client_key, raw.client_key);
+  take(opts.log_level, raw.log_level);
+  take(opts.config, raw.config);
+  take(opts.proxy_host, raw.proxy_host);
+  take(opts.upstream_ip, raw.upstream_ip);
+  take(opts.proxy_ip, raw.proxy_ip);
+  take(opts.metrics, raw.metrics);
+  take(opts.metrics_file, raw.metrics_file);
+  take(opts.control_socket, raw.control_socket);
+}
+
+// Timeouts, TTLs and the upstream's failure handling; -1 in raw: not given.
+void take_timings(const RawOptions& raw, MountOptions& opts) {
+  set_if(opts.metrics_interval, raw.metrics_interval);
+  opts.rewrite_default = raw.no_default_rewrite == 0;
+  set_if(opts.revalidate, raw.revalidate);
+  set_if(opts.negative_ttl, raw.negative_ttl);
+  set_if(opts.listing_ttl, raw.listing_ttl);
+  set_if(opts.read_stall_timeout, raw.read_stall_timeout);
+  set_if(opts.connect_timeout, raw.connect_timeout);
+  set_if(opts.request_timeout, raw.request_timeout);
+  set_if(opts.low_speed_time, raw.low_speed_time);
+  set_if(opts.entry_timeout, raw.entry_timeout);
+  set_if(opts.attr_timeout, raw.attr_timeout);
+  set_if(opts.retry_timeout, raw.retry_timeout);
+  set_if(opts.missing_grace, raw.missing_grace);
+  set_if(opts.down_after, raw.down_after);
+  set_if(opts.probe_interval, raw.probe_interval);
+  set_if(opts.mirror_backoff, raw.mirror_backoff);
+}
+
+// max_rate and max_downloads, checked here (before -h/-V) as they always were.
+Result<void> take_wan_limits(RawOptions& raw, MountOptions& opts) {
+  std::string max_rate;
+  const bool max_rate_given = raw.max_rate != nullptr;
+  take(max_rate, raw.max_rate);  // frees fuse_opt's copy before any error return
+  if (max_rate_given) {
+    auto rate = max_rate == "0" ? Result<uint64_t>(uint64_t{0}) : cache::parse_rate(max_rate);
+    if (!rate) return Error{EINVAL, "max_rate: " + rate.error().message};
+    opts.max_rate = *rate;
+    opts.wan_limits_given[0] = true;
+  }
+  if (raw.max_downloads != -1) {
+    if (raw.max_downloads < 0) return Error{EINVAL, "max_downloads must be 0 (no limit) or more"};
+    opts.max_downloads = raw.max_downloads;
+    opts.wan_limits_given[1] = true;
+  }
+  return {};
+}
+
+// Ownership, threads, TLS and the cache bound; max_cache_size is returned
+// unparsed (parse errors wait until after -h/-V).
+std::string take_files_and_cache(RawOptions& raw, const std::vector<std::string>& pins,
+                                 MountOptions& opts) {
+  set_if(opts.uid, raw.uid);
+  set_if(opts.gid, raw.gid);
+  set_if(opts.umask, raw.umask);
+  if (raw.max_threads > 0) opts.max_threads = static_cast<unsigned>(raw.max_threads);
+  opts.insecure = raw.insecure != 0;
+  std::string max_cache_size;
+  take(max_cache_size, raw.max_cache_size);
+  set_if(opts.cache_high_watermark, raw.cache_high_watermark);
+  set_if(opts.cache_low_watermark, raw.cache_low_watermark);
+  opts.pins.insert(opts.pins.end(), pins.begin(), pins.end());
+  return max_cache_size;
+}
+
+Result<void> check_cache_bounds(const std::string& max_cache_size, MountOptions& opts) {
+  if (!max_cache_size.empty()) {
+    auto size = cache::parse_size(max_cache_size);
+    if (!size) return Error{EINVAL, "max_cache_size: " + size.error().message};
+    opts.max_cache_size = size.value();
+    opts.max_cache_size_given = true;
+  }
+  if (opts.cache_high_watermark < 1 || opts.cache_high_watermark > 100 ||
+      opts.cache_low_watermark >= opts.cache_high_watermark) {
+    return Error{EINVAL,
+                 "cache watermarks must satisfy 0 <= cache_low_watermark < cache_high_watermark <= 100"};
+  }
+  for (const auto& g : opts.pins) {
+    if (g.empty()) return Error{EINVAL, "pin= needs a glob"};
+  }
+  return {};
+}
+
+// The positionals, and url and every mirror= in their normal form.
+Result<void> check_urls(const std::vector<std::string>& mirrors, MountOptions& opts) {
+  if (opts.url.empty() || opts.mountpoint.empty()) {
+    return Error{EINVAL, "missing argument: expected URL MOUNTPOINT"};
+  }
+  auto base = http::normalize_base_url(opts.url);
+  if (!base) return Error{EINVAL, "bad upstream URL '" + opts.url + "': " + base.error().message};
+  opts.url = base.value();
+  opts.mirrors.clear();
+  for (const auto& m : mirrors) {
+    auto mb = http::normalize_base_url(m);
+    if (!mb) return Error{EINVAL, "bad mirror URL '" + m + "': " + mb.error().message};
+    opts.mirrors.push_back(mb.value());
+  }
+  return {};
+}
+
+Result<void> check_settings(const MountOptions& opts) {
+  if (opts.mirror_backoff < 1) return Error{EINVAL, "mirror_backoff must be at least 1"};
+  if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
+  if (opts.probe_interval < 0.05) return Error{EINVAL, "probe_interval must be at least 0.05"};
+  if (opts.metrics_interval < 0.1) return Error{EINVAL, "metrics_interval must be at least 0.1"};
+  static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warning",
+                                                 "error", "critical", "off"};
+  bool level_ok = false;
+  for (auto l : kLevels) level_ok |= opts.log_level == l;
+  if (!level_ok) return Error{EINVAL, "unknown log_level '" + opts.log_level + "'"};
+  return {};
+}
+
+// What the kernel mount needs from us: read-only, the kernel checks modes,
+// and /proc/mounts names the upstream.
+void add_kernel_args(fuse_args& args, const MountOptions& opts) {
+  const std::string fsname = "-ofsname=" + opts.url;
+  for (const char* a : {"-oro", "-odefault_permissions", "-osubtype=netbootfs"}) {
+    fuse_opt_add_arg(&args, a);
+  }
+  fuse_opt_add_arg(&args, fsname.c_str());
+}
+
 }  // namespace
 
 const char* usage_text() {
@@ -212,120 +372,17 @@ Result<void> parse_mount_args(int argc, char** argv, MountOptions& opts, fuse_ar
   raw.mirrors = &mirrors;
   std::vector<std::string> pins;
   raw.pins = &pins;
-  if (fuse_opt_parse(&args, &raw, kOptions, process) != 0) {
-    take(opts.url, raw.url);
-    take(opts.mountpoint, raw.mountpoint);
-    if (raw.positional > 2) return Error{EINVAL, "too many arguments (expected URL MOUNTPOINT)"};
-    return Error{EINVAL, "invalid options"};
-  }
-  fuse_cmdline_opts cmd{};
-  if (fuse_parse_cmdline(&args, &cmd) != 0) return Error{EINVAL, "invalid command line"};
-  opts.show_help = cmd.show_help;
-  opts.show_version = cmd.show_version;
-  opts.foreground = cmd.foreground;
-  opts.debug = cmd.debug;
-  opts.clone_fd = cmd.clone_fd;
-  free(cmd.mountpoint);
-  take(opts.url, raw.url);
-  take(opts.mountpoint, raw.mountpoint);
-  take(opts.cache_dir, raw.cache_dir);
-  take(opts.proxy, raw.proxy);
-  take(opts.ca_file, raw.ca_file);
-  take(opts.client_cert, raw.client_cert);
-  take(opts.client_key, raw.client_key);
-  take(opts.log_level, raw.log_level);
-  take(opts.config, raw.config);
-  take(opts.proxy_host, raw.proxy_host);
-  take(opts.upstream_ip, raw.upstream_ip);
-  take(opts.proxy_ip, raw.proxy_ip);
-  take(opts.metrics, raw.metrics);
-  take(opts.metrics_file, raw.metrics_file);
-  take(opts.control_socket, raw.control_socket);
-  set_if(opts.metrics_interval, raw.metrics_interval);
-  opts.rewrite_default = raw.no_default_rewrite == 0;
-  set_if(opts.revalidate, raw.revalidate);
-  set_if(opts.negative_ttl, raw.negative_ttl);
-  set_if(opts.listing_ttl, raw.listing_ttl);
-  set_if(opts.read_stall_timeout, raw.read_stall_timeout);
-  set_if(opts.connect_timeout, raw.connect_timeout);
-  set_if(opts.request_timeout, raw.request_timeout);
-  set_if(opts.low_speed_time, raw.low_speed_time);
-  set_if(opts.entry_timeout, raw.entry_timeout);
-  set_if(opts.attr_timeout, raw.attr_timeout);
-  set_if(opts.retry_timeout, raw.retry_timeout);
-  set_if(opts.missing_grace, raw.missing_grace);
-  set_if(opts.down_after, raw.down_after);
-  set_if(opts.probe_interval, raw.probe_interval);
-  set_if(opts.mirror_backoff, raw.mirror_backoff);
-  std::string max_rate;
-  const bool max_rate_given = raw.max_rate != nullptr;
-  take(max_rate, raw.max_rate);  // frees fuse_opt's copy before any error return
-  if (max_rate_given) {
-    auto rate = max_rate == "0" ? Result<uint64_t>(uint64_t{0}) : cache::parse_rate(max_rate);
-    if (!rate) return Error{EINVAL, "max_rate: " + rate.error().message};
-    opts.max_rate = *rate;
-    opts.wan_limits_given[0] = true;
-  }
-  if (raw.max_downloads != -1) {
-    if (raw.max_downloads < 0) return Error{EINVAL, "max_downloads must be 0 (no limit) or more"};
-    opts.max_downloads = raw.max_downloads;
-    opts.wan_limits_given[1] = true;
-  }
-  set_if(opts.uid, raw.uid);
-  set_if(opts.gid, raw.gid);
-  set_if(opts.umask, raw.umask);
-  if (raw.max_threads > 0) opts.max_threads = static_cast<unsigned>(raw.max_threads);
-  opts.insecure = raw.insecure != 0;
-  std::string max_cache_size;
-  take(max_cache_size, raw.max_cache_size);
-  set_if(opts.cache_high_watermark, raw.cache_high_watermark);
-  set_if(opts.cache_low_watermark, raw.cache_low_watermark);
-  opts.pins.insert(opts.pins.end(), pins.begin(), pins.end());
+  if (auto r = run_fuse_opt(args, raw, opts); !r) return r;
+  if (auto r = take_cmdline(args, opts); !r) return r;
+  take_strings(raw, opts);
+  take_timings(raw, opts);
+  if (auto r = take_wan_limits(raw, opts); !r) return r;
+  const std::string max_cache_size = take_files_and_cache(raw, pins, opts);
   if (opts.show_help || opts.show_version) return {};
-  if (!max_cache_size.empty()) {
-    auto size = cache::parse_size(max_cache_size);
-    if (!size) return Error{EINVAL, "max_cache_size: " + size.error().message};
-    opts.max_cache_size = size.value();
-    opts.max_cache_size_given = true;
-  }
-  if (opts.cache_high_watermark < 1 || opts.cache_high_watermark > 100 ||
-      opts.cache_low_watermark >= opts.cache_high_watermark) {
-    return Error{EINVAL,
-                 "cache watermarks must satisfy 0 <= cache_low_watermark < cache_high_watermark <= 100"};
-  }
-  for (const auto& g : opts.pins) {
-    if (g.empty()) return Error{EINVAL, "pin= needs a glob"};
-  }
-
-  if (opts.url.empty() || opts.mountpoint.empty()) {
-    return Error{EINVAL, "missing argument: expected URL MOUNTPOINT"};
-  }
-  auto base = http::normalize_base_url(opts.url);
-  if (!base) return Error{EINVAL, "bad upstream URL '" + opts.url + "': " + base.error().message};
-  opts.url = base.value();
-  opts.mirrors.clear();
-  for (const auto& m : mirrors) {
-    auto mb = http::normalize_base_url(m);
-    if (!mb) return Error{EINVAL, "bad mirror URL '" + m + "': " + mb.error().message};
-    opts.mirrors.push_back(mb.value());
-  }
-  if (opts.mirror_backoff < 1) return Error{EINVAL, "mirror_backoff must be at least 1"};
-  if (opts.cache_dir.empty()) return Error{EINVAL, "cache_dir must not be empty"};
-  if (opts.probe_interval < 0.05) return Error{EINVAL, "probe_interval must be at least 0.05"};
-  if (opts.metrics_interval < 0.1) return Error{EINVAL, "metrics_interval must be at least 0.1"};
-  static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warning",
-                                                 "error", "critical", "off"};
-  bool level_ok = false;
-  for (auto l : kLevels) level_ok |= opts.log_level == l;
-  if (!level_ok) return Error{EINVAL, "unknown log_level '" + opts.log_level + "'"};
-
-  // What the kernel mount needs from us: read-only, the kernel checks modes,
-  // and /proc/mounts names the upstream.
-  const std::string fsname = "-ofsname=" + opts.url;
-  for (const char* a : {"-oro", "-odefault_permissions", "-osubtype=netbootfs"}) {
-    fuse_opt_add_arg(&args, a);
-  }
-  fuse_opt_add_arg(&args, fsname.c_str());
+  if (auto r = check_cache_bounds(max_cache_size, opts); !r) return r;
+  if (auto r = check_urls(mirrors, opts); !r) return r;
+  if (auto r = check_settings(opts); !r) return r;
+  add_kernel_args(args, opts);
   return {};
 }
 

@@ -168,6 +168,107 @@ bool valid_rule_name(std::string_view name) {
   return true;
 }
 
+bool rule_selects(const Rule& rule, std::string_view path) {
+  for (const std::string& p : rule.files) {
+    if (glob_matches(p, path)) return true;
+  }
+  return false;
+}
+
+Matcher make_matcher(const Replacement& rep, size_t rule) {
+  Matcher m;
+  m.kind = classify(rep.from);
+  m.needle = m.kind == FromKind::kLiteral ? rep.from : to_lower(rep.from);
+  m.to = rep.to;
+  m.rule = rule;
+  m.check_left = m.kind != FromKind::kLiteral && m.needle.front() != '[';
+  m.check_right = m.kind != FromKind::kLiteral && m.needle.back() != ']';
+  return m;
+}
+
+// The replacements of the rules that select a path, in rule and priority order.
+struct Matchers {
+  std::vector<Matcher> list;
+  // Bytes a match can start with: most positions are rejected with one lookup.
+  std::array<bool, 256> first{};
+};
+
+Matchers prepare_matchers(const std::vector<Rule>& rules, std::string_view path) {
+  Matchers out;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    if (!rule_selects(rules[r], path)) continue;
+    for (const Replacement& rep : rules[r].replace) {
+      Matcher m = make_matcher(rep, r);
+      unsigned char c0 = static_cast<unsigned char>(m.needle.front());
+      out.first[c0] = true;
+      if (m.kind != FromKind::kLiteral && c0 >= 'a' && c0 <= 'z') {
+        out.first[c0 - ('a' - 'A')] = true;  // names and addresses: any case
+      }
+      out.list.push_back(std::move(m));
+    }
+  }
+  return out;
+}
+
+// True, with out's status and skipped_reason set, when input is not to be
+// rewritten whatever the rules: too large, or not text.
+bool refuse_input(std::string_view input, size_t max_size, Outcome& out) {
+  if (input.size() > max_size) {
+    out.status = Status::kTooLarge;
+    out.skipped_reason = "not rewritten: " + std::to_string(input.size()) +
+                         " bytes is more than rewrite_max_size (" + std::to_string(max_size) +
+                         " bytes)";
+    return true;
+  }
+  if (const void* nul = std::memchr(input.data(), '\0', input.size())) {
+    out.status = Status::kNotText;
+    out.skipped_reason = "not rewritten: not text (NUL byte at offset " +
+                         std::to_string(static_cast<const char*>(nul) - input.data()) + ")";
+    return true;
+  }
+  return false;
+}
+
+const Matcher* match_at(std::string_view input, size_t pos, const Matchers& matchers) {
+  if (!matchers.first[static_cast<unsigned char>(input[pos])]) return nullptr;
+  for (const Matcher& m : matchers.list) {
+    if (matches_at(input, pos, m)) return &m;
+  }
+  return nullptr;
+}
+
+// One left-to-right pass: the first matcher that fits wins, and the scan goes
+// on after the text it replaced (output is never rescanned).
+void replace_all(std::string_view input, const Matchers& matchers, const std::vector<Rule>& rules,
+                 Outcome& out) {
+  std::vector<size_t> per_rule(rules.size(), 0);
+  size_t copied = 0;  // input[0, copied) is already in out.output
+  size_t pos = 0;
+  while (pos < input.size()) {
+    const Matcher* hit = match_at(input, pos, matchers);
+    if (hit == nullptr) {
+      ++pos;
+      continue;
+    }
+    if (out.replacements == 0) out.output.reserve(input.size() + input.size() / 8);
+    out.output.append(input.data() + copied, pos - copied);
+    out.output.append(hit->to);
+    ++out.replacements;
+    ++per_rule[hit->rule];
+    pos += hit->needle.size();
+    copied = pos;
+  }
+  if (out.replacements == 0) {
+    out.status = Status::kUnchanged;
+    return;
+  }
+  out.output.append(input.data() + copied, input.size() - copied);
+  out.status = Status::kRewritten;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    if (per_rule[r] > 0) out.rules_applied.push_back(rules[r].name);
+  }
+}
+
 class Fnv1a64 {
  public:
   void bytes(std::string_view s) {
@@ -283,96 +384,20 @@ Result<void> RuleSet::add(Rule rule) {
 
 bool RuleSet::matches(std::string_view path) const {
   for (const Rule& rule : rules_) {
-    for (const std::string& p : rule.files) {
-      if (glob_matches(p, path)) return true;
-    }
+    if (rule_selects(rule, path)) return true;
   }
   return false;
 }
 
 Outcome RuleSet::apply(std::string_view path, std::string_view input) const {
   Outcome out;
-  std::vector<Matcher> matchers;
-  // Bytes a match can start with: most positions are rejected with one lookup.
-  std::array<bool, 256> first{};
-  for (size_t r = 0; r < rules_.size(); ++r) {
-    const Rule& rule = rules_[r];
-    bool selected = false;
-    for (const std::string& p : rule.files) {
-      if (glob_matches(p, path)) {
-        selected = true;
-        break;
-      }
-    }
-    if (!selected) continue;
-    for (const Replacement& rep : rule.replace) {
-      Matcher m;
-      m.kind = classify(rep.from);
-      m.needle = m.kind == FromKind::kLiteral ? rep.from : to_lower(rep.from);
-      m.to = rep.to;
-      m.rule = r;
-      m.check_left = m.kind != FromKind::kLiteral && m.needle.front() != '[';
-      m.check_right = m.kind != FromKind::kLiteral && m.needle.back() != ']';
-      unsigned char c0 = static_cast<unsigned char>(m.needle.front());
-      first[c0] = true;
-      if (m.kind != FromKind::kLiteral && c0 >= 'a' && c0 <= 'z') first[c0 - ('a' - 'A')] = true;
-      matchers.push_back(std::move(m));
-    }
-  }
-  if (matchers.empty()) {
+  const Matchers matchers = prepare_matchers(rules_, path);
+  if (matchers.list.empty()) {
     out.status = Status::kNoRule;
     return out;
   }
-  if (input.size() > max_size_) {
-    out.status = Status::kTooLarge;
-    out.skipped_reason = "not rewritten: " + std::to_string(input.size()) +
-                         " bytes is more than rewrite_max_size (" + std::to_string(max_size_) +
-                         " bytes)";
-    return out;
-  }
-  if (const void* nul = std::memchr(input.data(), '\0', input.size())) {
-    out.status = Status::kNotText;
-    out.skipped_reason = "not rewritten: not text (NUL byte at offset " +
-                         std::to_string(static_cast<const char*>(nul) - input.data()) + ")";
-    return out;
-  }
-
-  std::vector<size_t> per_rule(rules_.size(), 0);
-  size_t copied = 0;  // input[0, copied) is already in out.output
-  size_t pos = 0;
-  while (pos < input.size()) {
-    if (!first[static_cast<unsigned char>(input[pos])]) {
-      ++pos;
-      continue;
-    }
-    const Matcher* hit = nullptr;
-    for (const Matcher& m : matchers) {
-      if (matches_at(input, pos, m)) {
-        hit = &m;
-        break;
-      }
-    }
-    if (hit == nullptr) {
-      ++pos;
-      continue;
-    }
-    if (out.replacements == 0) out.output.reserve(input.size() + input.size() / 8);
-    out.output.append(input.data() + copied, pos - copied);
-    out.output.append(hit->to);
-    ++out.replacements;
-    ++per_rule[hit->rule];
-    pos += hit->needle.size();
-    copied = pos;
-  }
-  if (out.replacements == 0) {
-    out.status = Status::kUnchanged;
-    return out;
-  }
-  out.output.append(input.data() + copied, input.size() - copied);
-  out.status = Status::kRewritten;
-  for (size_t r = 0; r < rules_.size(); ++r) {
-    if (per_rule[r] > 0) out.rules_applied.push_back(rules_[r].name);
-  }
+  if (refuse_input(input, max_size_, out)) return out;
+  replace_all(input, matchers, rules_, out);
   return out;
 }
 

@@ -74,147 +74,205 @@ Error screen_error(size_t line, const std::string& what) {
 // before toml++ sees the text. All of it is invalid TOML except one rare form,
 // also rejected: a non-ASCII character first on the line after a line-ending
 // backslash.
-Result<void> screen(std::string_view text) {
-  enum class State { kNormal, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
-  State state = State::kNormal;
-  size_t line = 1;
-  std::string open;           // unclosed '[' and '{' of values (and of the current header)
-  bool line_start = true;     // only blanks so far on a line outside any value
-  unsigned char prev = '\n';  // the last byte outside strings and comments, not a blank
-  // In a value (after '=', in an array), not a key: a '.' there is part of a
-  // number or a date, never of a dotted key.
-  bool in_value = false;
-  const size_t n = text.size();
-  auto at = [&](size_t i) -> unsigned char {
-    return i < n ? static_cast<unsigned char>(text[i]) : 0;
-  };
-  auto close_multi = [&](size_t& i, char quote) {
-    // i is on the first of three quotes; up to two more still belong to the string.
-    i += 2;
-    for (int extra = 0; extra < 2 && at(i + 1) == static_cast<unsigned char>(quote); ++extra) ++i;
-    state = State::kNormal;
-    prev = static_cast<unsigned char>(quote);
-  };
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char c = at(i);
-    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) {
-      return screen_error(line, "control character " + std::to_string(c) +
-                                    " (TOML allows it only as an escape in a string)");
+class Screener {
+ public:
+  explicit Screener(std::string_view text) : text_(text), n_(text.size()) {}
+
+  Result<void> run() {
+    for (size_t i = 0; i < n_; ++i) {
+      const unsigned char c = at(i);
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) {
+        return screen_error(line_, "control character " + std::to_string(c) +
+                                       " (TOML allows it only as an escape in a string)");
+      }
+      if (c == '\n') ++line_;
+      if (auto r = step(i, c); !r) return r;
     }
-    if (c == '\n') ++line;
-    switch (state) {
+    return {};
+  }
+
+ private:
+  enum class State { kNormal, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+
+  unsigned char at(size_t i) const { return i < n_ ? static_cast<unsigned char>(text_[i]) : 0; }
+
+  // c = text_[i]; the steps may move i past bytes they consume.
+  Result<void> step(size_t& i, unsigned char c) {
+    switch (state_) {
       case State::kNormal:
-        if (c >= 0x80) return screen_error(line, "non-ASCII character outside a string");
-        if (line_start && (c == ' ' || c == '\t' || c == '\r')) break;
-        if (line_start && c == '[') {
-          size_t j = i + 1;
-          if (at(j) == '[') ++j;
-          while (at(j) == ' ' || at(j) == '\t') ++j;
-          if (j < n && !is_bare_key_byte(at(j)) && at(j) != '"' && at(j) != '\'' && at(j) != ']') {
-            return screen_error(line, "a table header must start with a key");
-          }
-        }
-        line_start = false;
-        if (c == '"' || c == '\'' || ((c == '[' || c == '{') && in_value)) {
-          // A string starts a key or a value, an array or an inline table a
-          // value, and nothing else: after a bare word or a closed string
-          // toml++ is still reading that word ("4K"x"", "10."x"", "1.0{")
-          // and would test what follows for whitespace. A key starts a line
-          // or follows '.', '{', ',' or a header's '['; a value follows '=',
-          // '[' or ',' (or a newline inside an array).
-          const std::string_view may_follow = in_value ? "=[,\n" : "\n[{,.";
-          if (may_follow.find(static_cast<char>(prev)) == std::string_view::npos) {
-            return screen_error(line, c == '"' || c == '\''
-                                          ? std::string("unexpected quote")
-                                          : std::string("unexpected '") + static_cast<char>(c) + "'");
-          }
-        }
-        if (c != ' ' && c != '\t' && c != '\r') prev = c;
-        if (c == '#') {
-          state = State::kComment;
-        } else if (c == '"') {
-          if (at(i + 1) == '"' && at(i + 2) == '"') {
-            state = State::kMultiBasic;
-            i += 2;
-          } else {
-            state = State::kBasic;
-          }
-        } else if (c == '\'') {
-          if (at(i + 1) == '\'' && at(i + 2) == '\'') {
-            state = State::kMultiLiteral;
-            i += 2;
-          } else {
-            state = State::kLiteral;
-          }
-        } else if (c == '[' || c == '{') {
-          open += static_cast<char>(c);
-          if (c == '{') in_value = false;  // an inline table starts with a key
-        } else if (c == ']' || c == '}') {
-          if (open.empty() || open.back() != (c == ']' ? '[' : '{')) {
-            return screen_error(line, std::string("unbalanced '") + static_cast<char>(c) + "'");
-          }
-          open.pop_back();
-          if (c == '}') in_value = true;  // the inline table was a value
-        } else if (c == '=') {
-          // Only a key is followed by '=': in a value it ends a bare word,
-          // and toml++ would read on into what follows ("a = 1="x"").
-          if (in_value) return screen_error(line, "unexpected '='");
-          in_value = true;
-        } else if (c == ',') {
-          in_value = open.empty() || open.back() != '{';  // in an inline table, a key follows
-        } else if (c == '\n') {
-          line_start = open.empty();
-          if (open.empty()) in_value = false;
-        }
-        break;
+        return normal(i, c);
       case State::kComment:
       case State::kBasic:
       case State::kLiteral:
-        // Single-line: a newline ends them (an unterminated string is toml++'s error).
-        if (c == '\n') {
-          state = State::kNormal;
-          line_start = open.empty();
-          if (open.empty()) in_value = false;
-          prev = '\n';
-        } else if (state == State::kBasic && c == '\\') {
-          if (at(i + 1) != '\n') ++i;
-        } else if ((state == State::kBasic && c == '"') ||
-                   (state == State::kLiteral && c == '\'')) {
-          state = State::kNormal;
-          prev = c;  // a string ends a key or a value: no quote may follow it
-        }
-        break;
+        single_line(i, c);
+        return {};
       case State::kMultiBasic:
-        if (c == '\\') {
-          const unsigned char next = at(i + 1);
-          if (next >= 0x80) return screen_error(line, "invalid escape in a string");
-          if (next == ' ' || next == '\t' || next == '\r' || next == '\n') {
-            // A line-ending backslash: toml++ skips the blanks that follow.
-            size_t j = i + 1;
-            while (j < n && (at(j) == ' ' || at(j) == '\t' || at(j) == '\r' || at(j) == '\n')) {
-              if (at(j) == '\n') ++line;
-              ++j;
-            }
-            if (at(j) >= 0x80) {
-              return screen_error(line,
-                                  "a non-ASCII character right after a line-ending backslash "
-                                  "is not supported: escape it (\\uXXXX)");
-            }
-            i = j - 1;
-          } else if (next != 0) {
-            ++i;
-          }
-        } else if (c == '"' && at(i + 1) == '"' && at(i + 2) == '"') {
-          close_multi(i, '"');
-        }
-        break;
+        return multi_basic(i, c);
       case State::kMultiLiteral:
         if (c == '\'' && at(i + 1) == '\'' && at(i + 2) == '\'') close_multi(i, '\'');
-        break;
+        return {};
+    }
+    return {};
+  }
+
+  // Outside strings and comments.
+  Result<void> normal(size_t& i, unsigned char c) {
+    if (c >= 0x80) return screen_error(line_, "non-ASCII character outside a string");
+    if (line_start_ && (c == ' ' || c == '\t' || c == '\r')) return {};
+    if (line_start_ && c == '[') {
+      if (auto r = check_header(i); !r) return r;
+    }
+    line_start_ = false;
+    if (auto r = check_value_start(c); !r) return r;
+    if (c != ' ' && c != '\t' && c != '\r') prev_ = c;
+    if (c == '#' || c == '"' || c == '\'') {
+      open_string(i, c);
+      return {};
+    }
+    return structure(c);
+  }
+
+  // text_[i] is a '[' first on its line: a table header.
+  Result<void> check_header(size_t i) const {
+    size_t j = i + 1;
+    if (at(j) == '[') ++j;
+    while (at(j) == ' ' || at(j) == '\t') ++j;
+    if (j < n_ && !is_bare_key_byte(at(j)) && at(j) != '"' && at(j) != '\'' && at(j) != ']') {
+      return screen_error(line_, "a table header must start with a key");
+    }
+    return {};
+  }
+
+  Result<void> check_value_start(unsigned char c) const {
+    if (!(c == '"' || c == '\'' || ((c == '[' || c == '{') && in_value_))) return {};
+    // A string starts a key or a value, an array or an inline table a
+    // value, and nothing else: after a bare word or a closed string
+    // toml++ is still reading that word ("4K"x"", "10."x"", "1.0{")
+    // and would test what follows for whitespace. A key starts a line
+    // or follows '.', '{', ',' or a header's '['; a value follows '=',
+    // '[' or ',' (or a newline inside an array).
+    const std::string_view may_follow = in_value_ ? "=[,\n" : "\n[{,.";
+    if (may_follow.find(static_cast<char>(prev_)) == std::string_view::npos) {
+      return screen_error(line_, c == '"' || c == '\''
+                                     ? std::string("unexpected quote")
+                                     : std::string("unexpected '") + static_cast<char>(c) + "'");
+    }
+    return {};
+  }
+
+  // c is '#', '"' or '\'': a comment or one of the four kinds of string.
+  void open_string(size_t& i, unsigned char c) {
+    if (c == '#') {
+      state_ = State::kComment;
+    } else if (c == '"') {
+      if (at(i + 1) == '"' && at(i + 2) == '"') {
+        state_ = State::kMultiBasic;
+        i += 2;
+      } else {
+        state_ = State::kBasic;
+      }
+    } else {
+      if (at(i + 1) == '\'' && at(i + 2) == '\'') {
+        state_ = State::kMultiLiteral;
+        i += 2;
+      } else {
+        state_ = State::kLiteral;
+      }
     }
   }
-  return {};
-}
+
+  // Brackets, '=', ',' and newlines: where keys and values are.
+  Result<void> structure(unsigned char c) {
+    if (c == '[' || c == '{') {
+      open_ += static_cast<char>(c);
+      if (c == '{') in_value_ = false;  // an inline table starts with a key
+    } else if (c == ']' || c == '}') {
+      if (open_.empty() || open_.back() != (c == ']' ? '[' : '{')) {
+        return screen_error(line_, std::string("unbalanced '") + static_cast<char>(c) + "'");
+      }
+      open_.pop_back();
+      if (c == '}') in_value_ = true;  // the inline table was a value
+    } else if (c == '=') {
+      // Only a key is followed by '=': in a value it ends a bare word,
+      // and toml++ would read on into what follows ("a = 1="x"").
+      if (in_value_) return screen_error(line_, "unexpected '='");
+      in_value_ = true;
+    } else if (c == ',') {
+      in_value_ = open_.empty() || open_.back() != '{';  // in an inline table, a key follows
+    } else if (c == '\n') {
+      line_start_ = open_.empty();
+      if (open_.empty()) in_value_ = false;
+    }
+    return {};
+  }
+
+  // A comment, a basic or a literal string.
+  void single_line(size_t& i, unsigned char c) {
+    // Single-line: a newline ends them (an unterminated string is toml++'s error).
+    if (c == '\n') {
+      state_ = State::kNormal;
+      line_start_ = open_.empty();
+      if (open_.empty()) in_value_ = false;
+      prev_ = '\n';
+    } else if (state_ == State::kBasic && c == '\\') {
+      if (at(i + 1) != '\n') ++i;
+    } else if ((state_ == State::kBasic && c == '"') || (state_ == State::kLiteral && c == '\'')) {
+      state_ = State::kNormal;
+      prev_ = c;  // a string ends a key or a value: no quote may follow it
+    }
+  }
+
+  Result<void> multi_basic(size_t& i, unsigned char c) {
+    if (c == '\\') {
+      const unsigned char next = at(i + 1);
+      if (next >= 0x80) return screen_error(line_, "invalid escape in a string");
+      if (next == ' ' || next == '\t' || next == '\r' || next == '\n') {
+        return skip_line_ending_backslash(i);
+      }
+      if (next != 0) ++i;
+    } else if (c == '"' && at(i + 1) == '"' && at(i + 2) == '"') {
+      close_multi(i, '"');
+    }
+    return {};
+  }
+
+  // A line-ending backslash: toml++ skips the blanks that follow.
+  Result<void> skip_line_ending_backslash(size_t& i) {
+    size_t j = i + 1;
+    while (j < n_ && (at(j) == ' ' || at(j) == '\t' || at(j) == '\r' || at(j) == '\n')) {
+      if (at(j) == '\n') ++line_;
+      ++j;
+    }
+    if (at(j) >= 0x80) {
+      return screen_error(line_,
+                          "a non-ASCII character right after a line-ending backslash "
+                          "is not supported: escape it (\\uXXXX)");
+    }
+    i = j - 1;
+    return {};
+  }
+
+  void close_multi(size_t& i, char quote) {
+    // i is on the first of three quotes; up to two more still belong to the string.
+    i += 2;
+    for (int extra = 0; extra < 2 && at(i + 1) == static_cast<unsigned char>(quote); ++extra) ++i;
+    state_ = State::kNormal;
+    prev_ = static_cast<unsigned char>(quote);
+  }
+
+  const std::string_view text_;
+  const size_t n_;
+  State state_ = State::kNormal;
+  size_t line_ = 1;
+  std::string open_;           // unclosed '[' and '{' of values (and of the current header)
+  bool line_start_ = true;     // only blanks so far on a line outside any value
+  unsigned char prev_ = '\n';  // the last byte outside strings and comments, not a blank
+  // In a value (after '=', in an array), not a key: a '.' there is part of a
+  // number or a date, never of a dotted key.
+  bool in_value_ = false;
+};
+
+Result<void> screen(std::string_view text) { return Screener(text).run(); }
 
 Result<std::string> get_string(const toml::node& node, const std::string& key) {
   const auto* s = node.as_string();

@@ -219,3 +219,96 @@ TEST(Options, CacheSizePinsAndWatermarks) {
 
 }  // namespace
 }  // namespace netbootfs::fs
+
+namespace netbootfs::fs {
+namespace {
+
+// Every error of parse_mount_args after fuse_opt, byte for byte (a prefix where
+// the rest comes from another module's parser).
+TEST(Options, ErrorMessagesBySite) {
+  struct Case {
+    std::vector<std::string> argv;
+    const char* message;
+    bool exact;
+  };
+  const Case cases[] = {
+      {{"http://h/", "/m", "/x"}, "too many arguments (expected URL MOUNTPOINT)", true},
+      {{"http://h/", "/m", "-o", "max_rate=fast"}, "max_rate: ", false},
+      {{"http://h/", "/m", "-o", "max_downloads=-2"}, "max_downloads must be 0 (no limit) or more",
+       true},
+      {{"http://h/", "/m", "-o", "max_cache_size=lots"}, "max_cache_size: ", false},
+      {{"http://h/", "/m", "-o", "cache_high_watermark=101"},
+       "cache watermarks must satisfy 0 <= cache_low_watermark < cache_high_watermark <= 100", true},
+      {{"http://h/", "/m", "-o", "cache_high_watermark=0"},
+       "cache watermarks must satisfy 0 <= cache_low_watermark < cache_high_watermark <= 100", true},
+      {{"http://h/", "/m", "-o", "pin="}, "pin= needs a glob", true},
+      {{"/m"}, "missing argument: expected URL MOUNTPOINT", true},
+      {{"ftp://h/x", "/m"}, "bad upstream URL 'ftp://h/x': ", false},
+      {{"http://h/", "/m", "-o", "mirror=ftp://m/"}, "bad mirror URL 'ftp://m/': ", false},
+      {{"http://h/", "/m", "-o", "mirror_backoff=0.5"}, "mirror_backoff must be at least 1", true},
+      {{"http://h/", "/m", "-o", "cache_dir="}, "cache_dir must not be empty", true},
+      {{"http://h/", "/m", "-o", "probe_interval=0.01"}, "probe_interval must be at least 0.05",
+       true},
+      {{"http://h/", "/m", "-o", "metrics_interval=0.05"}, "metrics_interval must be at least 0.1",
+       true},
+      {{"http://h/", "/m", "-o", "log_level=chatty"}, "unknown log_level 'chatty'", true},
+  };
+  for (const auto& c : cases) {
+    auto p = parse(c.argv);
+    ASSERT_FALSE(p.result.ok()) << c.message;
+    EXPECT_EQ(p.result.error().code, EINVAL) << c.message;
+    if (c.exact) {
+      EXPECT_EQ(p.result.error().message, c.message);
+    } else {
+      EXPECT_EQ(p.result.error().message.rfind(c.message, 0), 0u) << p.result.error().message;
+    }
+  }
+}
+
+// With two errors the one checked first is reported; -h and -V skip all
+// checks after the WAN limits.
+TEST(Options, ErrorPrecedenceAndHelp) {
+  struct Case {
+    std::vector<std::string> argv;
+    const char* message_start;  // nullptr: parses
+  };
+  const Case cases[] = {
+      {{"http://h/", "/m", "-o", "max_rate=fast,max_downloads=-2"}, "max_rate: "},
+      {{"http://h/", "/m", "-o", "max_downloads=-2,max_cache_size=lots"}, "max_downloads"},
+      {{"/m", "-o", "max_cache_size=lots"}, "max_cache_size: "},
+      {{"/m", "-o", "pin="}, "pin= needs a glob"},
+      {{"ftp://h/x", "/m", "-o", "mirror=ftp://m/"}, "bad upstream URL"},
+      {{"http://h/", "/m", "-o", "mirror=ftp://m/,mirror_backoff=0.5"}, "bad mirror URL"},
+      {{"http://h/", "/m", "-o", "mirror_backoff=0.5,log_level=chatty"}, "mirror_backoff"},
+      {{"http://h/", "/m", "-o", "cache_dir=,probe_interval=0"}, "cache_dir"},
+      {{"http://h/", "/m", "-o", "probe_interval=0,metrics_interval=0"}, "probe_interval"},
+      {{"http://h/", "/m", "-o", "metrics_interval=0,log_level=chatty"}, "metrics_interval"},
+      {{"-h"}, nullptr},
+      {{"-V", "-o", "max_cache_size=lots,pin=,log_level=chatty"}, nullptr},
+      {{"-h", "ftp://h/x", "/m", "-o", "cache_high_watermark=101"}, nullptr},
+      {{"-h", "-o", "max_rate=fast"}, "max_rate: "},
+      {{"-V", "-o", "max_downloads=-2"}, "max_downloads"},
+  };
+  for (const auto& c : cases) {
+    auto p = parse(c.argv);
+    std::string argv;
+    for (const auto& a : c.argv) argv += a + " ";
+    if (c.message_start == nullptr) {
+      EXPECT_TRUE(p.result.ok()) << argv << ": " << p.result.error().message;
+      continue;
+    }
+    ASSERT_FALSE(p.result.ok()) << argv;
+    EXPECT_EQ(p.result.error().message.rfind(c.message_start, 0), 0u)
+        << argv << ": " << p.result.error().message;
+  }
+}
+
+TEST(Options, HelpAndVersionAreReported) {
+  EXPECT_TRUE(parse({"-h"}).opts.show_help);
+  EXPECT_TRUE(parse({"--help"}).opts.show_help);
+  EXPECT_TRUE(parse({"-V"}).opts.show_version);
+  EXPECT_FALSE(parse({"http://h/", "/m"}).opts.show_help);
+}
+
+}  // namespace
+}  // namespace netbootfs::fs
