@@ -231,7 +231,9 @@ std::vector<EvictCandidate> build_candidates(
     c.sha256 = sha;
     c.size = b.size;
     c.last_access = b.last_access;
-    if (auto it = pending.find(sha); it != pending.end()) c.last_access = std::max(c.last_access, it->second);
+    if (auto it = pending.find(sha); it != pending.end()) {
+      c.last_access = std::max(c.last_access, it->second);
+    }
     c.pinned = refs.pinned.count(sha) > 0;
     c.in_use = in_use.count(sha) > 0;
     cands.push_back(std::move(c));
@@ -328,7 +330,8 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
     publish_totals(total, report);
     return report;
   }
-  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
+  const std::unordered_set<std::string> in_use =
+      in_use_ ? in_use_() : std::unordered_set<std::string>{};
   BlobRefs refs = gather_refs(index_.list_paths(), options_.pins);
   drop_orphan_outputs(refs, in_use, report);
   // Accesses not yet flushed are read first, as they always were.
