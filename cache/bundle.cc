@@ -174,13 +174,6 @@ Result<BundleSummary> export_bundle(const Index& index, const BlobStore& blobs, 
   return sum;
 }
 
-namespace {
-
-struct ManifestEntry {
-  std::string path;
-  PathEntry entry;
-};
-
 Result<std::vector<ManifestEntry>> parse_manifest(const std::string& text) {
   const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Error{EINVAL, "the manifest is not JSON"};
@@ -219,10 +212,20 @@ Result<std::vector<ManifestEntry>> parse_manifest(const std::string& text) {
   return out;
 }
 
-}  // namespace
+Result<std::map<std::string, uint64_t>> manifest_blobs(const std::vector<ManifestEntry>& manifest) {
+  std::map<std::string, uint64_t> wanted;
+  for (const auto& m : manifest) {
+    auto [it, fresh] = wanted.emplace(m.entry.sha256, m.entry.size);
+    if (!fresh && it->second != m.entry.size) {
+      return Error{EINVAL, "two sizes for blob " + m.entry.sha256};
+    }
+  }
+  return wanted;
+}
 
-Result<BundleSummary> import_bundle(Index& index, BlobStore& blobs, const std::string& file) {
-  BundleSummary sum;
+namespace {
+
+Result<ReadArchive> open_bundle(const std::string& file) {
   ReadArchive a(archive_read_new());
   if (!a) return Error{ENOMEM, "archive_read_new"};
   archive_read_support_format_tar(a.get());
@@ -230,6 +233,123 @@ Result<BundleSummary> import_bundle(Index& index, BlobStore& blobs, const std::s
   if (archive_read_open_filename(a.get(), file.c_str(), kChunk) != ARCHIVE_OK) {
     return archive_error(a.get(), "cannot read " + file);
   }
+  return a;
+}
+
+// The first member, which must be the manifest, read and checked whole.
+Result<std::vector<ManifestEntry>> read_manifest(archive* a) {
+  archive_entry* ae = nullptr;
+  if (archive_read_next_header(a, &ae) != ARCHIVE_OK) {
+    return archive_error(a, "not a tar archive");
+  }
+  if (std::strcmp(archive_entry_pathname(ae), kManifest) != 0 || !archive_entry_size_is_set(ae) ||
+      archive_entry_size(ae) < 0 || static_cast<size_t>(archive_entry_size(ae)) > kMaxManifest) {
+    return Error{EINVAL, "the first member is not a manifest of sane size"};
+  }
+  std::string text(static_cast<size_t>(archive_entry_size(ae)), '\0');
+  if (archive_read_data(a, text.data(), text.size()) != static_cast<la_ssize_t>(text.size())) {
+    return archive_error(a, "reading the manifest");
+  }
+  return parse_manifest(text);
+}
+
+// Streams the current member (`name`, blob `sha` of `size` bytes) into the
+// store, verified on the way. Answers whether the store had it already.
+Result<bool> stage_blob(archive* a, BlobStore& blobs, const std::string& name,
+                        const std::string& sha, uint64_t size, std::string& buf) {
+  auto tmp = blobs.create_temp();
+  if (!tmp) return tmp.error();
+  // Hashed here too, so that bytes that do not match their name are
+  // dropped with the temp file instead of landing in the store.
+  Sha256 hash;
+  for (;;) {
+    const la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
+    if (n < 0) return archive_error(a, "reading " + name);
+    if (n == 0) break;
+    if (tmp->size() + static_cast<uint64_t>(n) > size) {
+      return Error{EINVAL, name + " is larger than the manifest says"};
+    }
+    hash.update(buf.data(), static_cast<size_t>(n));
+    if (auto r = tmp->append(buf.data(), static_cast<size_t>(n)); !r) return r.error();
+  }
+  if (tmp->size() != size) {
+    return Error{EINVAL, name + " has " + std::to_string(tmp->size()) +
+                             " bytes, the manifest says " + std::to_string(size)};
+  }
+  if (hash.hex_digest() != sha) {
+    return Error{EINVAL, name + " does not hash to its name (damaged bundle)"};
+  }
+  const bool present = blobs.blob_size(sha) == size;
+  auto published = blobs.publish(*tmp);
+  if (!published) return published.error();
+  if (*published != sha) return Error{EIO, name + ": digest changed while publishing"};
+  return present;
+}
+
+// Every member after the manifest: a blob the manifest wants, once each.
+// Answers the blobs read; `added` gets those the store did not have, as
+// they arrive, so that a failure later can remove them again.
+Result<std::set<std::string>> stage_blobs(archive* a, BlobStore& blobs,
+                                          const std::map<std::string, uint64_t>& wanted,
+                                          BundleSummary& sum, std::vector<std::string>& added) {
+  std::set<std::string> have;  // verified, from the bundle
+  std::string buf(kChunk, '\0');
+  archive_entry* ae = nullptr;
+  for (;;) {
+    const int rc = archive_read_next_header(a, &ae);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc != ARCHIVE_OK) return archive_error(a, "reading the bundle");
+    const std::string name = archive_entry_pathname(ae);
+    const std::string sha = name.rfind("blobs/", 0) == 0 ? name.substr(6) : std::string();
+    auto w = wanted.find(sha);
+    if (w == wanted.end()) return Error{EINVAL, "unexpected member " + name};
+    if (!have.insert(sha).second) return Error{EINVAL, "member twice: " + name};
+    auto present = stage_blob(a, blobs, name, sha, w->second, buf);
+    if (!present) return present.error();
+    if (*present) {
+      sum.blobs_present++;
+    } else {
+      added.push_back(sha);
+    }
+    sum.blobs++;
+    sum.bytes += w->second;
+  }
+  return have;
+}
+
+// What the bundle did not carry must be in the store already.
+Result<void> check_not_carried(const BlobStore& blobs,
+                               const std::map<std::string, uint64_t>& wanted,
+                               const std::set<std::string>& have, BundleSummary& sum) {
+  for (const auto& [sha, size] : wanted) {
+    if (!have.count(sha) && blobs.blob_size(sha) != size) {
+      return Error{EINVAL, "blob " + sha + " is neither in the bundle nor in the cache"};
+    }
+    if (!have.count(sha)) sum.blobs_present++;
+  }
+  return {};
+}
+
+// All entries in one write transaction, then their blobs' access times.
+Result<void> commit_entries(Index& index, std::vector<ManifestEntry> manifest,
+                            const std::map<std::string, uint64_t>& wanted) {
+  std::vector<std::pair<std::string, PathEntry>> puts;
+  puts.reserve(manifest.size());
+  for (auto& m : manifest) puts.emplace_back(std::move(m.path), std::move(m.entry));
+  if (auto r = index.put_paths(std::move(puts)); !r) return r.error();
+  // Imported bytes count as used now: eviction must not take them first.
+  const int64_t now = ::time(nullptr);
+  for (const auto& [sha, size] : wanted) index.note_access(sha, now);
+  if (auto r = index.flush_access(); !r) log()->warn("access times: {}", r.error().message);
+  return {};
+}
+
+}  // namespace
+
+Result<BundleSummary> import_bundle(Index& index, BlobStore& blobs, const std::string& file) {
+  BundleSummary sum;
+  auto a = open_bundle(file);
+  if (!a) return a.error();
   std::vector<std::string> added;  // blobs this import put into the store
   auto fail = [&](Error e) -> Result<BundleSummary> {
     for (const auto& sha : added) {
@@ -240,90 +360,16 @@ Result<BundleSummary> import_bundle(Index& index, BlobStore& blobs, const std::s
     e.message = file + ": " + e.message + " (nothing imported)";
     return e;
   };
-
-  archive_entry* ae = nullptr;
-  if (archive_read_next_header(a.get(), &ae) != ARCHIVE_OK) {
-    return fail(archive_error(a.get(), "not a tar archive"));
-  }
-  if (std::strcmp(archive_entry_pathname(ae), kManifest) != 0 || !archive_entry_size_is_set(ae) ||
-      archive_entry_size(ae) < 0 || static_cast<size_t>(archive_entry_size(ae)) > kMaxManifest) {
-    return fail(Error{EINVAL, "the first member is not a manifest of sane size"});
-  }
-  std::string text(static_cast<size_t>(archive_entry_size(ae)), '\0');
-  if (archive_read_data(a.get(), text.data(), text.size()) !=
-      static_cast<la_ssize_t>(text.size())) {
-    return fail(archive_error(a.get(), "reading the manifest"));
-  }
-  auto manifest = parse_manifest(text);
+  auto manifest = read_manifest(a->get());
   if (!manifest) return fail(manifest.error());
-
-  std::map<std::string, uint64_t> wanted;  // sha256 -> size, from the manifest
-  for (const auto& m : *manifest) {
-    auto [it, fresh] = wanted.emplace(m.entry.sha256, m.entry.size);
-    if (!fresh && it->second != m.entry.size) {
-      return fail(Error{EINVAL, "two sizes for blob " + m.entry.sha256});
-    }
-  }
-  std::set<std::string> have;  // verified, from the bundle
-  std::string buf(kChunk, '\0');
-  for (;;) {
-    const int rc = archive_read_next_header(a.get(), &ae);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK) return fail(archive_error(a.get(), "reading the bundle"));
-    const std::string name = archive_entry_pathname(ae);
-    const std::string sha = name.rfind("blobs/", 0) == 0 ? name.substr(6) : std::string();
-    auto w = wanted.find(sha);
-    if (w == wanted.end()) return fail(Error{EINVAL, "unexpected member " + name});
-    if (!have.insert(sha).second) return fail(Error{EINVAL, "member twice: " + name});
-    auto tmp = blobs.create_temp();
-    if (!tmp) return fail(tmp.error());
-    // Hashed here too, so that bytes that do not match their name are
-    // dropped with the temp file instead of landing in the store.
-    Sha256 hash;
-    for (;;) {
-      const la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
-      if (n < 0) return fail(archive_error(a.get(), "reading " + name));
-      if (n == 0) break;
-      if (tmp->size() + static_cast<uint64_t>(n) > w->second) {
-        return fail(Error{EINVAL, name + " is larger than the manifest says"});
-      }
-      hash.update(buf.data(), static_cast<size_t>(n));
-      if (auto r = tmp->append(buf.data(), static_cast<size_t>(n)); !r) return fail(r.error());
-    }
-    if (tmp->size() != w->second) {
-      return fail(Error{EINVAL, name + " has " + std::to_string(tmp->size()) +
-                                    " bytes, the manifest says " + std::to_string(w->second)});
-    }
-    if (hash.hex_digest() != sha) {
-      return fail(Error{EINVAL, name + " does not hash to its name (damaged bundle)"});
-    }
-    const bool present = blobs.blob_size(sha) == w->second;
-    auto published = blobs.publish(*tmp);
-    if (!published) return fail(published.error());
-    if (*published != sha) return fail(Error{EIO, name + ": digest changed while publishing"});
-    if (present) {
-      sum.blobs_present++;
-    } else {
-      added.push_back(sha);
-    }
-    sum.blobs++;
-    sum.bytes += w->second;
-  }
-  for (const auto& [sha, size] : wanted) {
-    if (!have.count(sha) && blobs.blob_size(sha) != size) {
-      return fail(Error{EINVAL, "blob " + sha + " is neither in the bundle nor in the cache"});
-    }
-    if (!have.count(sha)) sum.blobs_present++;
-  }
-  std::vector<std::pair<std::string, PathEntry>> puts;
-  puts.reserve(manifest->size());
-  for (auto& m : *manifest) puts.emplace_back(std::move(m.path), std::move(m.entry));
-  if (auto r = index.put_paths(std::move(puts)); !r) return fail(r.error());
-  // Imported bytes count as used now: eviction must not take them first.
-  const int64_t now = ::time(nullptr);
-  for (const auto& [sha, size] : wanted) index.note_access(sha, now);
-  if (auto r = index.flush_access(); !r) log()->warn("access times: {}", r.error().message);
-  sum.entries = manifest->size();
+  auto wanted = manifest_blobs(*manifest);
+  if (!wanted) return fail(wanted.error());
+  auto have = stage_blobs(a->get(), blobs, *wanted, sum, added);
+  if (!have) return fail(have.error());
+  if (auto r = check_not_carried(blobs, *wanted, *have, sum); !r) return fail(r.error());
+  const size_t entries = manifest->size();
+  if (auto r = commit_entries(index, std::move(*manifest), *wanted); !r) return fail(r.error());
+  sum.entries = entries;
   log()->info("imported {} entries ({} blobs, {} bytes) from {}", sum.entries, sum.blobs, sum.bytes,
               file);
   return sum;

@@ -25,7 +25,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "cache/blob_store.h"
 #include "cache/index.h"
@@ -47,5 +50,21 @@ Result<BundleSummary> import_bundle(Index& index, BlobStore& blobs, const std::s
 // A manifest path must name a file inside the tree: relative, no empty, "."
 // or ".." segments, no NUL or control bytes, not an internal key.
 bool is_bundle_path(std::string_view path);
+
+// One manifest entry: a path and the index entry it imports as.
+struct ManifestEntry {
+  std::string path;
+  PathEntry entry;
+};
+
+// Pure: the manifest's text checked whole (format and version, every entry
+// with a string path that is_bundle_path() accepts, a well-formed sha256
+// and an unsigned size, no path twice; etag, last_modified and validated_at
+// taken when present and of the right type). Any fault is EINVAL.
+Result<std::vector<ManifestEntry>> parse_manifest(const std::string& text);
+
+// Pure: the blobs the entries need, sha256 -> size. One blob given two
+// sizes is EINVAL.
+Result<std::map<std::string, uint64_t>> manifest_blobs(const std::vector<ManifestEntry>& manifest);
 
 }  // namespace netbootfs::cache

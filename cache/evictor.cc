@@ -183,6 +183,136 @@ bool Evictor::fits(const IndexStats& total, uint64_t coming) const {
 
 bool Evictor::over_high_watermark() const { return !fits(index_.stats(), reserved_->load()); }
 
+BlobRefs gather_refs(const std::vector<std::pair<std::string, PathEntry>>& paths,
+                     const std::vector<std::string>& pins) {
+  BlobRefs refs;
+  for (auto& [p, e] : paths) {
+    if (is_internal_key(p)) {
+      if (auto source = derived_source(p)) refs.derived_of[*source].emplace_back(p, e.sha256);
+      continue;
+    }
+    if (matches_pin(pins, p)) refs.pinned.insert(e.sha256);
+    refs.paths_of[e.sha256].push_back(p);
+  }
+  return refs;
+}
+
+namespace {
+// A derived output goes with its source: fold its bytes into the source's
+// candidate (it is as recent as its source; its own record is not a
+// candidate unless a path points at it directly).
+void fold_derived(std::vector<EvictCandidate>& cands, const BlobRefs& refs) {
+  std::unordered_map<std::string, size_t> pos;
+  for (size_t i = 0; i < cands.size(); ++i) pos[cands[i].sha256] = i;
+  for (auto& [source, outs] : refs.derived_of) {
+    auto it = pos.find(source);
+    if (it == pos.end()) continue;
+    for (auto& [key, out] : outs) {
+      auto o = pos.find(out);
+      if (o == pos.end() || refs.paths_of.count(out)) continue;
+      cands[it->second].size += cands[o->second].size;
+      if (cands[o->second].in_use) cands[it->second].in_use = true;
+      cands[o->second].size = 0;
+      cands[o->second].pinned = true;  // never chosen on its own
+    }
+  }
+}
+}  // namespace
+
+std::vector<EvictCandidate> build_candidates(
+    const std::vector<std::pair<std::string, BlobEntry>>& blobs,
+    const std::vector<std::pair<std::string, int64_t>>& pending_access, const BlobRefs& refs,
+    const std::unordered_set<std::string>& in_use, uint64_t coming) {
+  std::unordered_map<std::string, int64_t> pending;
+  for (auto& [sha, at] : pending_access) pending[sha] = at;
+  std::vector<EvictCandidate> cands;
+  for (auto& [sha, b] : blobs) {
+    EvictCandidate c;
+    c.sha256 = sha;
+    c.size = b.size;
+    c.last_access = b.last_access;
+    if (auto it = pending.find(sha); it != pending.end()) {
+      c.last_access = std::max(c.last_access, it->second);
+    }
+    c.pinned = refs.pinned.count(sha) > 0;
+    c.in_use = in_use.count(sha) > 0;
+    cands.push_back(std::move(c));
+  }
+  fold_derived(cands, refs);
+  if (coming > 0) {
+    // Downloads are about to add these bytes: they count now (a candidate
+    // that is never chosen itself).
+    cands.push_back(EvictCandidate{"", coming, INT64_MAX, false, true});
+  }
+  return cands;
+}
+
+void Evictor::drop_blobs(const std::vector<std::string>& shas, EvictReport& report) {
+  Removed removed;
+  for (const auto& d : shas) collect_blob(index_, blobs_, d, removed);  // unless still referred to
+  report.blobs += removed.blobs;
+  report.bytes += removed.bytes;
+}
+
+// Rewritten outputs of a source no path points at any more (removed
+// another way than by eviction) would never go with their source: they
+// go now, before the candidates are counted.
+void Evictor::drop_orphan_outputs(BlobRefs& refs, const std::unordered_set<std::string>& in_use,
+                                  EvictReport& report) {
+  for (auto it = refs.derived_of.begin(); it != refs.derived_of.end();) {
+    if (refs.paths_of.count(it->first)) {
+      ++it;
+      continue;
+    }
+    std::vector<std::string> outs;
+    for (auto& [key, out] : it->second) {
+      if (in_use.count(out)) continue;  // a handle reads it: a later pass
+      if (index_.remove_path(key)) outs.push_back(out);
+    }
+    drop_blobs(outs, report);
+    it = refs.derived_of.erase(it);
+  }
+}
+
+// The paths removed, for on_evicted.
+std::vector<std::string> Evictor::remove_victims(const std::vector<std::string>& victims,
+                                                 const BlobRefs& refs, EvictReport& report) {
+  static const std::vector<std::string> kNoPaths;
+  static const std::vector<std::pair<std::string, std::string>> kNoOutputs;
+  std::vector<std::string> removed_paths;
+  for (const auto& sha : victims) {
+    const auto p_it = refs.paths_of.find(sha);
+    const auto d_it = refs.derived_of.find(sha);
+    const auto& paths = p_it == refs.paths_of.end() ? kNoPaths : p_it->second;
+    const auto& outputs = d_it == refs.derived_of.end() ? kNoOutputs : d_it->second;
+    // Paths first (they release the blob's refs), then derived entries.
+    bool ok = true;
+    for (const auto& p : paths) {
+      if (auto r = index_.remove_path(p); !r) {
+        spdlog::warn("eviction: removing {}: {}", p, r.error().message);
+        ok = false;
+        continue;
+      }
+      removed_paths.push_back(p);
+      report.entries++;
+    }
+    if (!ok) continue;
+    std::vector<std::string> drop{sha};
+    for (auto& [key, out] : outputs) {
+      if (index_.remove_path(key)) drop.push_back(out);
+    }
+    drop_blobs(drop, report);
+  }
+  return removed_paths;
+}
+
+void Evictor::publish_totals(const IndexStats& st, EvictReport& report) {
+  report.cache_bytes = st.blob_bytes;
+  report.cache_objects = st.blobs;
+  cache_bytes = report.cache_bytes;
+  cache_objects = report.cache_objects;
+}
+
 Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   std::unique_lock lk(mu_);
   EvictReport report;
@@ -197,112 +327,23 @@ Result<EvictReport> Evictor::enforce(uint64_t incoming) {
   // the HTTP worker thread.
   const IndexStats total = index_.stats();
   if (fits(total, coming)) {
-    report.cache_bytes = total.blob_bytes;
-    report.cache_objects = total.blobs;
-    cache_bytes = report.cache_bytes;
-    cache_objects = report.cache_objects;
+    publish_totals(total, report);
     return report;
   }
-  const std::unordered_set<std::string> in_use = in_use_ ? in_use_() : std::unordered_set<std::string>{};
-  // Who refers to each blob: paths, and derived outputs of each source.
-  std::unordered_map<std::string, std::vector<std::string>> paths_of;
-  std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
-  std::unordered_set<std::string> pinned_blobs;
-  for (auto& [p, e] : index_.list_paths()) {
-    if (is_internal_key(p)) {
-      if (auto source = derived_source(p)) derived_of[*source].emplace_back(p, e.sha256);
-      continue;
-    }
-    if (pinned(p)) pinned_blobs.insert(e.sha256);
-    paths_of[e.sha256].push_back(p);
-  }
-  // Rewritten outputs of a source no path points at any more (removed
-  // another way than by eviction) would never go with their source: they
-  // go now, before the candidates are counted.
-  const auto drop_blobs = [&](const std::vector<std::string>& shas) {
-    Removed removed;
-    for (const auto& d : shas) collect_blob(index_, blobs_, d, removed);  // unless still referred to
-    report.blobs += removed.blobs;
-    report.bytes += removed.bytes;
-  };
-  for (auto it = derived_of.begin(); it != derived_of.end();) {
-    if (paths_of.count(it->first)) {
-      ++it;
-      continue;
-    }
-    std::vector<std::string> outs;
-    for (auto& [key, out] : it->second) {
-      if (in_use.count(out)) continue;  // a handle reads it: a later pass
-      if (index_.remove_path(key)) outs.push_back(out);
-    }
-    drop_blobs(outs);
-    it = derived_of.erase(it);
-  }
-  std::unordered_map<std::string, int64_t> pending;
-  for (auto& [sha, at] : index_.pending_access()) pending[sha] = at;
-  std::vector<EvictCandidate> cands;
-  std::unordered_map<std::string, uint64_t> size_of;
-  for (auto& [sha, b] : index_.list_blobs()) {
-    size_of[sha] = b.size;
-    EvictCandidate c;
-    c.sha256 = sha;
-    c.size = b.size;
-    c.last_access = b.last_access;
-    if (auto it = pending.find(sha); it != pending.end()) c.last_access = std::max(c.last_access, it->second);
-    c.pinned = pinned_blobs.count(sha) > 0;
-    c.in_use = in_use.count(sha) > 0;
-    cands.push_back(std::move(c));
-  }
-  // A derived output goes with its source: fold its bytes into the source's
-  // candidate (it is as recent as its source; its own record is not a
-  // candidate unless a path points at it directly).
-  std::unordered_map<std::string, size_t> pos;
-  for (size_t i = 0; i < cands.size(); ++i) pos[cands[i].sha256] = i;
-  for (auto& [source, outs] : derived_of) {
-    auto it = pos.find(source);
-    if (it == pos.end()) continue;
-    for (auto& [key, out] : outs) {
-      auto o = pos.find(out);
-      if (o == pos.end() || paths_of.count(out)) continue;
-      cands[it->second].size += cands[o->second].size;
-      if (cands[o->second].in_use) cands[it->second].in_use = true;
-      cands[o->second].size = 0;
-      cands[o->second].pinned = true;  // never chosen on its own
-    }
-  }
-  if (coming > 0) {
-    // Downloads are about to add these bytes: they count now (a candidate
-    // that is never chosen itself).
-    cands.push_back(EvictCandidate{"", coming, INT64_MAX, false, true});
-  }
+  const std::unordered_set<std::string> in_use =
+      in_use_ ? in_use_() : std::unordered_set<std::string>{};
+  BlobRefs refs = gather_refs(index_.list_paths(), options_.pins);
+  drop_orphan_outputs(refs, in_use, report);
+  // Accesses not yet flushed are read first, as they always were.
+  const auto pending = index_.pending_access();
+  const std::vector<EvictCandidate> cands =
+      build_candidates(index_.list_blobs(), pending, refs, in_use, coming);
   const EvictSelection sel = select_evictions(cands, options_.limit, options_.watermarks);
-  std::vector<std::string> removed_paths;
-  for (const auto& sha : sel.victims) {
-    // Paths first (they release the blob's refs), then derived entries.
-    bool ok = true;
-    for (const auto& p : paths_of[sha]) {
-      if (auto r = index_.remove_path(p); !r) {
-        spdlog::warn("eviction: removing {}: {}", p, r.error().message);
-        ok = false;
-        continue;
-      }
-      removed_paths.push_back(p);
-      report.entries++;
-    }
-    if (!ok) continue;
-    std::vector<std::string> drop{sha};
-    for (auto& [key, out] : derived_of[sha]) {
-      if (index_.remove_path(key)) drop.push_back(out);
-    }
-    drop_blobs(drop);
-  }
+  const std::vector<std::string> removed_paths = remove_victims(sel.victims, refs, report);
   const IndexStats st = index_.stats();
-  report.cache_bytes = st.blob_bytes;
-  report.cache_objects = st.blobs;
   evictions += report.blobs;
   evicted_bytes += report.bytes;
-  cache_bytes = report.cache_bytes;
-  cache_objects = report.cache_objects;
+  publish_totals(st, report);
   auto cb = on_evicted_;
   lk.unlock();
   if (report.blobs > 0 || !removed_paths.empty()) {

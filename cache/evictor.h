@@ -51,7 +51,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "cache/blob_store.h"
@@ -101,6 +103,34 @@ struct EvictSelection {
 // Pure: see the contract.
 EvictSelection select_evictions(std::vector<EvictCandidate> blobs, uint64_t limit,
                                 Watermarks wm);
+
+// Who refers to each blob, from the index's path entries.
+struct BlobRefs {
+  // sha256 -> the (non-internal) paths that point at it, in listing order.
+  std::unordered_map<std::string, std::vector<std::string>> paths_of;
+  // source sha256 -> its rewritten outputs: (derived key, output sha256).
+  std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> derived_of;
+  // Blobs that a path matching a pin glob points at.
+  std::unordered_set<std::string> pinned;
+};
+
+// Pure: sorts `paths` (Index::list_paths()) into BlobRefs. Internal keys
+// that are not derived keys are skipped; derived keys are never pinned.
+BlobRefs gather_refs(const std::vector<std::pair<std::string, PathEntry>>& paths,
+                     const std::vector<std::string>& pins);
+
+// Pure: the candidates select_evictions() weighs, one per blob record in
+// `blobs` (Index::list_blobs()), in that order. last_access is the later of
+// the record's and `pending_access` (Index::pending_access()); pinned and in_use
+// from `refs` and `in_use`. A rewritten output that no path points at is
+// folded into its source's candidate (its size added, its in_use passed on;
+// it stays with size 0, pinned, never chosen on its own). `coming` > 0 adds
+// a last candidate {"", coming, INT64_MAX, not in use, pinned}: those bytes
+// count, nothing is chosen for them.
+std::vector<EvictCandidate> build_candidates(
+    const std::vector<std::pair<std::string, BlobEntry>>& blobs,
+    const std::vector<std::pair<std::string, int64_t>>& pending_access, const BlobRefs& refs,
+    const std::unordered_set<std::string>& in_use, uint64_t coming);
 
 struct EvictorOptions {
   uint64_t limit = 0;  // bytes; 0: no limit (enforce does nothing)
@@ -176,6 +206,13 @@ class Evictor {
 
  private:
   bool fits(const IndexStats& total, uint64_t coming) const;
+  // The steps of enforce(), each with mu_ held.
+  void drop_blobs(const std::vector<std::string>& shas, EvictReport& report);
+  void drop_orphan_outputs(BlobRefs& refs, const std::unordered_set<std::string>& in_use,
+                           EvictReport& report);
+  std::vector<std::string> remove_victims(const std::vector<std::string>& victims,
+                                          const BlobRefs& refs, EvictReport& report);
+  void publish_totals(const IndexStats& st, EvictReport& report);
   EvictorOptions options_;
   Index& index_;
   BlobStore& blobs_;

@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -186,6 +188,139 @@ TEST(BundlePath, Table) {
   for (const char* bad : {"", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a/", ".",
                           "\x01" "filtered/x", "a\nb"}) {
     EXPECT_FALSE(is_bundle_path(bad)) << bad;
+  }
+}
+
+
+std::string manifest_with(const std::string& entries) {
+  return R"({"format": "netbootfs-bundle", "version": 1, "created": 1, "since": 0, "entries": [)" +
+         entries + "]}";
+}
+
+const std::string kShaA(64, 'a');
+const std::string kShaB(64, 'b');
+
+std::string entry(const std::string& path, const std::string& sha, const std::string& size,
+                  const std::string& extra = "") {
+  return R"({"path": ")" + path + R"(", "sha256": ")" + sha + R"(", "size": )" + size + extra +
+         "}";
+}
+
+TEST(ParseManifest, RefusesWithOneReason) {
+  struct Case {
+    const char* name;
+    std::string text;
+    std::string message;
+  } cases[] = {
+      {"not JSON", "{not json", "the manifest is not JSON"},
+      {"not an object", "[1, 2]", "the manifest is not JSON"},
+      {"another format", R"({"format": "tar", "version": 1, "entries": []})",
+       "not a netbootfs bundle"},
+      {"no format", R"({"version": 1, "entries": []})", "not a netbootfs bundle"},
+      {"no version", R"({"format": "netbootfs-bundle", "entries": []})",
+       "unsupported bundle version"},
+      {"a later version", R"({"format": "netbootfs-bundle", "version": 2, "entries": []})",
+       "unsupported bundle version"},
+      {"version as a string", R"({"format": "netbootfs-bundle", "version": "1", "entries": []})",
+       "unsupported bundle version"},
+      {"no entries", R"({"format": "netbootfs-bundle", "version": 1})",
+       "the manifest has no entries list"},
+      {"entries not a list", R"({"format": "netbootfs-bundle", "version": 1, "entries": {}})",
+       "the manifest has no entries list"},
+      {"an entry not an object", manifest_with("1"), "a manifest entry lacks path, sha256 or size"},
+      {"no size", manifest_with(R"({"path": "a", "sha256": ")" + kShaA + R"("})"),
+       "a manifest entry lacks path, sha256 or size"},
+      {"a negative size", manifest_with(entry("a", kShaA, "-1")),
+       "a manifest entry lacks path, sha256 or size"},
+      {"a path not a string",
+       manifest_with(R"({"path": 7, "sha256": ")" + kShaA + R"(", "size": 1})"),
+       "a manifest entry lacks path, sha256 or size"},
+      {"a path outside the tree", manifest_with(entry("../etc/passwd", kShaA, "1")),
+       "manifest path outside the tree: ../etc/passwd"},
+      {"an absolute path", manifest_with(entry("/boot", kShaA, "1")),
+       "manifest path outside the tree: /boot"},
+      {"a path twice", manifest_with(entry("a", kShaA, "1") + "," + entry("a", kShaB, "2")),
+       "manifest path twice: a"},
+      {"a short digest", manifest_with(entry("a", "abc", "1")), "manifest digest malformed for a"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_manifest(c.text);
+    ASSERT_FALSE(r) << c.name;
+    EXPECT_EQ(r.error().code, EINVAL) << c.name;
+    EXPECT_EQ(r.error().message, c.message) << c.name;
+  }
+}
+
+TEST(ParseManifest, TakesEntriesAndTheValidatorsOfTheRightType) {
+  struct Case {
+    const char* name;
+    std::string entry;
+    std::string etag;
+    int64_t last_modified;
+    int64_t validated_at;
+  } cases[] = {
+      {"only the required fields", entry("a", kShaA, "5"), "", 0, 0},
+      {"all validators",
+       entry("a", kShaA, "5", R"(, "etag": "\"e1\"", "last_modified": 17, "validated_at": 18)"),
+       "\"e1\"", 17, 18},
+      {"validators of the wrong type are left out",
+       entry("a", kShaA, "5", R"(, "etag": 3, "last_modified": "17", "validated_at": 1.5)"), "",
+       0, 0},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_manifest(manifest_with(c.entry));
+    ASSERT_TRUE(r) << c.name << ": " << r.error().message;
+    ASSERT_EQ(r->size(), 1u) << c.name;
+    const ManifestEntry& m = r->front();
+    EXPECT_EQ(m.path, "a") << c.name;
+    EXPECT_EQ(m.entry.sha256, kShaA) << c.name;
+    EXPECT_EQ(m.entry.size, 5u) << c.name;
+    EXPECT_EQ(m.entry.etag, c.etag) << c.name;
+    EXPECT_EQ(m.entry.last_modified, c.last_modified) << c.name;
+    EXPECT_EQ(m.entry.validated_at, c.validated_at) << c.name;
+  }
+  auto empty = parse_manifest(manifest_with(""));
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->empty());
+  auto two = parse_manifest(manifest_with(entry("b", kShaB, "2") + "," + entry("a", kShaA, "1")));
+  ASSERT_TRUE(two);
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ((*two)[0].path, "b");  // in the manifest's order
+  EXPECT_EQ((*two)[1].path, "a");
+}
+
+TEST(ManifestBlobs, Table) {
+  const auto m = [](const char* path, const std::string& sha, uint64_t size) {
+    ManifestEntry e;
+    e.path = path;
+    e.entry.sha256 = sha;
+    e.entry.size = size;
+    return e;
+  };
+  using Blobs = std::map<std::string, uint64_t>;
+  struct Case {
+    const char* name;
+    std::vector<ManifestEntry> manifest;
+    std::optional<Blobs> want;  // nullopt: refused
+  } cases[] = {
+      {"none", {}, Blobs{}},
+      {"one per blob", {m("a", kShaA, 1), m("b", kShaB, 2)}, Blobs{{kShaA, 1}, {kShaB, 2}}},
+      {"a shared blob once", {m("a", kShaA, 1), m("a2", kShaA, 1)}, Blobs{{kShaA, 1}}},
+      {"a shared empty blob once", {m("a", kShaA, 0), m("a2", kShaA, 0)}, Blobs{{kShaA, 0}}},
+      {"one blob, two sizes", {m("a", kShaA, 1), m("a2", kShaA, 2)}, std::nullopt},
+      {"two sizes after another blob", {m("b", kShaB, 2), m("a", kShaA, 0), m("a2", kShaA, 3)},
+       std::nullopt},
+  };
+  for (const auto& c : cases) {
+    auto r = manifest_blobs(c.manifest);
+    if (!c.want) {
+      ASSERT_FALSE(r) << c.name;
+      EXPECT_EQ(r.error().code, EINVAL) << c.name;
+      EXPECT_EQ(r.error().message, "two sizes for blob " + kShaA) << c.name;
+      continue;
+    }
+    ASSERT_TRUE(r) << c.name << ": " << r.error().message;
+    EXPECT_EQ(*r, *c.want) << c.name;
   }
 }
 

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/derived_keys.h"
+
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -430,6 +432,152 @@ TEST_F(EvictorStore, ConcurrentEnforceAndWrites) {
   EXPECT_LE(r->cache_bytes, o.limit);
   // Every remaining path still has its blob.
   for (const auto& [p, e] : index_->list_paths()) EXPECT_TRUE(file(e.sha256)) << p;
+}
+
+
+PathEntry at(const std::string& sha) {
+  PathEntry e;
+  e.sha256 = sha;
+  return e;
+}
+
+TEST(GatherRefs, Table) {
+  using Paths = std::vector<std::pair<std::string, PathEntry>>;
+  using Derived = std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>>;
+  const std::string kOut1 = derived_key("fp1", "src");
+  const std::string kOut2 = derived_key("fp2", "src");
+  struct Case {
+    const char* name;
+    Paths paths;
+    std::vector<std::string> pins;
+    std::unordered_map<std::string, std::vector<std::string>> paths_of;
+    Derived derived_of;
+    std::unordered_set<std::string> pinned;
+  } cases[] = {
+      {"nothing", {}, {}, {}, {}, {}},
+      {"one path per blob", {{"a", at("A")}, {"b", at("B")}}, {}, {{"A", {"a"}}, {"B", {"b"}}},
+       {}, {}},
+      {"a shared blob keeps its paths in listing order",
+       {{"x/1", at("S")}, {"x/2", at("S")}}, {}, {{"S", {"x/1", "x/2"}}}, {}, {}},
+      {"a pin marks the blob its path points at",
+       {{"boot/k", at("K")}, {"other", at("O")}}, {"boot/*"}, {{"K", {"boot/k"}}, {"O", {"other"}}},
+       {}, {"K"}},
+      {"a pin glob crosses slashes", {{"a/b/c", at("C")}}, {"a*"}, {{"C", {"a/b/c"}}}, {}, {"C"}},
+      {"derived outputs go under their source, not as paths",
+       {{"menu", at("src")}, {kOut1, at("O1")}, {kOut2, at("O2")}}, {},
+       {{"src", {"menu"}}}, {{"src", {{kOut1, "O1"}, {kOut2, "O2"}}}}, {}},
+      {"a derived key is never pinned, even by a catch-all glob",
+       {{kOut1, at("O1")}}, {"*"}, {}, {{"src", {{kOut1, "O1"}}}}, {}},
+      {"an internal key that is not derived is skipped",
+       {{std::string(1, kInternalMark) + "other/x", at("I")}}, {"*"}, {}, {}, {}},
+      {"a derived output of a source no path points at is still gathered",
+       {{kOut1, at("O1")}}, {}, {}, {{"src", {{kOut1, "O1"}}}}, {}},
+  };
+  for (const auto& c : cases) {
+    const BlobRefs r = gather_refs(c.paths, c.pins);
+    EXPECT_EQ(r.paths_of, c.paths_of) << c.name;
+    EXPECT_EQ(r.derived_of, c.derived_of) << c.name;
+    EXPECT_EQ(r.pinned, c.pinned) << c.name;
+  }
+}
+
+std::string describe(const EvictCandidate& c) {
+  return c.sha256 + " size=" + std::to_string(c.size) + " at=" + std::to_string(c.last_access) +
+         (c.in_use ? " in_use" : "") + (c.pinned ? " pinned" : "");
+}
+
+TEST(BuildCandidates, Table) {
+  using Blobs = std::vector<std::pair<std::string, BlobEntry>>;
+  const auto rec = [](uint64_t size, int64_t last_access) {
+    BlobEntry b;
+    b.size = size;
+    b.refs = 1;
+    b.last_access = last_access;
+    return b;
+  };
+  const std::string kOut = derived_key("fp", "S");
+  BlobRefs none;
+  BlobRefs pinned_a;
+  pinned_a.paths_of = {{"A", {"a"}}};
+  pinned_a.pinned = {"A"};
+  BlobRefs derived;  // S has a path and one output O
+  derived.paths_of = {{"S", {"menu"}}};
+  derived.derived_of = {{"S", {{kOut, "O"}}}};
+  BlobRefs derived_with_path = derived;  // O is also a path's blob
+  derived_with_path.paths_of["O"] = {"copy"};
+  struct Case {
+    const char* name;
+    Blobs blobs;
+    std::vector<std::pair<std::string, int64_t>> pending;
+    const BlobRefs& refs;
+    std::unordered_set<std::string> in_use;
+    uint64_t coming;
+    std::vector<std::string> want;
+  } cases[] = {
+      {"nothing", {}, {}, none, {}, 0, {}},
+      {"one per record, in order", {{"B", rec(20, 2)}, {"A", rec(10, 1)}}, {}, none, {}, 0,
+       {"B size=20 at=2", "A size=10 at=1"}},
+      {"a later pending access wins", {{"A", rec(10, 5)}}, {{"A", 9}}, none, {}, 0,
+       {"A size=10 at=9"}},
+      {"an earlier pending access does not", {{"A", rec(10, 5)}}, {{"A", 3}}, none, {}, 0,
+       {"A size=10 at=5"}},
+      {"of two pending accesses the last listed counts", {{"A", rec(10, 5)}}, {{"A", 9}, {"A", 7}},
+       none, {}, 0, {"A size=10 at=7"}},
+      {"pending for another blob: ignored", {{"A", rec(10, 5)}}, {{"B", 9}}, none, {}, 0,
+       {"A size=10 at=5"}},
+      {"pinned and in use from their sets", {{"A", rec(10, 1)}, {"B", rec(10, 2)}}, {}, pinned_a,
+       {"B"}, 0, {"A size=10 at=1 pinned", "B size=10 at=2 in_use"}},
+      {"an output folds into its source", {{"S", rec(100, 1)}, {"O", rec(30, 8)}}, {}, derived,
+       {}, 0, {"S size=130 at=1", "O size=0 at=8 pinned"}},
+      {"an output in use makes its source in use", {{"S", rec(100, 1)}, {"O", rec(30, 8)}}, {},
+       derived, {"O"}, 0, {"S size=130 at=1 in_use", "O size=0 at=8 in_use pinned"}},
+      {"a source in use does not pass it to its output", {{"S", rec(100, 1)}, {"O", rec(30, 8)}},
+       {}, derived, {"S"}, 0, {"S size=130 at=1 in_use", "O size=0 at=8 pinned"}},
+      {"an output a path points at stays its own candidate",
+       {{"S", rec(100, 1)}, {"O", rec(30, 8)}}, {}, derived_with_path, {}, 0,
+       {"S size=100 at=1", "O size=30 at=8"}},
+      {"an output without a record: nothing to fold", {{"S", rec(100, 1)}}, {}, derived, {}, 0,
+       {"S size=100 at=1"}},
+      {"a source without a record: its output is not folded", {{"O", rec(30, 8)}}, {}, derived,
+       {}, 0, {"O size=30 at=8"}},
+      {"coming bytes: a last candidate never chosen", {{"A", rec(10, 1)}}, {}, none, {}, 64,
+       {"A size=10 at=1", " size=64 at=9223372036854775807 pinned"}},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> got;
+    for (const auto& cand : build_candidates(c.blobs, c.pending, c.refs, c.in_use, c.coming)) {
+      got.push_back(describe(cand));
+    }
+    EXPECT_EQ(got, c.want) << c.name;
+  }
+}
+
+TEST(BuildCandidates, AnOutputOfTwoSourcesCountsOnce) {
+  // Which source takes its bytes follows the map's order; that they are
+  // counted once does not.
+  BlobRefs refs;
+  refs.derived_of = {{"S", {{derived_key("fp", "S"), "O"}}},
+                     {"T", {{derived_key("fp", "T"), "O"}}}};
+  BlobEntry s{100, 1, 1}, t{50, 1, 2}, o{30, 2, 8};
+  const auto cands = build_candidates({{"S", s}, {"T", t}, {"O", o}}, {}, refs, {}, 0);
+  ASSERT_EQ(cands.size(), 3u);
+  EXPECT_EQ(cands[0].size + cands[1].size, 180u);
+  EXPECT_TRUE(cands[0].size == 130 || cands[1].size == 80);
+  EXPECT_EQ(describe(cands[2]), "O size=0 at=8 pinned");
+}
+
+TEST(BuildCandidates, FoldedCandidatesFeedTheSelectionAsOne) {
+  // A source with its output is evicted as one blob of both sizes; the
+  // output is never chosen on its own.
+  BlobRefs refs;
+  refs.paths_of = {{"S", {"menu"}}, {"R", {"recent"}}};
+  refs.derived_of = {{"S", {{derived_key("fp", "S"), "O"}}}};
+  BlobEntry s{60, 1, 1}, o{30, 1, 1}, r{20, 1, 9};
+  const auto cands = build_candidates({{"S", s}, {"O", o}, {"R", r}}, {}, refs, {}, 0);
+  const auto sel = select_evictions(cands, 100, {90, 80});
+  EXPECT_EQ(sel.counted_before, 110u);
+  EXPECT_EQ(sel.victims, (std::vector<std::string>{"S"}));
+  EXPECT_EQ(sel.counted_after, 20u);
 }
 
 }  // namespace
