@@ -86,11 +86,14 @@ void Fetcher::Impl::open_resolved(const std::shared_ptr<FileVersion>& want,
   std::string sha;
   std::shared_ptr<Download> dl;
   {
+    // One snapshot: publish() completes the download and binds the blob in
+    // one critical section of the path table. Asked after it, a download
+    // that completed meanwhile would leave neither (EIO, "no content").
     PathLock lk(mu_);
     sha = want->bound(lk).sha256;
     dl = want->bound(lk).download;
+    if (dl && dl->complete()) dl.reset();  // serve the blob instead
   }
-  if (dl && dl->complete()) dl.reset();  // serve the blob instead
   if (dl) {
     dl->add_handle();
     of->download_ = std::move(dl);
