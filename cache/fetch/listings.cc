@@ -134,7 +134,6 @@ void Fetcher::Impl::list_dir(const std::string& path, Fetcher::ListCallback cb) 
 }
 
 void Fetcher::Impl::marked_up() {
-  log()->info("upstream {} is up again", opt.base_url);
   PathLock lk(mu_);
   // Listings that failed while down (or on the way down) say nothing about
   // upstream's tree: fetch them again at the next lookup.
