@@ -46,6 +46,14 @@ struct RawOptions {
   char* url = nullptr;
   char* mountpoint = nullptr;
   char* error = nullptr;
+  // Whatever a step did not take (an early error return) is freed here.
+  ~RawOptions() {
+    for (char* p : {cache_dir, proxy, ca_file, client_cert, client_key, log_level, config,
+                    proxy_host, upstream_ip, proxy_ip, metrics, metrics_file, control_socket,
+                    max_cache_size, max_rate, url, mountpoint, error}) {
+      free(p);
+    }
+  }
 };
 
 #define NBFS_OPT(t, field) {t, offsetof(RawOptions, field), 0}
@@ -147,9 +155,9 @@ void take(std::string& dst, char*& src) {
   src = nullptr;
 }
 
-// The steps of parse_mount_args, in its order. Each frees the fuse_opt
-// strings it takes; an early error return leaves the later ones allocated,
-// as before the split.
+// The steps of parse_mount_args, in its order. Each takes the fuse_opt
+// strings it needs (take() frees and clears them); RawOptions frees the rest
+// when an error returns early.
 
 // fuse_opt over argv: our options into raw, the rest stays in args.
 Result<void> run_fuse_opt(fuse_args& args, RawOptions& raw, MountOptions& opts) {
