@@ -29,7 +29,6 @@ Fetcher::Impl::Impl(Fetcher* owner, http::Client& c, Index& i, BlobStore& b)
     : self(owner),
       opt(owner->options_),
       stats(owner->stats_),
-      client(c),
       index(i),
       blobs(b),
       health(bases(owner->options_), health_options(owner->options_)),

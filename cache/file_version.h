@@ -54,7 +54,6 @@ class FileVersion {
 
  private:
   friend class Fetcher;
-  friend class Download;
   FileVersion(uint64_t id, std::string path, uint64_t size, int64_t mtime, std::string etag)
       : id_(id), path_(std::move(path)), size_(size), mtime_(mtime), etag_(std::move(etag)) {}
   std::string filter_note_;  // set before the version is shared

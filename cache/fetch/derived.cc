@@ -101,7 +101,7 @@ void Fetcher::Impl::install_version(const std::string& path, const PathEntry& so
       ps.current = v;
       ps.validated_ms = source.validated_at ? source.validated_at * 1000 : now_ms();
       if (dl) ps.validated_ms = now_ms();
-      ps.negative_until_ms = 0;
+      ps.clear_negative();
     } else {
       log()->error("{}: {}", path, derived.error().message);
       // Our failure, whatever errno it came with: upstream serves the file.

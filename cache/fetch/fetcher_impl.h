@@ -96,6 +96,7 @@ struct Fetcher::PathState {
     negative_until_ms = until_ms;
     negative_errno = err;
   }
+  void clear_negative() { negative_until_ms = 0; }
 };
 
 struct Fetcher::Listing {
@@ -117,7 +118,6 @@ struct Fetcher::Impl : DownloadEvents {
   Fetcher* self;
   const FetcherOptions& opt;
   FetcherStats& stats;
-  http::Client& client;
   Index& index;
   BlobStore& blobs;
   UpstreamHealth health;
@@ -183,8 +183,8 @@ struct Fetcher::Impl : DownloadEvents {
   void start_head(const PathLock& lk, const std::string& path, PathState& ps);
   void send_head(const PathLock& lk, const std::string& path, int attempt, int64_t first_ms);
   void on_head_answer(const std::string& path, const std::string& url, int attempt,
-                      int64_t first_ms, http::Outcome o,
-                      const http::Head& h, const std::string& detail);
+                      int64_t first_ms, http::Outcome o, const http::Head& h,
+                      const std::string& detail);
   void resolve(const std::string& path, Result<std::shared_ptr<FileVersion>> r);
 
   // --- listings (listings.cc) ---
@@ -234,8 +234,7 @@ struct Fetcher::Impl : DownloadEvents {
   void forget_evicted(const std::vector<std::string>& paths);  // gc_mu_ held
 
   // --- rewritten files (derived.cc) ---
-  std::shared_ptr<const ContentFilter> filter_for(const PathLock& lk,
-                                                  const std::string& path) const {
+  std::shared_ptr<const ContentFilter> filter_for(const PathLock&, const std::string& path) const {
     return filter_ && filter_->matches(path) ? filter_ : nullptr;
   }
   struct Derived {

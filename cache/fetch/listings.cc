@@ -39,7 +39,7 @@ void Fetcher::Impl::fetch_listing(const PathLock& lk, const std::string& dir) {
   send_listing(lk, dir, 0, now_ms());
 }
 
-void Fetcher::Impl::send_listing(const PathLock& lk, const std::string& dir, int attempt,
+void Fetcher::Impl::send_listing(const PathLock&, const std::string& dir, int attempt,
                                  int64_t first_ms) {
   auto done = [this, dir, attempt, first_ms](http::Outcome o, const http::Head& h, std::string body,
                                              std::string detail) {
@@ -49,8 +49,8 @@ void Fetcher::Impl::send_listing(const PathLock& lk, const std::string& dir, int
                      detail, *d);
         stats.retries++;
         schedule(now_ms() + *d, [this, dir, attempt, first_ms] {
-          PathLock lk(mu_);
-          if (!stopping_) send_listing(lk, dir, attempt + 1, first_ms);
+          PathLock held(mu_);
+          if (!stopping_) send_listing(held, dir, attempt + 1, first_ms);
         });
         return;
       }
@@ -73,8 +73,8 @@ void Fetcher::Impl::send_listing(const PathLock& lk, const std::string& dir, int
     }
     std::vector<std::function<void()>> waiters;
     {
-      PathLock lk(mu_);
-      PathState& ps2 = state(lk, dir);
+      PathLock held(mu_);
+      PathState& ps2 = state(held, dir);
       ps2.listing = std::move(listing);
       ps2.listing_in_flight = false;
       waiters.swap(ps2.listing_waiters);

@@ -20,7 +20,7 @@ Error would_block() { return Error{EWOULDBLOCK, "not known without asking upstre
 
 }  // namespace
 
-void Fetcher::Impl::wait_for_version(const PathLock& lk, PathState& ps, Fetcher::AttrCallback cb) {
+void Fetcher::Impl::wait_for_version(const PathLock&, PathState& ps, Fetcher::AttrCallback cb) {
   ps.version_waiters.push_back([this, done = std::move(cb)](auto r) mutable {
     if (!r) {
       done(r.error());
@@ -149,7 +149,7 @@ void Fetcher::Impl::start_head(const PathLock& lk, const std::string& path, Path
   send_head(lk, path, 0, now_ms());
 }
 
-void Fetcher::Impl::send_head(const PathLock& lk, const std::string& path, int attempt,
+void Fetcher::Impl::send_head(const PathLock&, const std::string& path, int attempt,
                               int64_t first_ms) {
   auto [origin, url] = pick_url(path);
   auto done = [this, path, url = url, attempt, first_ms](http::Outcome o, const http::Head& h,
@@ -169,8 +169,7 @@ void Fetcher::Impl::send_head(const PathLock& lk, const std::string& path, int a
 }
 
 void Fetcher::Impl::on_head_answer(const std::string& path, const std::string& url, int attempt,
-                                   int64_t first_ms,
-                                   http::Outcome o, const http::Head& h,
+                                   int64_t first_ms, http::Outcome o, const http::Head& h,
                                    const std::string& detail) {
   PathLock lk(mu_);
   PathState& ps2 = state(lk, path);
@@ -180,8 +179,8 @@ void Fetcher::Impl::on_head_answer(const std::string& path, const std::string& u
                   *d);
       stats.retries++;
       schedule(now_ms() + *d, [this, path, attempt, first_ms] {
-        PathLock lk(mu_);
-        if (!stopping_) send_head(lk, path, attempt + 1, first_ms);
+        PathLock held(mu_);
+        if (!stopping_) send_head(held, path, attempt + 1, first_ms);
       });
       return;  // head_in_flight stays: its waiters wait for the retry
     }

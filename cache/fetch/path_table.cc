@@ -9,14 +9,13 @@ std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
 }  // namespace
 
-Fetcher::PathState& Fetcher::Impl::state(const PathLock& lk, const std::string& path) {
+Fetcher::PathState& Fetcher::Impl::state(const PathLock&, const std::string& path) {
   auto it = states_.find(path);
   if (it == states_.end()) it = states_.emplace(path, std::make_unique<PathState>()).first;
   return *it.value();
 }
 
-void Fetcher::Impl::apply_invalidations(const PathLock& lk, const std::string& path,
-                                        PathState& ps) {
+void Fetcher::Impl::apply_invalidations(const PathLock&, const std::string& path, PathState& ps) {
   for (const auto& [prefix, when] : invalidations_) {
     if (ps.validated_ms <= when && path_at_or_under(path, prefix)) {
       ps.validated_ms = 0;
@@ -67,9 +66,9 @@ void Fetcher::Impl::ensure_loaded(const PathLock& lk, const std::string& path, P
   }
 }
 
-std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const PathLock& lk,
-                                                         const std::string& path, uint64_t size,
-                                                         int64_t mtime, std::string etag) {
+std::shared_ptr<FileVersion> Fetcher::Impl::make_version(const PathLock&, const std::string& path,
+                                                         uint64_t size, int64_t mtime,
+                                                         std::string etag) {
   return std::shared_ptr<FileVersion>(
       new FileVersion(next_version_id_++, path, size, mtime, std::move(etag)));
 }
@@ -186,8 +185,8 @@ InvalidateResult Fetcher::Impl::invalidate(const std::string& prefix) {
       ps->validated_ms = 0;
       r.files++;
     }
-    if (ps->negative_until_ms > now) {
-      ps->negative_until_ms = 0;
+    if (ps->negative(now)) {
+      ps->clear_negative();
       r.negatives++;
       if (r.negative_paths.size() < InvalidateResult::kMaxReported)
         r.negative_paths.push_back(path);

@@ -105,8 +105,10 @@ NameVerdict judge_name(http::Outcome outcome, long status, std::string_view url,
       case 401:
       case 403:
       case 404:
-      case 405: return NameVerdict::kDirectory;
-      default: return NameVerdict::kFailed;
+      case 405:
+        return NameVerdict::kDirectory;
+      default:
+        return NameVerdict::kFailed;
     }
   }
   if (status != 200) return NameVerdict::kFailed;

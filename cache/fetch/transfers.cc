@@ -9,8 +9,6 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return cache_log(); }
 
-bool is_weak_etag(const std::string& etag) { return etag.rfind("W/", 0) == 0; }
-
 }  // namespace
 
 void Fetcher::Impl::open(const std::shared_ptr<FileVersion>& v, Fetcher::OpenCallback cb,
@@ -147,7 +145,7 @@ void Fetcher::Impl::start_download(const PathLock& lk, const std::string& path, 
   send_download(lk, dl);
 }
 
-void Fetcher::Impl::send_download(const PathLock& lk, const std::shared_ptr<Download>& dl) {
+void Fetcher::Impl::send_download(const PathLock&, const std::shared_ptr<Download>& dl) {
   if (down()) {
     if (!dl->conditional()) stats.down_fast_failures++;
     post([this, dl] {
@@ -208,7 +206,7 @@ void Fetcher::Impl::on_download_head(const std::shared_ptr<Download>& dl) {
     ps.current = v;
     ps.validated_ms = now_ms();
     ps.pending.reset();
-    ps.negative_until_ms = 0;
+    ps.clear_negative();
     ps.missing_since_ms = 0;
     waiters.swap(ps.version_waiters);
   }
@@ -271,9 +269,9 @@ void Fetcher::Impl::on_download_early_failure(const std::shared_ptr<Download>& d
         log()->info("GET {}: {} {} {}, retry {} in {} ms", dl->path(), http::to_string(outcome),
                     status, detail, dl->attempts(), *d);
         schedule(now_ms() + *d, [this, dl] {
-          PathLock lk(mu_);
-          if (stopping_ || state(lk, dl->path()).pending != dl) return;
-          send_download(lk, dl);
+          PathLock held(mu_);
+          if (stopping_ || state(held, dl->path()).pending != dl) return;
+          send_download(held, dl);
         });
         return;  // pending stays: opens keep coalescing on this download
       }
