@@ -182,6 +182,7 @@ TEST_F(FetcherEvictionTest, ASlowPublishDoesNotStallAnotherDownload) {
   const uint64_t during = fetcher_->stats().download_bytes.load() - before;
   EXPECT_GE(during, uint64_t{512} << 10) << "the HTTP thread stopped while a publish was slow";
   EXPECT_EQ(delay_point_hits(), 1u);
+  ASSERT_EQ(small_read.wait_for(10s), std::future_status::ready) << "the slow publish never ended";
   EXPECT_EQ(small_read.get().value(), random_bytes(1000, 's'));
   auto hb = await(big_open);
   ASSERT_TRUE(hb) << hb.error().message;
